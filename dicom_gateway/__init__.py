@@ -1,0 +1,1 @@
+"""DICOM edge: Storage SCP that receives photographs, SCU that sends images and reports."""

@@ -1,0 +1,31 @@
+"""The SOP classes and transfer syntaxes the gateway accepts: the source of docs/conformance.md."""
+
+from __future__ import annotations
+
+from pydicom import uid
+
+STORAGE_SOP_CLASSES: dict[str, str] = {
+    uid.OphthalmicPhotography8BitImageStorage: "Ophthalmic Photography 8 Bit Image Storage",
+    uid.OphthalmicPhotography16BitImageStorage: "Ophthalmic Photography 16 Bit Image Storage",
+    uid.VLPhotographicImageStorage: "VL Photographic Image Storage",
+    uid.SecondaryCaptureImageStorage: "Secondary Capture Image Storage",
+    uid.MultiFrameTrueColorSecondaryCaptureImageStorage:
+        "Multi-frame True Color Secondary Capture Image Storage",
+}
+
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+
+TRANSFER_SYNTAXES: dict[str, str] = {
+    uid.ImplicitVRLittleEndian: "Implicit VR Little Endian",
+    uid.ExplicitVRLittleEndian: "Explicit VR Little Endian",
+    uid.DeflatedExplicitVRLittleEndian: "Deflated Explicit VR Little Endian",
+    uid.JPEGBaseline8Bit: "JPEG Baseline (Process 1)",
+    uid.JPEGExtended12Bit: "JPEG Extended (Process 2 & 4)",
+    uid.JPEGLossless: "JPEG Lossless, Non-Hierarchical (Process 14)",
+    uid.JPEGLosslessSV1: "JPEG Lossless, First-Order Prediction (Process 14, SV1)",
+    uid.JPEGLSLossless: "JPEG-LS Lossless",
+    uid.JPEGLSNearLossless: "JPEG-LS Near-Lossless",
+    uid.JPEG2000Lossless: "JPEG 2000 (Lossless Only)",
+    uid.JPEG2000: "JPEG 2000",
+    uid.RLELossless: "RLE Lossless",
+}

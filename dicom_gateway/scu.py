@@ -1,0 +1,52 @@
+"""Storage SCU: sends a data set to a remote AE and reports the status it answered."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+
+from services.settings import DicomNode
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """The peer refused the association, was unreachable, or answered a non-success status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def send_datasets(datasets: list[Dataset], node: DicomNode, calling_ae: str) -> list[int]:
+    """C-STORE each data set over one association; raise ``DeliveryFailed`` on the first failure."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    if not assoc.is_established:
+        raise DeliveryFailed(f"association with {node} refused or unreachable")
+    statuses = []
+    try:
+        for ds in datasets:
+            reply = assoc.send_c_store(ds)
+            code = int(reply.Status) if "Status" in reply else None
+            if code is None:
+                raise DeliveryFailed(f"{node} gave no C-STORE response (timeout or abort)")
+            if code not in (0x0000, 0xB000, 0xB007, 0xB006):  # success and warnings
+                comment = str(reply.get("ErrorComment", ""))
+                raise DeliveryFailed(f"{node} answered 0x{code:04X} {comment}".strip(), code)
+            statuses.append(code)
+    finally:
+        assoc.release()
+    return statuses
+
+
+def send_files(paths: list[Path], node: DicomNode, calling_ae: str) -> list[int]:
+    return send_datasets([dcmread(p) for p in paths], node, calling_ae)

@@ -1,0 +1,3 @@
+from eyescreen.cli import main
+
+main()

@@ -1,0 +1,130 @@
+"""Inference as pre-process -> predict -> (post-process in services.screening)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml.checkpoint import build_model, file_sha256, load_checkpoint, make_meta, save_checkpoint
+from ml.network import ScreeningNet, level_probabilities
+from ml.preprocess import Preprocessing, prepare
+from services.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).parent / "models"
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+@dataclass
+class Predictor:
+    meta: dict[str, Any]
+    model: ScreeningNet
+    sha256: str
+    path: Path
+    device: torch.device
+    taxonomy: Taxonomy = field(init=False)
+    preprocessing: Preprocessing = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.taxonomy = parse_taxonomy(self.meta["taxonomy"])
+        self.preprocessing = Preprocessing.from_dict(self.meta["preprocessing"])
+        self.model.to(self.device).eval()
+        self._level_sizes = [len(self.taxonomy.level(i)) for i in range(1, self.taxonomy.depth + 1)]
+        self._parents = [[]] + [self.taxonomy.parent_index(i) for i in range(2, self.taxonomy.depth + 1)]
+
+    @classmethod
+    def load(cls, path: Path, device: str = "auto") -> Predictor:
+        meta, model = load_checkpoint(path)
+        return cls(meta, model, file_sha256(path), path, pick_device(device))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.meta.get("thresholds", {}).items()}
+
+    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
+        return torch.stack([prepare(image, self.preprocessing) for image in images])
+
+    @torch.inference_mode()
+    def predict_batch(self, batch: torch.Tensor) -> list[dict[str, float]]:
+        """Raw (pre-hierarchy-constraint) probability per taxonomy code, one dict per image."""
+        logits = self.model(batch.to(self.device))
+        probs = level_probabilities(logits, self._level_sizes, self._parents)
+        flat = torch.cat(probs, dim=1).cpu().numpy()
+        codes = self.taxonomy.codes
+        return [dict(zip(codes, map(float, row), strict=True)) for row in flat]
+
+    def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]:
+        return self.predict_batch(self.preprocess(images))
+
+    def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "version": self.version,
+            "weights_sha256": self.sha256,
+            "taxonomy": f"{self.taxonomy.name}/{self.taxonomy.version}",
+            "preprocessing": self.preprocessing.to_dict(),
+            "device": str(self.device),
+            "dtype": "float32",
+            "batch_size": batch_size,
+            "seconds": round(elapsed_s, 4),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+def untrained_checkpoint(route: str, directory: Path) -> Path:
+    """An ImageNet backbone with random heads, made once with a fixed seed.
+
+    Used only when no trained model exists for a route, so the pipeline still runs end to end;
+    its version says "untrained" everywhere it is reported.
+    """
+    path = directory / f"untrained-{route}.pt"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    taxonomy = load_taxonomy(route)
+    meta = make_meta(
+        name=f"eyescreen-{route}",
+        version="0.0-untrained",
+        route=route,
+        backbone="efficientnet_lite0",
+        taxonomy=taxonomy,
+        preprocessing=Preprocessing(size=224, crop_dark_border=route == "fundus"),
+    )
+    model = build_model(meta, backbone_weights="imagenet")
+    save_checkpoint(path, meta, model)
+    return path
+
+
+def resolve_checkpoint(route: str, configured: Path | None, scratch_dir: Path) -> Path:
+    """The configured checkpoint, else the shipped one, else an untrained stand-in (warned)."""
+    if configured is not None:
+        if not configured.exists():
+            from services.errors import ModelNotFound
+
+            raise ModelNotFound(f"configured {route} checkpoint {configured} does not exist")
+        return configured
+    shipped = SHIPPED_DIR / f"{route}.pt"
+    if shipped.exists():
+        return shipped
+    log.warning("no trained %s model: using an UNTRAINED stand-in; results are meaningless", route)
+    return untrained_checkpoint(route, scratch_dir)

@@ -1,0 +1,236 @@
+"""The schema. One row per real-world thing; every state change has a timestamp.
+
+Patients, studies and instances mirror the DICOM information model. A screening case is one
+patient visit (patient + study). Predictions keep every class probability with the exact model
+(weights hash) and thresholds used. Outbox rows carry work to the queue after commit. Reports
+and their per-destination deliveries make SR delivery exactly-once and auditable.
+
+Grader reads, arbitration cases/decisions, users and audit events hang off ``screening_case``
+and ``instance`` (later migrations); findings are normalised in ``prediction_finding`` so that
+model-versus-grader comparisons are plain joins on taxonomy codes.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from services.db.base import Base, BigId, UtcDateTime, utcnow
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as VARCHAR + CHECK on every backend: adding a value is a plain migration.
+    return Enum(cls, native_enum=False, length=24, values_callable=lambda e: [m.value for m in e])
+
+
+class InstanceState(enum.StrEnum):
+    RECEIVED = "received"
+    PREDICTED = "predicted"
+    FAILED = "failed"
+
+
+class CaseState(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class Patient(Base):
+    __tablename__ = "patient"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+
+
+class ScreeningCase(Base):
+    """One patient visit: the images of one study, both eyes, screened together."""
+
+    __tablename__ = "screening_case"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("study.id"), unique=True)
+    state: Mapped[CaseState] = mapped_column(_enum(CaseState), default=CaseState.OPEN)
+    referral: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_image_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    study: Mapped[Study] = relationship()
+    instances: Mapped[list[Instance]] = relationship(back_populates="case")
+
+
+class Instance(Base):
+    """A received image, kept byte for byte in the content-addressed store."""
+
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    laterality: Mapped[str] = mapped_column(String(4), default="")
+    route: Mapped[str] = mapped_column(String(16))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigId)
+    state: Mapped[InstanceState] = mapped_column(
+        _enum(InstanceState), default=InstanceState.RECEIVED, index=True
+    )
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    case: Mapped[ScreeningCase] = relationship(back_populates="instances")
+    predictions: Mapped[list[Prediction]] = relationship(back_populates="instance")
+
+
+class ModelVersion(Base):
+    """A model the service can run: identified by the sha256 of its checkpoint file."""
+
+    __tablename__ = "model_version"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str] = mapped_column(String(16))
+    weights_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    taxonomy_version: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Prediction(Base):
+    """The model's read of one instance. One per (instance, model): re-running is a no-op."""
+
+    __tablename__ = "prediction"
+    __table_args__ = (UniqueConstraint("instance_pk", "model_version_pk"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    model_version_pk: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    thresholds: Mapped[dict[str, float]] = mapped_column(JSON)
+    top3: Mapped[list[str]] = mapped_column(JSON)
+    referral: Mapped[bool] = mapped_column(Boolean)
+    quality: Mapped[str] = mapped_column(String(16), default="gradable")
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
+    heatmap_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    instance: Mapped[Instance] = relationship(back_populates="predictions")
+    model_version: Mapped[ModelVersion] = relationship()
+    findings: Mapped[list[PredictionFinding]] = relationship(
+        back_populates="prediction", cascade="all, delete-orphan", order_by="PredictionFinding.id"
+    )
+
+
+class PredictionFinding(Base):
+    """One taxonomy class of one prediction: probability, threshold and the decision."""
+
+    __tablename__ = "prediction_finding"
+    __table_args__ = (
+        UniqueConstraint("prediction_pk", "code"),
+        Index("ix_prediction_finding_code_positive", "code", "positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    prediction_pk: Mapped[int] = mapped_column(ForeignKey("prediction.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(32))
+    level: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    positive: Mapped[bool] = mapped_column(Boolean)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="findings")
+
+
+class OutboxMessage(Base):
+    """Work to hand to the queue, written in the same transaction as the data it is about."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(64))
+    args: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Report(Base):
+    """A DICOM SR produced for an instance; revisions point at their predecessor."""
+
+    __tablename__ = "report"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    prediction_pk: Mapped[int] = mapped_column(ForeignKey("prediction.id"), unique=True)
+    predecessor_pk: Mapped[int | None] = mapped_column(ForeignKey("report.id"), nullable=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    deliveries: Mapped[list[ReportDelivery]] = relationship(back_populates="report")
+
+
+class ReportDelivery(Base):
+    __tablename__ = "report_delivery"
+    __table_args__ = (UniqueConstraint("report_pk", "destination"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    report_pk: Mapped[int] = mapped_column(ForeignKey("report.id"))
+    destination: Mapped[str] = mapped_column(String(128))
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState), default=DeliveryState.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    report: Mapped[Report] = relationship(back_populates="deliveries")
+

@@ -1,0 +1,191 @@
+"""Reading stored images with the model and recording the decision, idempotently.
+
+The model and the pixel decoder are injected (the worker provides torch and pydicom ones), so
+this module holds only the rules: one prediction per (instance, model), every probability kept
+with the thresholds used, a report queued in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db.models import (
+    Instance,
+    InstanceState,
+    ModelVersion,
+    Prediction,
+    PredictionFinding,
+)
+from services.db.session import transaction
+from services.outbox import add_message
+from services.quality import GRADABLE, assess
+from services.screening import decide
+from services.storage import ContentStore
+from services.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+REPORT_TASK = "reports.build"
+
+
+class Model(Protocol):
+    name: str
+    version: str
+    sha256: str
+    taxonomy: Taxonomy
+
+    @property
+    def thresholds(self) -> dict[str, float]: ...
+
+    def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]: ...
+
+    def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    instance_id: int
+    prediction_id: int | None
+    outbox_ids: tuple[int, ...] = ()
+    error: str | None = None
+
+
+class InferenceService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: ContentStore,
+        decode: Callable[[bytes], np.ndarray],
+        model_for_route: Callable[[str], Model],
+        model_path_for_route: Callable[[str], str],
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.decode = decode
+        self.model_for_route = model_for_route
+        self.model_path_for_route = model_path_for_route
+
+    def infer(self, instance_ids: Sequence[int]) -> list[InferenceOutcome]:
+        """Read each instance once with its route's model; a bad image fails alone."""
+        outcomes: list[InferenceOutcome] = []
+        pending: dict[str, list[tuple[int, np.ndarray]]] = {}
+        with self.sessions() as session:
+            for instance_id in instance_ids:
+                instance = session.get(Instance, instance_id)
+                if instance is None:
+                    outcomes.append(InferenceOutcome(instance_id, None, error="no such instance"))
+                    continue
+                model = self.model_for_route(instance.route)
+                done = self._existing(session, instance_id, model.sha256)
+                if done is not None:
+                    outcomes.append(InferenceOutcome(instance_id, done))
+                    continue
+                try:
+                    rgb = self.decode(self.store.read(instance.sha256))
+                except (ValueError, OSError) as exc:
+                    outcomes.append(self._fail(instance_id, str(exc)))
+                    continue
+                pending.setdefault(instance.route, []).append((instance_id, rgb))
+        for route, items in pending.items():
+            outcomes.extend(self._run(route, items))
+        return outcomes
+
+    def _run(self, route: str, items: list[tuple[int, np.ndarray]]) -> list[InferenceOutcome]:
+        model = self.model_for_route(route)
+        started = time.perf_counter()
+        probabilities = model.predict([rgb for _, rgb in items])
+        elapsed = time.perf_counter() - started
+        provenance = model.provenance(elapsed / len(items), len(items))
+        return [
+            self._record(instance_id, model, route, probs, assess(rgb), provenance)
+            for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
+        ]
+
+    def _record(
+        self,
+        instance_id: int,
+        model: Model,
+        route: str,
+        probabilities: dict[str, float],
+        quality: str,
+        provenance: dict[str, Any],
+    ) -> InferenceOutcome:
+        decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
+        try:
+            with transaction(self.sessions) as session:
+                version = self._model_row(session, model, route)
+                prediction = Prediction(
+                    instance_pk=instance_id,
+                    model_version_pk=version.id,
+                    probabilities=decision.probabilities,
+                    thresholds=decision.thresholds,
+                    top3=list(decision.top3),
+                    referral=decision.referral,
+                    quality=quality,
+                    provenance=provenance | {"raw_probabilities": probabilities},
+                    findings=[
+                        PredictionFinding(
+                            code=f.code,
+                            level=f.level,
+                            probability=f.probability,
+                            threshold=f.threshold,
+                            positive=f.positive,
+                        )
+                        for f in decision.findings
+                    ],
+                )
+                session.add(prediction)
+                instance = session.get_one(Instance, instance_id)
+                instance.state = InstanceState.PREDICTED
+                instance.error = None
+                session.flush()
+                message = add_message(session, REPORT_TASK, prediction.id)
+                outcome = InferenceOutcome(instance_id, prediction.id, (message.id,))
+        except IntegrityError:
+            # Another worker recorded the same (instance, model) first: theirs stands.
+            with self.sessions() as session:
+                existing = self._existing(session, instance_id, model.sha256)
+            return InferenceOutcome(instance_id, existing)
+        if quality != GRADABLE:
+            log.info("instance %d is %s: referred", instance_id, quality)
+        return outcome
+
+    def _model_row(self, session: Session, model: Model, route: str) -> ModelVersion:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256))
+        if row is None:
+            with session.begin_nested():
+                row = ModelVersion(
+                    name=model.name,
+                    version=model.version,
+                    route=route,
+                    weights_sha256=model.sha256,
+                    taxonomy_version=f"{model.taxonomy.name}/{model.taxonomy.version}",
+                    path=self.model_path_for_route(route),
+                )
+                session.add(row)
+        return row
+
+    @staticmethod
+    def _existing(session: Session, instance_id: int, sha256: str) -> int | None:
+        return session.scalar(
+            select(Prediction.id)
+            .join(ModelVersion)
+            .where(Prediction.instance_pk == instance_id, ModelVersion.weights_sha256 == sha256)
+        )
+
+    def _fail(self, instance_id: int, error: str) -> InferenceOutcome:
+        log.warning("instance %d cannot be read: %s", instance_id, error[:200])
+        with transaction(self.sessions) as session:
+            instance = session.get_one(Instance, instance_id)
+            instance.state = InstanceState.FAILED
+            instance.error = error[:2000]
+        return InferenceOutcome(instance_id, None, error=error)

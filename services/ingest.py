@@ -1,0 +1,152 @@
+"""Accepting a received image: keep the bytes, record the instance, queue the work, in that order.
+
+The file is durable before the row commits; the inference task is an outbox row in the same
+transaction, handed to the queue only after the commit. Receiving the same SOP Instance UID with
+the same bytes again is acknowledged without new work; with different bytes it is refused and
+the new copy kept aside for an administrator (never overwritten).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db.models import Instance, OutboxMessage, Patient, ScreeningCase, Study
+from services.db.session import transaction
+from services.db.base import utcnow
+from services.errors import InstanceConflict, OutOfResources
+from services.storage import ContentStore
+
+log = logging.getLogger(__name__)
+
+INFER_TASK = "screening.infer"
+
+
+@dataclass(frozen=True)
+class ReceivedImage:
+    """What the gateway read from a data set, plus the bytes exactly as received."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    route: str
+    encoded: bytes
+    patient_id: str = ""
+    issuer: str = ""
+    patient_name: str = ""
+    birth_date: str = ""
+    sex: str = ""
+    study_date: str = ""
+    accession_number: str = ""
+    laterality: str = ""
+    calling_ae: str = ""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    instance_id: int
+    duplicate: bool
+    outbox_ids: tuple[int, ...]
+
+
+class IngestService:
+    def __init__(self, sessions: sessionmaker[Session], store: ContentStore) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.quarantine = ContentStore(store.root.parent / "quarantine", store.min_free_bytes)
+
+    def accept(self, image: ReceivedImage) -> IngestResult:
+        """Keep the image durably; raise ``OutOfResources`` if it cannot be kept."""
+        stored = self.store.put(image.encoded)
+        for attempt in range(3):
+            try:
+                return self._record(image, stored.sha256, stored.size)
+            except IntegrityError:
+                # A concurrent association inserted the same patient/study/instance: re-read.
+                if attempt == 2:
+                    raise
+            except OperationalError as exc:
+                raise OutOfResources(f"database unavailable: {exc.orig!s}"[:200]) from exc
+        raise AssertionError("unreachable")
+
+    def _record(self, image: ReceivedImage, sha256: str, size: int) -> IngestResult:
+        with transaction(self.sessions) as session:
+            existing = session.scalar(
+                select(Instance).where(Instance.sop_instance_uid == image.sop_instance_uid)
+            )
+            if existing is not None:
+                return self._repeat(existing, image, sha256)
+            case = self._case_for(session, image)
+            case.last_image_at = utcnow()
+            instance = Instance(
+                case=case,
+                sop_instance_uid=image.sop_instance_uid,
+                sop_class_uid=image.sop_class_uid,
+                series_instance_uid=image.series_instance_uid,
+                transfer_syntax_uid=image.transfer_syntax_uid,
+                laterality=image.laterality,
+                route=image.route,
+                calling_ae=image.calling_ae,
+                sha256=sha256,
+                size_bytes=size,
+            )
+            session.add(instance)
+            session.flush()
+            message = OutboxMessage(task_name=INFER_TASK, args=[instance.id])
+            session.add(message)
+            session.flush()
+            return IngestResult(instance.id, duplicate=False, outbox_ids=(message.id,))
+
+    def _repeat(self, existing: Instance, image: ReceivedImage, sha256: str) -> IngestResult:
+        if existing.sha256 == sha256:
+            log.info("instance %s received again, identical; acknowledged", image.sop_instance_uid)
+            return IngestResult(existing.id, duplicate=True, outbox_ids=())
+        kept = self.quarantine.put(image.encoded)
+        log.warning(
+            "instance %s received again with different content; kept aside as %s",
+            image.sop_instance_uid,
+            kept.sha256,
+        )
+        raise InstanceConflict(
+            f"SOP Instance UID already stored with different content (quarantined {kept.sha256[:12]})"
+        )
+
+    @staticmethod
+    def _case_for(session: Session, image: ReceivedImage) -> ScreeningCase:
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == image.study_instance_uid)
+        )
+        if study is None:
+            patient = session.scalar(
+                select(Patient).where(
+                    Patient.patient_id == image.patient_id, Patient.issuer == image.issuer
+                )
+            )
+            if patient is None:
+                patient = Patient(
+                    patient_id=image.patient_id,
+                    issuer=image.issuer,
+                    name=image.patient_name,
+                    birth_date=image.birth_date,
+                    sex=image.sex,
+                )
+                session.add(patient)
+            study = Study(
+                patient=patient,
+                study_instance_uid=image.study_instance_uid,
+                study_date=image.study_date,
+                accession_number=image.accession_number,
+            )
+            session.add(study)
+            session.flush()
+        case = session.scalar(select(ScreeningCase).where(ScreeningCase.study_pk == study.id))
+        if case is None:
+            case = ScreeningCase(study_pk=study.id)
+            session.add(case)
+        return case

@@ -1,0 +1,154 @@
+"""One typed settings object for every process, read from ``EYESCREEN_*`` variables.
+
+Nothing here connects to anything; the object is built once at start by the entry point
+(CLI, worker, gateway) and passed down.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars, no backslash
+_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class DicomNode:
+    """A remote DICOM application entity, written ``AE@host:port``."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> DicomNode:
+        match = _DESTINATION.match(text.strip())
+        if not match:
+            raise ValueError(f"{text!r} is not a DICOM destination; write it as AE@host:port")
+        ae, host, port = match["ae"], match["host"], int(match["port"])
+        if not _AE_TITLE.match(ae):
+            raise ValueError(f"{ae!r} is not a valid AE title (1-16 printable chars, no '\\')")
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} of {text!r} is out of range")
+        return cls(ae, host, port)
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """Settings of the screening service. Unset values give the embedded profile under ./var."""
+
+    model_config = SettingsConfigDict(env_prefix="EYESCREEN_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    broker_url: str | None = None
+
+    ae_title: str = "EYESCREEN"
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = Field(11112, ge=1, le=65535)
+    sr_destinations: Annotated[list[DicomNode], NoDecode] = Field(default_factory=list)
+    min_free_disk_mb: int = Field(512, ge=0)
+    max_associations: int = Field(16, ge=1)
+
+    route_by_ae: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    default_route: Literal["fundus", "anterior"] | None = None
+
+    worker_concurrency: int = Field(1, ge=1)
+    torch_threads: int = Field(0, ge=0)
+    device: str = "auto"
+    fundus_checkpoint: Path | None = None
+    anterior_checkpoint: Path | None = None
+    sr_delivery_max_attempts: int = Field(8, ge=1)
+    outbox_resend_after_s: float = Field(30.0, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        if not _AE_TITLE.match(value):
+            raise ValueError("must be 1-16 printable characters without a backslash")
+        return value
+
+    @field_validator("sr_destinations", mode="before")
+    @classmethod
+    def _parse_destinations(cls, value: object) -> object:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [DicomNode.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("route_by_ae", mode="before")
+    @classmethod
+    def _parse_routes(cls, value: object) -> object:
+        """``CAMERA1=fundus,SLITLAMP=anterior`` -> {"CAMERA1": "fundus", ...}."""
+        items = _split_list(value)
+        if not isinstance(items, list):
+            return items
+        routes: dict[str, str] = {}
+        for item in items:
+            ae, sep, route = str(item).partition("=")
+            if not sep or route.strip() not in ("fundus", "anterior"):
+                raise ValueError(f"{item!r}: write AE=fundus or AE=anterior")
+            routes[ae.strip()] = route.strip()
+        return routes
+
+    @model_validator(mode="after")
+    def _refuse_embedded_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            self.database_url is None or self.database_url.startswith("sqlite")
+        ):
+            raise ValueError("production needs EYESCREEN_DATABASE_URL pointing at PostgreSQL")
+        return self
+
+    @cached_property
+    def data_path(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_path / "images"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_path / "reports"
+
+    @property
+    def heatmaps_dir(self) -> Path:
+        return self.data_path / "heatmaps"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'eyescreen.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        # kombu's SQLAlchemy transport (tuned in worker.embedded_broker): no server, one file.
+        return self.broker_url or f"eyescreen-sqlite+sqlite:///{self.data_path / 'broker.db'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_path, self.images_dir, self.reports_dir, self.heatmaps_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raise ``pydantic.ValidationError`` naming the bad one."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,73 @@
+"""Content-addressed, durable file store for received images and produced reports.
+
+A file is written to a temporary name in its final directory, fsynced, renamed into place and
+the directory fsynced, so a crash leaves either the whole file or nothing under its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.errors import StorageFull
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    sha256: str
+    path: Path
+    size: int
+
+
+class ContentStore:
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+        self.root = root
+        self.min_free_bytes = min_free_bytes
+
+    def path_for(self, sha256: str, suffix: str = ".dcm") -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
+
+    def check_space(self, incoming: int = 0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        if free - incoming < self.min_free_bytes:
+            raise StorageFull(
+                f"free disk {free // 2**20} MiB is below the {self.min_free_bytes // 2**20} MiB "
+                "watermark; refusing new files until space is freed"
+            )
+
+    def put(self, data: bytes, suffix: str = ".dcm") -> StoredFile:
+        """Store ``data`` durably; storing the same bytes again is a no-op."""
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path_for(digest, suffix)
+        if target.exists() and target.stat().st_size == len(data):
+            return StoredFile(digest, target, len(data))
+        self.check_space(len(data))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return StoredFile(digest, target, len(data))
+
+    def read(self, sha256: str, suffix: str = ".dcm") -> bytes:
+        return self.path_for(sha256, suffix).read_bytes()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

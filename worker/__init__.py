@@ -1,0 +1,1 @@
+"""Celery edge: the app, its configuration, and thin tasks that call services."""

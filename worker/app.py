@@ -1,0 +1,77 @@
+"""The Celery application, built from settings by whoever starts a worker or publishes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from services.settings import Settings
+from worker import embedded_broker
+from worker.runtime import WorkerRuntime
+from worker.tasks import register_tasks
+
+QUEUES = ("inference", "reports", "housekeeping")
+
+
+def queue_for(task_name: str) -> str:
+    prefix = task_name.split(".", 1)[0]
+    return {"screening": "inference", "reports": "reports"}.get(prefix, "housekeeping")
+
+
+class RuntimeHolder:
+    """Creates the worker runtime lazily, once per process (after fork in prefork children)."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self._runtime: WorkerRuntime | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> WorkerRuntime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = WorkerRuntime(self.settings, self.publish)
+            return self._runtime
+
+    def publish(self, task_name: str, args: list[Any]) -> None:
+        self.app.send_task(task_name, args=args, queue=queue_for(task_name))
+
+
+def create_app(settings: Settings) -> Celery:
+    settings.ensure_dirs()
+    app = Celery("eyescreen", broker=settings.effective_broker_url, set_as_current=True)
+    embedded_broker.register()
+    transport_options: dict[str, Any] = {}
+    if settings.effective_broker_url.startswith("redis"):
+        # An unacknowledged message comes back after this long (a worker lost mid-task).
+        transport_options = {"visibility_timeout": 3600, "queue_order_strategy": "priority"}
+    app.conf.update(
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=600,
+        task_soft_time_limit=540,
+        task_default_queue="inference",
+        task_queues=[Queue(name) for name in QUEUES],
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    holder = RuntimeHolder(settings, app)
+    register_tasks(app, holder.get)
+
+    def _warm(**_: Any) -> None:
+        holder.get().warm_up()
+
+    worker_process_init.connect(_warm, weak=False)
+    app.eyescreen_runtime = holder  # type: ignore[attr-defined]
+    return app

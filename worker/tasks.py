@@ -1,0 +1,60 @@
+"""Thin, named tasks taking ids; the work is in services. Each is idempotent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, Task
+from sqlalchemy.exc import OperationalError
+
+from services.db.models import DeliveryState
+from services.db.session import transaction
+from services.recovery import requeue_stale_work
+
+if TYPE_CHECKING:
+    from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
+    retry_policy: dict[str, Any] = {
+        "autoretry_for": TRANSIENT,
+        "retry_backoff": 2,
+        "retry_backoff_max": 300,
+        "retry_jitter": True,
+        "max_retries": 20,
+    }
+
+    @app.task(name="screening.infer", **retry_policy)
+    def infer(instance_id: int) -> None:
+        rt = runtime()
+        for outcome in rt.inference().infer([instance_id]):
+            rt.dispatcher.dispatch(outcome.outbox_ids)
+
+    @app.task(name="reports.build", **retry_policy)
+    def build_report(prediction_id: int) -> None:
+        rt = runtime()
+        rt.dispatcher.dispatch(rt.reports().build(prediction_id))
+
+    @app.task(name="reports.deliver", bind=True, **retry_policy)
+    def deliver_report(self: Task, delivery_id: int) -> None:
+        from reports.delivery import make_sender
+
+        rt = runtime()
+        outcome = rt.reports().deliver(delivery_id, make_sender(rt.settings.ae_title))
+        if outcome.state == DeliveryState.PENDING and outcome.retry_in_s is not None:
+            raise self.retry(countdown=outcome.retry_in_s, max_retries=None)
+
+    @app.task(name="housekeeping.sweep", **retry_policy)
+    def sweep() -> None:
+        rt = runtime()
+        with transaction(rt.sessions) as session:
+            ids = requeue_stale_work(session, timedelta(minutes=10))
+        rt.dispatcher.dispatch(ids)
+        rt.dispatcher.sweep(timedelta(seconds=rt.settings.outbox_resend_after_s))
