@@ -1,0 +1,113 @@
+"""Shared fixtures: real databases (SQLite file, PostgreSQL), free ports, real photographs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EYESCREEN_SHARED", REPO.parent / "shared")).resolve()
+FUNDUS = SHARED / "data" / "fundus"
+ANTERIOR = SHARED / "data" / "anterior"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "EYESCREEN_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("EYESCREEN_TEST_REDIS", "redis://127.0.0.1:6379/11")
+IN_CI = os.environ.get("CI") == "true"
+
+
+def needs_shared_data() -> None:
+    if not (FUNDUS / "manifest.csv").exists():
+        pytest.skip(f"real photographs not found at {FUNDUS} (set EYESCREEN_SHARED)")
+
+
+@pytest.fixture
+def fundus_photo() -> Path:
+    needs_shared_data()
+    return FUNDUS / "images" / "cataract" / "0_left.jpg"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_available(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    if service_available(host, port):
+        return
+    if IN_CI:
+        pytest.fail(f"{name} is not running on {host}:{port}; CI must start it (.ci/run)")
+    pytest.skip(f"{name} is not running on {host}:{port}")
+
+
+def require_binary(path: str) -> None:
+    if not Path(path).exists():
+        if IN_CI:
+            pytest.fail(f"{path} missing; .ci/run installs dcmtk and dicom3tools")
+        pytest.skip(f"{path} missing (apt-get install dcmtk dicom3tools)")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    admin = make_url(POSTGRES_ADMIN_URL)
+    require_service("PostgreSQL", admin.host or "127.0.0.1", admin.port or 5432)
+    name = f"eyescreen_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+            ), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = make_url(REDIS_URL.replace("redis://", "redis+x://"))
+    require_service("Redis", url.host or "127.0.0.1", url.port or 6379)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of each kind the product supports."""
+    from eyescreen.database import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'eyescreen.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    upgrade(url)
+    return url
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]

@@ -1,0 +1,97 @@
+"""One real screening pass: DCMTK storescu -> gateway -> Celery worker -> SR -> DCMTK storescp.
+
+Runs the service as a user would (``eyescreen up``) on the embedded default (SQLite and the
+SQLite broker) and on the production profile (PostgreSQL and Redis).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.conftest import free_port, require_binary, run
+from tests.dicom_files import write_photo_dicom
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp standing in for the hospital PACS."""
+    require_binary("/usr/bin/storescp")
+    port, inbox = free_port(), tmp_path / "pacs"
+    inbox.mkdir()
+    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(port)],
+                            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+    yield port, inbox
+    proc.terminate()
+    proc.wait(10)
+
+
+def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "eyescreen", "up"], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}; service log:\n{log.read_text()[-4000:]}")
+
+
+@pytest.mark.parametrize("profile", ["embedded", "postgres-redis"])
+def test_photo_in_structured_report_out(
+    profile: str, request: pytest.FixtureRequest, pacs: tuple[int, Path], fundus_photo: Path,
+    tmp_path: Path,
+) -> None:
+    pacs_port, inbox = pacs
+    port = free_port()
+    env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+               EYESCREEN_DICOM_PORT=str(port), EYESCREEN_DICOM_HOST="127.0.0.1",
+               EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}")
+    if profile == "postgres-redis":
+        env["EYESCREEN_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+        env["EYESCREEN_BROKER_URL"] = request.getfixturevalue("redis_url")
+    log = tmp_path / "service.log"
+    service = start_service(env, log)
+    try:
+        sent = write_photo_dicom(fundus_photo, tmp_path / "op.dcm", patient_id="E2E-1",
+                                 patient_name="Doe^<b>Jane</b>", laterality="L")
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)]
+        wait_for(lambda: run(echo).returncode == 0, 60, "the gateway", log)
+        result = run(["/usr/bin/storescu", "-xy", "-aec", "EYESCREEN", "127.0.0.1", str(port),
+                      str(tmp_path / "op.dcm")], env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: any(inbox.iterdir()), 180, "the SR at the PACS", log)
+        received = next(inbox.iterdir())
+        dump = run(["/usr/bin/dsrdump", "+Pu", str(received)])
+        assert dump.returncode == 0, dump.stderr
+        assert "Imaging Measurement Report" in dump.stdout
+        assert str(sent.SOPInstanceUID) in dump.stdout
+        sr = dcmread(received)
+        evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+        ref = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == sent.SOPInstanceUID
+        assert sr.PatientID == "E2E-1"
+        time.sleep(1)
+        assert len(list(inbox.iterdir())) == 1  # exactly once
+        assert "Doe" not in log.read_text() and "E2E-1" not in log.read_text()  # no PHI in logs
+    finally:
+        service.send_signal(signal.SIGINT)
+        try:
+            service.wait(60)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            pytest.fail("eyescreen up did not stop on Ctrl-C within 60 s")
+    assert service.returncode == 0, log.read_text()[-3000:]

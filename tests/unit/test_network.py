@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import torch
+
+from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
+from ml.network import HierarchicalHeads, level_probabilities
+from ml.preprocess import Preprocessing
+from services.taxonomy import load_taxonomy
+
+
+def test_heads_follow_the_taxonomy_and_feed_level_one_into_level_two() -> None:
+    tree = load_taxonomy("anterior")
+    sizes = [len(tree.level(i)) for i in (1, 2)]
+    heads = HierarchicalHeads(32, sizes, hidden=16).eval()
+    logits = heads(torch.randn(4, 32))
+    assert [t.shape[1] for t in logits] == sizes
+    assert heads.branches[1][1].in_features == 32 + 16  # features + level-1 hidden
+
+
+def test_flat_heads_derive_parents_as_max_of_children() -> None:
+    tree = load_taxonomy("fundus")
+    sizes = [len(tree.level(i)) for i in (1, 2)]
+    heads = HierarchicalHeads(8, sizes, hidden=8, flat=True).eval()
+    logits = heads(torch.randn(5, 8))
+    assert len(logits) == 1
+    probs = level_probabilities(logits, sizes, [[], tree.parent_index(2)])
+    for child, parent in enumerate(tree.parent_index(2)):
+        assert torch.all(probs[0][:, parent] >= probs[1][:, child])
+
+
+def test_checkpoint_round_trips(tmp_path: Path) -> None:
+    tree = load_taxonomy("fundus")
+    meta = make_meta(name="t", version="1", route="fundus", backbone="efficientnet_lite0",
+                     taxonomy=tree, preprocessing=Preprocessing(size=64))
+    meta["thresholds"] = {"F.GLAU.GLAU": 0.3}
+    model = build_model(meta, backbone_weights=None).eval()
+    sha = save_checkpoint(tmp_path / "m.pt", meta, model)
+    loaded_meta, loaded = load_checkpoint(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model(x), loaded(x), strict=True):
+            assert torch.allclose(a, b, atol=2e-2)  # weights are stored in fp16
+    assert loaded_meta["thresholds"] == {"F.GLAU.GLAU": 0.3}
+    assert len(sha) == 64
