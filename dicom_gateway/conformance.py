@@ -9,8 +9,9 @@ STORAGE_SOP_CLASSES: dict[str, str] = {
     uid.OphthalmicPhotography16BitImageStorage: "Ophthalmic Photography 16 Bit Image Storage",
     uid.VLPhotographicImageStorage: "VL Photographic Image Storage",
     uid.SecondaryCaptureImageStorage: "Secondary Capture Image Storage",
-    uid.MultiFrameTrueColorSecondaryCaptureImageStorage:
-        "Multi-frame True Color Secondary Capture Image Storage",
+    uid.MultiFrameTrueColorSecondaryCaptureImageStorage: (
+        "Multi-frame True Color Secondary Capture Image Storage"
+    ),
 }
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"

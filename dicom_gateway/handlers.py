@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pynetdicom import events
+from pynetdicom.dimse_primitives import C_STORE
 
 from dicom_gateway.reading import SopClassMismatch, check_identity, laterality, routing_facts, text
 from services.errors import InstanceConflict, InstanceRejected, NoRoute, OutOfResources
@@ -48,6 +49,7 @@ def handle_echo(event: events.Event) -> int:
 
 def handle_store(event: events.Event, context: StoreContext) -> int | Dataset:
     request = event.request
+    assert isinstance(request, C_STORE)
     uid = str(request.AffectedSOPInstanceUID)
     calling_ae = event.assoc.requestor.ae_title
     try:

@@ -15,10 +15,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     OphthalmicPhotography8BitImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 

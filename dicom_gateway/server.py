@@ -31,7 +31,7 @@ def build_scp_ae(settings: Settings) -> AE:
 def start_scp(settings: Settings, context: StoreContext, block: bool = False) -> Any:
     """Start serving; returns the server (non-blocking) so the caller can shut it down."""
     ae = build_scp_ae(settings)
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
     ]
@@ -40,8 +40,12 @@ def start_scp(settings: Settings, context: StoreContext, block: bool = False) ->
             "no DICOM sources configured: accepting any calling AE and routing by attributes "
             "(set EYESCREEN_ROUTE_BY_AE to restrict)"
         )
-    log.info("DICOM gateway %s listening on %s:%d", settings.ae_title, settings.dicom_host,
-             settings.dicom_port)
+    log.info(
+        "DICOM gateway %s listening on %s:%d",
+        settings.ae_title,
+        settings.dicom_host,
+        settings.dicom_port,
+    )
     server: ThreadedAssociationServer | None = ae.start_server(
         (settings.dicom_host, settings.dicom_port), block=block, evt_handlers=handlers
     )

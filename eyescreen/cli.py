@@ -15,7 +15,9 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ValidationError as exc:
-        lines = [f"  EYESCREEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        lines = [
+            f"  EYESCREEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
 
 
@@ -60,32 +62,46 @@ def worker(concurrency: int | None, queues: str) -> None:
     configure_logging("worker")
     settings = _settings()
     app = create_app(settings)
-    app.worker_main([
-        "worker", "--loglevel=INFO", f"--queues={queues}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-        f"--hostname=eyescreen-{queues.split(',')[0]}@%h",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            f"--queues={queues}",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=eyescreen-{queues.split(',')[0]}@%h",
+        ]
+    )
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--to", "destination", default=None, help="AE@host:port (default: this gateway)")
-@click.option("--route", type=click.Choice(["fundus", "anterior"]), default="fundus",
-              help="for plain photographs: which kind they are")
+@click.option(
+    "--route",
+    type=click.Choice(["fundus", "anterior"]),
+    default="fundus",
+    help="for plain photographs: which kind they are",
+)
 @click.option("--patient-id", default="ANON", help="for plain photographs")
 def send(files: tuple[Path, ...], destination: str | None, route: str, patient_id: str) -> None:
     """Send DICOM files, or JPEG/PNG photographs wrapped as Ophthalmic Photography."""
     from pydicom import dcmread
+    from pydicom.dataset import Dataset
     from pydicom.errors import InvalidDicomError
 
     from dicom_gateway.photos import photo_to_dataset
     from dicom_gateway.scu import DeliveryFailed, send_datasets
 
     settings = _settings()
-    node = DicomNode.parse(destination) if destination else DicomNode(
-        settings.ae_title, "127.0.0.1", settings.dicom_port)
-    datasets = []
+    node = (
+        DicomNode.parse(destination)
+        if destination
+        else DicomNode(settings.ae_title, "127.0.0.1", settings.dicom_port)
+    )
+    datasets: list[Dataset] = []
     for path in files:
         try:
             datasets.append(dcmread(path))

@@ -13,12 +13,19 @@ def collect_status(settings: Settings) -> dict[str, dict[str, int]]:
     engine = make_engine(settings.effective_database_url)
     try:
         with make_session_factory(engine)() as session:
-            instances = dict(session.execute(
-                select(Instance.state, func.count()).group_by(Instance.state)).all())
-            referrals = dict(session.execute(
-                select(Prediction.referral, func.count()).group_by(Prediction.referral)).all())
-            deliveries = dict(session.execute(
-                select(ReportDelivery.state, func.count()).group_by(ReportDelivery.state)).all())
+            instances = dict(
+                session.execute(select(Instance.state, func.count()).group_by(Instance.state)).all()
+            )
+            referrals = dict(
+                session.execute(
+                    select(Prediction.referral, func.count()).group_by(Prediction.referral)
+                ).all()
+            )
+            deliveries = dict(
+                session.execute(
+                    select(ReportDelivery.state, func.count()).group_by(ReportDelivery.state)
+                ).all()
+            )
     finally:
         engine.dispose()
     return {

@@ -29,8 +29,12 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         self._spawn("worker", "worker", f"--concurrency={self.workers}")
         self._spawn("gateway", "gateway")
-        log.info("eyescreen up: DICOM %s on port %d, data in %s (Ctrl-C stops)",
-                 self.settings.ae_title, self.settings.dicom_port, self.settings.data_path)
+        log.info(
+            "eyescreen up: DICOM %s on port %d, data in %s (Ctrl-C stops)",
+            self.settings.ae_title,
+            self.settings.dicom_port,
+            self.settings.data_path,
+        )
         code = 0
         while not self.stopping:
             for name, child in self.children.items():

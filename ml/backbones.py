@@ -50,8 +50,12 @@ def build_backbone(name: str, weights: str | Path | None = "imagenet") -> Backbo
     elif name == "inception_v3":
         net = models.inception_v3(weights=None, aux_logits=False, init_weights=True)
         net.fc = nn.Identity()
-        groups = [[net.Mixed_7c, net.Mixed_7b], [net.Mixed_7a, net.Mixed_6e, net.Mixed_6d],
-                  [net.Mixed_6c, net.Mixed_6b, net.Mixed_6a], [net]]
+        groups = [
+            [net.Mixed_7c, net.Mixed_7b],
+            [net.Mixed_7a, net.Mixed_6e, net.Mixed_6d],
+            [net.Mixed_6c, net.Mixed_6b, net.Mixed_6a],
+            [net],
+        ]
         backbone = Backbone(name, _Pooled(net), 2048, 299, groups)
     elif name == "resnet34":
         net = models.resnet34(weights=None)
@@ -62,13 +66,17 @@ def build_backbone(name: str, weights: str | Path | None = "imagenet") -> Backbo
         net = models.densenet121(weights=None)
         net.classifier = nn.Identity()
         f = net.features
-        groups = [[f.denseblock4, f.norm5], [f.denseblock3, f.transition3],
-                  [f.denseblock2, f.transition2], [net]]
+        groups = [
+            [f.denseblock4, f.norm5],
+            [f.denseblock3, f.transition3],
+            [f.denseblock2, f.transition2],
+            [net],
+        ]
         backbone = Backbone(name, _Pooled(net), 1024, 224, groups)
     if weights not in (None, "imagenet"):
         state = torch.load(Path(weights), map_location="cpu", weights_only=True)
         target = backbone.module.net if isinstance(backbone.module, _Pooled) else backbone.module
-        missing, unexpected = target.load_state_dict(state, strict=False)
+        missing, _unexpected = target.load_state_dict(state, strict=False)
         significant = [k for k in missing if not k.startswith(("fc.", "classifier.", "AuxLogits"))]
         if significant:
             raise ValueError(f"{weights}: weights do not fit {name}; missing {significant[:5]}")

@@ -74,9 +74,7 @@ def make_meta(
 
 def save_checkpoint(path: Path, meta: dict[str, Any], model: ScreeningNet) -> str:
     """Write atomically; returns the file's sha256. Weights are stored in fp16 to stay small."""
-    state = {
-        k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()
-    }
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     payload = dict(meta, state_dict=state)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="partial-", suffix=".pt")

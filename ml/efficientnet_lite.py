@@ -24,7 +24,12 @@ LITE0_STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-_BN = {"eps": 1e-3, "momentum": 0.01}
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
 FEATURE_DIM = 1280
 
 
@@ -48,11 +53,11 @@ class MBConv(nn.Module):
         self.expand = expand != 1
         if self.expand:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+            self._bn0 = _bn(mid)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride, groups=mid, bias=False)
-        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._bn1 = _bn(mid)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self._bn2 = _bn(cout)
         self.residual = stride == 1 and cin == cout
         self.act = nn.ReLU6(inplace=True)
 
@@ -69,14 +74,16 @@ class EfficientNetLite0(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
         for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout))
+                blocks.append(
+                    MBConv(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout)
+                )
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(320, FEATURE_DIM, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(FEATURE_DIM, **_BN)
+        self._bn1 = _bn(FEATURE_DIM)
         self._fc = nn.Linear(FEATURE_DIM, 1000)
         self.act = nn.ReLU6(inplace=True)
 

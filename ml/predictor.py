@@ -42,7 +42,9 @@ class Predictor:
         self.preprocessing = Preprocessing.from_dict(self.meta["preprocessing"])
         self.model.to(self.device).eval()
         self._level_sizes = [len(self.taxonomy.level(i)) for i in range(1, self.taxonomy.depth + 1)]
-        self._parents = [[]] + [self.taxonomy.parent_index(i) for i in range(2, self.taxonomy.depth + 1)]
+        self._parents: list[list[int]] = [[]] + [
+            self.taxonomy.parent_index(i) for i in range(2, self.taxonomy.depth + 1)
+        ]
 
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> Predictor:

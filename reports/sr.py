@@ -45,7 +45,10 @@ TOP = [private(f"TOP{i}", f"Diagnosis ranked {i}") for i in (1, 2, 3)]
 
 
 def _level_group(
-    level: int, findings: Sequence[Finding], source: Dataset, algorithm: hd.sr.AlgorithmIdentification
+    level: int,
+    findings: Sequence[Finding],
+    source: Dataset,
+    algorithm: hd.sr.AlgorithmIdentification,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     evaluations = [
         hd.sr.QualitativeEvaluation(private(f.code, f.name), PRESENT if f.positive else ABSENT)
@@ -53,14 +56,24 @@ def _level_group(
     ]
     measurements = []
     for f in findings:
-        measurements.append(hd.sr.Measurement(
-            name=private(f"{f.code}.P", f"Probability of {f.name}"),
-            value=round(f.probability, 6), unit=UCUM_NO_UNITS))
-        measurements.append(hd.sr.Measurement(
-            name=private(f"{f.code}.T", f"Decision threshold for {f.name}"),
-            value=round(f.threshold, 6), unit=UCUM_NO_UNITS))
+        measurements.append(
+            hd.sr.Measurement(
+                name=private(f"{f.code}.P", f"Probability of {f.name}"),
+                value=round(f.probability, 6),
+                unit=UCUM_NO_UNITS,
+            )
+        )
+        measurements.append(
+            hd.sr.Measurement(
+                name=private(f"{f.code}.T", f"Decision threshold for {f.name}"),
+                value=round(f.threshold, 6),
+                unit=UCUM_NO_UNITS,
+            )
+        )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Level {level} findings"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier=f"Level {level} findings"
+        ),
         algorithm_id=algorithm,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         qualitative_evaluations=evaluations,
@@ -68,9 +81,17 @@ def _level_group(
     )
 
 
-def _summary_group(content: ReportRequest, names: dict[str, str], source: Dataset,
-                   algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    quality = GRADABLE if content.quality == "gradable" else private(content.quality.upper()[:16], content.quality)
+def _summary_group(
+    content: ReportRequest,
+    names: dict[str, str],
+    source: Dataset,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    quality = (
+        GRADABLE
+        if content.quality == "gradable"
+        else private(content.quality.upper()[:16], content.quality)
+    )
     evaluations = [
         hd.sr.QualitativeEvaluation(REFERRAL, YES if content.referral else NO),
         hd.sr.QualitativeEvaluation(QUALITY, quality),
@@ -79,7 +100,9 @@ def _summary_group(content: ReportRequest, names: dict[str, str], source: Datase
         for i, code in enumerate(content.top3[:3])
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Screening summary"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier="Screening summary"
+        ),
         algorithm_id=algorithm,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         qualitative_evaluations=evaluations,
@@ -96,18 +119,26 @@ def build_sr(
     algorithm = hd.sr.AlgorithmIdentification(
         name=content.algorithm_name,
         version=content.algorithm_version[:64],
-        parameters=[f"weights-sha256={content.weights_sha256[:40]}", f"thresholds={content.threshold_set}"[:64]],
+        parameters=[
+            f"weights-sha256={content.weights_sha256[:40]}",
+            f"thresholds={content.threshold_set}"[:64],
+        ],
     )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=device_uid, name="eyescreen", manufacturer_name="eyescreen",
-            model_name=content.algorithm_name[:64]),
+            uid=device_uid,
+            name="eyescreen",
+            manufacturer_name="eyescreen",
+            model_name=content.algorithm_name[:64],
+        ),
     )
     levels = sorted({f.level for f in content.findings})
     names = {f.code: f.name for f in content.findings}
-    groups = [_level_group(lvl, [f for f in content.findings if f.level == lvl], source, algorithm)
-              for lvl in levels]
+    groups = [
+        _level_group(lvl, [f for f in content.findings if f.level == lvl], source, algorithm)
+        for lvl in levels
+    ]
     groups.append(_summary_group(content, names, source, algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),

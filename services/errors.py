@@ -1,4 +1,4 @@
-"""Domain errors. Each edge maps them: to a DIMSE status at the gateway, an HTTP status on the web."""
+"""Domain errors. Each edge maps them: a DIMSE status at the gateway, an HTTP status on the web."""
 
 from __future__ import annotations
 

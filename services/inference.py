@@ -160,7 +160,9 @@ class InferenceService:
         return outcome
 
     def _model_row(self, session: Session, model: Model, route: str) -> ModelVersion:
-        row = session.scalar(select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256))
+        row = session.scalar(
+            select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256)
+        )
         if row is None:
             with session.begin_nested():
                 row = ModelVersion(

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.db.base import utcnow
 from services.db.models import Instance, OutboxMessage, Patient, ScreeningCase, Study
 from services.db.session import transaction
-from services.db.base import utcnow
 from services.errors import InstanceConflict, OutOfResources
 from services.storage import ContentStore
 
@@ -114,7 +114,8 @@ class IngestService:
             kept.sha256,
         )
         raise InstanceConflict(
-            f"SOP Instance UID already stored with different content (quarantined {kept.sha256[:12]})"
+            "SOP Instance UID already stored with different content "
+            f"(quarantined {kept.sha256[:12]})"
         )
 
     @staticmethod

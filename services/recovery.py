@@ -9,10 +9,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
-from services.db.models import DeliveryState, Instance, InstanceState, Prediction, Report, ReportDelivery
+from services.db.models import (
+    DeliveryState,
+    Instance,
+    InstanceState,
+    Prediction,
+    Report,
+    ReportDelivery,
+)
+from services.inference import REPORT_TASK
 from services.ingest import INFER_TASK
 from services.outbox import add_message
-from services.inference import REPORT_TASK
 from services.reporting import DELIVER_TASK
 
 
@@ -21,9 +28,9 @@ def requeue_stale_work(session: Session, grace: timedelta = timedelta(minutes=10
     cutoff = utcnow() - grace
     ids = []
     for instance_id in session.scalars(
-        select(Instance.id).where(
-            Instance.state == InstanceState.RECEIVED, Instance.received_at < cutoff
-        ).limit(500)
+        select(Instance.id)
+        .where(Instance.state == InstanceState.RECEIVED, Instance.received_at < cutoff)
+        .limit(500)
     ):
         ids.append(add_message(session, INFER_TASK, instance_id).id)
     for prediction_id in session.scalars(
@@ -34,9 +41,11 @@ def requeue_stale_work(session: Session, grace: timedelta = timedelta(minutes=10
     ):
         ids.append(add_message(session, REPORT_TASK, prediction_id).id)
     for delivery_id in session.scalars(
-        select(ReportDelivery.id).where(
+        select(ReportDelivery.id)
+        .where(
             ReportDelivery.state == DeliveryState.PENDING, ReportDelivery.next_attempt_at < cutoff
-        ).limit(500)
+        )
+        .limit(500)
     ):
         ids.append(add_message(session, DELIVER_TASK, delivery_id).id)
     return ids

@@ -118,10 +118,14 @@ class ReportService:
         log.info("report %s built for prediction %d", encoded.sop_instance_uid, prediction_id)
         return tuple(ids)
 
-    def _request(self, prediction: Prediction, route: str, predecessor: Report | None) -> ReportRequest:
+    def _request(
+        self, prediction: Prediction, route: str, predecessor: Report | None
+    ) -> ReportRequest:
         taxonomy = load_taxonomy(route)
         findings = tuple(
-            Finding(f.code, taxonomy.node(f.code).name, f.level, f.probability, f.threshold, f.positive)
+            Finding(
+                f.code, taxonomy.node(f.code).name, f.level, f.probability, f.threshold, f.positive
+            )
             for f in prediction.findings
         )
         model = prediction.model_version
@@ -166,13 +170,22 @@ class ReportService:
             delivery.last_error, delivery.last_status = error[:1000], status
             if delivery.attempts >= self.max_attempts:
                 delivery.state = DeliveryState.DEAD
-                log.error("report delivery %d dead-lettered after %d attempts: %s",
-                          delivery_id, delivery.attempts, error)
+                log.error(
+                    "report delivery %d dead-lettered after %d attempts: %s",
+                    delivery_id,
+                    delivery.attempts,
+                    error,
+                )
                 return DeliveryOutcome(DeliveryState.DEAD, error=error)
             delay = min(self.max_delay_s, self.base_delay_s * 2 ** (delivery.attempts - 1))
             delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
-            log.warning("report delivery %d failed (attempt %d), retry in %.0fs: %s",
-                        delivery_id, delivery.attempts, delay, error)
+            log.warning(
+                "report delivery %d failed (attempt %d), retry in %.0fs: %s",
+                delivery_id,
+                delivery.attempts,
+                delay,
+                error,
+            )
             return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=error)
 
     def requeue_dead(self, session: Session) -> list[int]:

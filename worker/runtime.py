@@ -69,8 +69,14 @@ class WorkerRuntime:
                     torch.set_num_threads(self.settings.torch_threads)
                 path = self.checkpoint_for(route)
                 predictor = Predictor.load(path, self.settings.device)
-                log.info("loaded %s model %s %s (%s) on %s", route, predictor.name,
-                         predictor.version, predictor.sha256[:12], predictor.device)
+                log.info(
+                    "loaded %s model %s %s (%s) on %s",
+                    route,
+                    predictor.name,
+                    predictor.version,
+                    predictor.sha256[:12],
+                    predictor.device,
+                )
                 self._predictors[route] = predictor
             return self._predictors[route]
 

@@ -233,4 +233,3 @@ class ReportDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
-

@@ -29,16 +29,22 @@ def pacs(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     require_binary("/usr/bin/storescp")
     port, inbox = free_port(), tmp_path / "pacs"
     inbox.mkdir()
-    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(port)],
-                            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(port)],
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+    )
     yield port, inbox
     proc.terminate()
     proc.wait(10)
 
 
 def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "eyescreen", "up"], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "eyescreen", "up"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
@@ -52,26 +58,48 @@ def wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # type: 
 
 @pytest.mark.parametrize("profile", ["embedded", "postgres-redis"])
 def test_photo_in_structured_report_out(
-    profile: str, request: pytest.FixtureRequest, pacs: tuple[int, Path], fundus_photo: Path,
+    profile: str,
+    request: pytest.FixtureRequest,
+    pacs: tuple[int, Path],
+    fundus_photo: Path,
     tmp_path: Path,
 ) -> None:
     pacs_port, inbox = pacs
     port = free_port()
-    env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"),
-               EYESCREEN_DICOM_PORT=str(port), EYESCREEN_DICOM_HOST="127.0.0.1",
-               EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}")
+    env = dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+        EYESCREEN_DICOM_PORT=str(port),
+        EYESCREEN_DICOM_HOST="127.0.0.1",
+        EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
+    )
     if profile == "postgres-redis":
         env["EYESCREEN_DATABASE_URL"] = request.getfixturevalue("postgres_url")
         env["EYESCREEN_BROKER_URL"] = request.getfixturevalue("redis_url")
     log = tmp_path / "service.log"
     service = start_service(env, log)
     try:
-        sent = write_photo_dicom(fundus_photo, tmp_path / "op.dcm", patient_id="E2E-1",
-                                 patient_name="Doe^<b>Jane</b>", laterality="L")
+        sent = write_photo_dicom(
+            fundus_photo,
+            tmp_path / "op.dcm",
+            patient_id="E2E-1",
+            patient_name="Doe^<b>Jane</b>",
+            laterality="L",
+        )
         echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)]
         wait_for(lambda: run(echo).returncode == 0, 60, "the gateway", log)
-        result = run(["/usr/bin/storescu", "-xy", "-aec", "EYESCREEN", "127.0.0.1", str(port),
-                      str(tmp_path / "op.dcm")], env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+        result = run(
+            [
+                "/usr/bin/storescu",
+                "-xy",
+                "-aec",
+                "EYESCREEN",
+                "127.0.0.1",
+                str(port),
+                str(tmp_path / "op.dcm"),
+            ],
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
         assert result.returncode == 0, result.stderr
         wait_for(lambda: any(inbox.iterdir()), 180, "the SR at the PACS", log)
         received = next(inbox.iterdir())

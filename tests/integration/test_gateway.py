@@ -29,8 +29,12 @@ STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")
 class Gateway:
     def __init__(self, database_url: str, data_dir: Path, min_free_bytes: int = 0) -> None:
         self.port = free_port()
-        self.settings = Settings(data_dir=data_dir, database_url=database_url, dicom_port=self.port,
-                                 dicom_host="127.0.0.1")
+        self.settings = Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            dicom_port=self.port,
+            dicom_host="127.0.0.1",
+        )
         self.sessions = make_session_factory(make_engine(database_url))
         self.published: list[tuple[str, list]] = []
         store = ContentStore(self.settings.images_dir, min_free_bytes)
@@ -41,9 +45,21 @@ class Gateway:
     def storescu(self, *files: Path, calling: str = "CAMERA") -> list[int]:
         """Send with DCMTK; the DIMSE statuses it received, one per file."""
         require_binary("/usr/bin/storescu")
-        result = run(["/usr/bin/storescu", "-d", "-xy", "-aet", calling, "-aec", "EYESCREEN",
-                      "127.0.0.1", str(self.port), *map(str, files)],
-                     env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"})
+        result = run(
+            [
+                "/usr/bin/storescu",
+                "-d",
+                "-xy",
+                "-aet",
+                calling,
+                "-aec",
+                "EYESCREEN",
+                "127.0.0.1",
+                str(self.port),
+                *map(str, files),
+            ],
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
         statuses = [int(code, 16) for code in STATUS.findall(result.stdout + result.stderr)]
         assert len(statuses) == len(files), result.stdout[-2000:] + result.stderr[-2000:]
         return statuses
@@ -100,7 +116,9 @@ def test_same_uid_different_content_is_refused_and_kept_aside(
     assert len(quarantined) == 1 and first.SOPInstanceUID
 
 
-def test_image_without_route_is_refused(gateway: Gateway, fundus_photo: Path, tmp_path: Path) -> None:
+def test_image_without_route_is_refused(
+    gateway: Gateway, fundus_photo: Path, tmp_path: Path
+) -> None:
     ds = write_photo_dicom(fundus_photo, tmp_path / "x.dcm")
     del ds.AnatomicRegionSequence
     ds.save_as(tmp_path / "x.dcm")
@@ -108,8 +126,9 @@ def test_image_without_route_is_refused(gateway: Gateway, fundus_photo: Path, tm
     assert gateway.count(Instance) == 0
 
 
-def test_full_disk_answers_out_of_resources(database_url: str, fundus_photo: Path,
-                                             tmp_path: Path) -> None:
+def test_full_disk_answers_out_of_resources(
+    database_url: str, fundus_photo: Path, tmp_path: Path
+) -> None:
     gw = Gateway(database_url, tmp_path / "var", min_free_bytes=2**62)
     try:
         write_photo_dicom(fundus_photo, tmp_path / "op.dcm")

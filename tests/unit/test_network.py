@@ -30,8 +30,14 @@ def test_flat_heads_derive_parents_as_max_of_children() -> None:
 
 def test_checkpoint_round_trips(tmp_path: Path) -> None:
     tree = load_taxonomy("fundus")
-    meta = make_meta(name="t", version="1", route="fundus", backbone="efficientnet_lite0",
-                     taxonomy=tree, preprocessing=Preprocessing(size=64))
+    meta = make_meta(
+        name="t",
+        version="1",
+        route="fundus",
+        backbone="efficientnet_lite0",
+        taxonomy=tree,
+        preprocessing=Preprocessing(size=64),
+    )
     meta["thresholds"] = {"F.GLAU.GLAU": 0.3}
     model = build_model(meta, backbone_weights=None).eval()
     sha = save_checkpoint(tmp_path / "m.pt", meta, model)

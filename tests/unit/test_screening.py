@@ -12,7 +12,9 @@ def test_constraint_holds_on_random_inputs(route: str) -> None:
     for _ in range(500):
         raw = dict(zip(tree.codes, rng.random(len(tree.codes)), strict=True))
         probs = enforce_hierarchy(tree, raw)
-        cuts = consistent_thresholds(tree, dict(zip(tree.codes, rng.random(len(tree.codes)), strict=True)))
+        cuts = consistent_thresholds(
+            tree, dict(zip(tree.codes, rng.random(len(tree.codes)), strict=True))
+        )
         for node in tree.nodes:
             if node.parent:
                 assert probs[node.parent] >= probs[node.code]

@@ -27,8 +27,9 @@ def test_destinations_parse_from_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.route_by_ae == {"FUNDUSCAM": "fundus", "SLITLAMP": "anterior"}
 
 
-@pytest.mark.parametrize("bad", ["PACS127.0.0.1:11113", "PACS@host", "WAYTOOLONGAETITLE17@h:1",
-                                 "PACS@h:70000"])
+@pytest.mark.parametrize(
+    "bad", ["PACS127.0.0.1:11113", "PACS@host", "WAYTOOLONGAETITLE17@h:1", "PACS@h:70000"]
+)
 def test_bad_destination_is_named(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("EYESCREEN_SR_DESTINATIONS", bad)
     with pytest.raises(ValidationError, match="sr_destinations"):

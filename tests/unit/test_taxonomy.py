@@ -12,7 +12,11 @@ def test_shipped_trees_have_the_papers_classes() -> None:
     anterior = load_taxonomy("anterior")
     assert fundus.depth == anterior.depth == 2
     assert [n.name for n in anterior.level(1)] == [
-        "Cataract", "Ocular surface disease", "Ocular neoplasm", "Normal surface"]
+        "Cataract",
+        "Ocular surface disease",
+        "Ocular neoplasm",
+        "Normal surface",
+    ]
     assert len(anterior.level(2)) == 9
     assert len(fundus.level(2)) == 9  # 8 of the paper + the cataract extension
     assert fundus.node("F.LENS.CAT").extension
@@ -22,8 +26,9 @@ def test_shipped_trees_have_the_papers_classes() -> None:
 
 def test_a_third_level_is_data_only(tmp_path: Path) -> None:
     data = load_taxonomy("anterior").to_dict()
-    data["nodes"].append({"code": "A.OSD.CINF.FUNG", "name": "Fungal keratitis",
-                          "parent": "A.OSD.CINF"})
+    data["nodes"].append(
+        {"code": "A.OSD.CINF.FUNG", "name": "Fungal keratitis", "parent": "A.OSD.CINF"}
+    )
     path = tmp_path / "deeper.json"
     path.write_text(json.dumps(data))
     tree = load_taxonomy(path)
