@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -148,3 +149,146 @@ def db_downgrade(revision: str) -> None:
 
     downgrade(_settings().effective_database_url, revision)
     click.echo(f"database at {revision}")
+
+
+def _training_options(fn):  # type: ignore[no-untyped-def]
+    options = [
+        click.option("--manifest", type=click.Path(exists=True, path_type=Path), required=True),
+        click.option(
+            "--images",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="folder the manifest's paths are relative to (default: its folder)",
+        ),
+        click.option("--taxonomy", "taxonomy_name", default="fundus"),
+        click.option("--backbone", default="efficientnet_lite0"),
+        click.option(
+            "--backbone-weights",
+            default="imagenet",
+            help="'imagenet' (lite0 only), a state_dict file, or 'none'",
+        ),
+        click.option("--head-epochs", type=int, default=60),
+        click.option("--unfreeze-steps", type=int, default=0),
+        click.option("--step-epochs", type=int, default=1),
+        click.option("--paper-schedule", is_flag=True, help="the paper's full schedule (GPU)"),
+        click.option("--seed", type=int, default=0),
+        click.option("--device", default="auto"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _train_config(**kw: object):  # type: ignore[no-untyped-def]
+    from ml.train import TrainConfig
+
+    weights = None if kw["backbone_weights"] == "none" else kw["backbone_weights"]
+    common: dict[str, Any] = dict(
+        backbone=kw["backbone"], backbone_weights=weights, seed=kw["seed"], device=kw["device"]
+    )
+    if kw["paper_schedule"]:
+        return TrainConfig.paper(**common)
+    schedule: dict[str, Any] = {k: kw[k] for k in ("head_epochs", "unfreeze_steps", "step_epochs")}
+    return TrainConfig(**schedule, **common)
+
+
+@main.command()
+@_training_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="checkpoint file")
+@click.option("--version", default="1.0")
+@click.option(
+    "--thresholds-from",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="metrics.json of a cross-validation: its per-class thresholds and metrics",
+)
+def train(
+    manifest: Path,
+    images: Path | None,
+    taxonomy_name: str,
+    out: Path,
+    version: str,
+    thresholds_from: Path | None,
+    **kw: object,
+) -> None:
+    """Train a hierarchical model on a manifest and write a checkpoint."""
+    import json
+
+    from eyescreen.logging_setup import configure_logging
+    from ml.pipeline import load_samples, train_final
+    from services.taxonomy import load_taxonomy
+
+    configure_logging("train")
+    taxonomy = load_taxonomy(taxonomy_name)
+    samples = load_samples(manifest, images, taxonomy)
+    extra = {}
+    if thresholds_from:
+        cv = json.loads(thresholds_from.read_text())
+        extra = {"thresholds": cv["thresholds"], "metrics": {"cross_validation": cv}}
+    sha, history = train_final(
+        samples,
+        taxonomy,
+        _train_config(**kw),
+        taxonomy.name,
+        out,
+        version,
+        extra,
+        cache_dir=out.parent / "cache",
+    )
+    click.echo(f"{out}: sha256 {sha}; final loss {history[-1]:.4f}")
+
+
+@main.command("cross-validate")
+@_training_options
+@click.option("--folds", type=int, default=5)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="results folder")
+@click.option("--target-sensitivity", type=float, default=0.9)
+def cross_validate_cmd(
+    manifest: Path,
+    images: Path | None,
+    taxonomy_name: str,
+    folds: int,
+    out: Path,
+    target_sensitivity: float,
+    **kw: object,
+) -> None:
+    """Patient-grouped k-fold cross-validation with flat baselines on the same folds."""
+    from eyescreen.logging_setup import configure_logging
+    from ml.pipeline import cross_validate, load_samples
+    from services.taxonomy import load_taxonomy
+
+    configure_logging("cv")
+    taxonomy = load_taxonomy(taxonomy_name)
+    samples = load_samples(manifest, images, taxonomy)
+    cross_validate(samples, taxonomy, _train_config(**kw), out, folds, target_sensitivity)
+    click.echo((out / "metrics.md").read_text())
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--images", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="default: the model the service uses for --route",
+)
+@click.option("--route", type=click.Choice(["fundus", "anterior"]), default="fundus")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def evaluate(
+    manifest: Path, images: Path | None, checkpoint: Path | None, route: str, out: Path
+) -> None:
+    """Evaluate one checkpoint on a manifest (tables, ROC, confusion, calibration)."""
+    from eyescreen.logging_setup import configure_logging
+    from ml.pipeline import evaluate_checkpoint, load_samples
+    from ml.predictor import resolve_checkpoint
+    from services.taxonomy import load_taxonomy
+
+    configure_logging("evaluate")
+    settings = _settings()
+    path = checkpoint or resolve_checkpoint(
+        route, getattr(settings, f"{route}_checkpoint"), settings.data_path / "models"
+    )
+    samples = load_samples(manifest, images, load_taxonomy(route))
+    evaluate_checkpoint(path, samples, out, settings.device)
+    click.echo((out / "metrics.md").read_text())

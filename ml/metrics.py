@@ -1,0 +1,104 @@
+"""Evaluation measures, per class and weighted by prevalence, per taxonomy level.
+
+Weighted averages weight each class by its number of positives (scikit-learn's "weighted"), as
+in the paper's Tables 2-5. Specificity is added; calibration is the expected calibration error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    code: str
+    support: int
+    auc: float
+    accuracy: float
+    precision: float
+    recall: float
+    specificity: float
+
+
+def _safe_div(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def class_metrics(code: str, y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> ClassMetrics:
+    pred = p >= threshold
+    tp = float(np.sum(pred & (y == 1)))
+    tn = float(np.sum(~pred & (y == 0)))
+    fp = float(np.sum(pred & (y == 0)))
+    fn = float(np.sum(~pred & (y == 1)))
+    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+    return ClassMetrics(
+        code=code,
+        support=int(y.sum()),
+        auc=auc,
+        accuracy=(tp + tn) / len(y),
+        precision=_safe_div(tp, tp + fp),
+        recall=_safe_div(tp, tp + fn),
+        specificity=_safe_div(tn, tn + fp),
+    )
+
+
+def weighted(rows: list[ClassMetrics]) -> dict[str, float]:
+    """Support-weighted mean of each measure over classes with a defined value."""
+    out = {}
+    for field in ("auc", "accuracy", "precision", "recall", "specificity"):
+        values = np.array([getattr(r, field) for r in rows], dtype=float)
+        weights = np.array([r.support for r in rows], dtype=float)
+        ok = ~np.isnan(values) & (weights > 0)
+        out[field] = (
+            float(np.average(values[ok], weights=weights[ok])) if ok.any() else float("nan")
+        )
+    return out
+
+
+def level_metrics(
+    codes: list[str], y: np.ndarray, p: np.ndarray, thresholds: dict[str, float] | None = None
+) -> tuple[list[ClassMetrics], dict[str, float]]:
+    cuts = thresholds or {}
+    rows = [class_metrics(c, y[:, i], p[:, i], cuts.get(c, 0.5)) for i, c in enumerate(codes)]
+    return rows, weighted(rows)
+
+
+def top_k_accuracy(y: np.ndarray, p: np.ndarray, k: int = 3) -> float:
+    """Share of samples with at least one true class among the k most probable."""
+    top = np.argsort(-p, axis=1)[:, :k]
+    hits = np.take_along_axis(y, top, axis=1).max(axis=1)
+    return float(hits.mean())
+
+
+def hierarchy_violation_rate(
+    parent_p: np.ndarray, child_p: np.ndarray, parent_of: list[int], threshold: float = 0.5
+) -> float:
+    """Share of samples with a positive child whose parent is negative."""
+    child_pos = child_p >= threshold
+    parent_pos = parent_p[:, parent_of] >= threshold
+    return float(np.any(child_pos & ~parent_pos, axis=1).mean())
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over all (sample, class) pairs with equal-width probability bins."""
+    y, p = y.ravel(), p.ravel()
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += mask.mean() * abs(p[mask].mean() - y[mask].mean())
+    return float(ece)
+
+
+def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float = 0.9) -> float:
+    """Highest threshold whose sensitivity on (out-of-fold) predictions reaches ``target``."""
+    positives = np.sort(p[y == 1])
+    if positives.size == 0:
+        return 0.5
+    index = int(np.floor((1 - target) * positives.size))
+    return float(min(0.5, positives[min(index, positives.size - 1)]))

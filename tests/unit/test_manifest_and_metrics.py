@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
+
+from ml.data import read_manifest, targets
+from ml.metrics import class_metrics, expected_calibration_error, top_k_accuracy, weighted
+from services.errors import ManifestError
+from services.taxonomy import load_taxonomy
+
+HEADER = "file,patient_id,eye,source,folder_label,odir_keywords\n"
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "manifest.csv"
+    path.write_text(HEADER + body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("a.jpg,p1,left,odir,normal,\nb.jpg,p2,left,odir,blurry,\n", "line 3: unknown folder_label"),
+        ("a.jpg,,left,odir,normal,\n", "line 2: file and patient_id"),
+        ("a.jpg,p1,left,odir,normal,,extra\n", "line 2: more fields"),
+        ("a.jpg,p1,left,odir,glaucoma,glaucoma;martian spots\n", "line 2: unknown keyword"),
+    ],
+)
+def test_malformed_manifest_names_its_line(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(write(tmp_path, body), tmp_path, load_taxonomy("fundus"))
+
+
+def test_rows_of_one_eye_merge_and_normal_yields_to_disease(tmp_path: Path) -> None:
+    body = ("g/1_left.jpg,odir-1,left,odir,glaucoma,glaucoma\n"
+            "c/1_left.jpg,odir-1,left,odir,cataract,cataract;lens dust\n"
+            "n/1_right.jpg,odir-1,right,odir,normal,normal fundus\n")
+    tree = load_taxonomy("fundus")
+    samples = read_manifest(write(tmp_path, body), tmp_path, tree)
+    assert len(samples) == 2
+    left = next(s for s in samples if s.eye == "left")
+    assert left.codes == {"F.GLAU", "F.GLAU.GLAU", "F.LENS", "F.LENS.CAT"}
+    level2 = targets(samples, tree)[1]
+    assert level2.sum() == 3
+
+
+def test_metrics_agree_with_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1)
+    m = class_metrics("X", y, p, 0.5)
+    pred = p >= 0.5
+    assert m.auc == pytest.approx(roc_auc_score(y, p))
+    assert m.accuracy == pytest.approx(accuracy_score(y, pred))
+    assert m.precision == pytest.approx(precision_score(y, pred))
+    assert m.recall == pytest.approx(recall_score(y, pred))
+    assert m.specificity == pytest.approx(recall_score(1 - y, ~pred))
+    y2 = rng.integers(0, 2, 200)
+    m2 = class_metrics("Y", y2, rng.random(200), 0.5)
+    avg = weighted([m, m2])
+    expected = np.average([m.recall, m2.recall], weights=[y.sum(), y2.sum()])
+    assert avg["recall"] == pytest.approx(expected)
+
+
+def test_top3_and_calibration() -> None:
+    y = np.array([[0, 0, 0, 1], [1, 0, 0, 0]])
+    p = np.array([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    assert top_k_accuracy(y, p, 3) == 0.0
+    assert top_k_accuracy(y, p, 4) == 1.0
+    perfect = np.array([0.0, 1.0, 1.0, 0.0])
+    assert expected_calibration_error(perfect, perfect) == 0.0
