@@ -197,6 +197,12 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="checkpoint file")
 @click.option("--version", default="1.0")
 @click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=Path("var/cache"),
+    help="where backbone features are cached between runs",
+)
+@click.option(
     "--thresholds-from",
     type=click.Path(exists=True, path_type=Path),
     default=None,
@@ -208,6 +214,7 @@ def train(
     taxonomy_name: str,
     out: Path,
     version: str,
+    cache_dir: Path,
     thresholds_from: Path | None,
     **kw: object,
 ) -> None:
@@ -233,7 +240,7 @@ def train(
         out,
         version,
         extra,
-        cache_dir=out.parent / "cache",
+        cache_dir=cache_dir,
     )
     click.echo(f"{out}: sha256 {sha}; final loss {history[-1]:.4f}")
 

@@ -81,6 +81,7 @@ def save_checkpoint(path: Path, meta: dict[str, Any], model: ScreeningNet) -> st
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is shared read-only
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -138,7 +138,7 @@ def cross_validate(
             n_estimators=300, min_samples_leaf=2, n_jobs=-1, random_state=config.seed
         )
         trees.fit(features[0, train], y[-1][train])
-        deepest = np.stack([p[:, 1] for p in trees.predict_proba(features[0, test])], axis=1)
+        deepest = _positive_probabilities(trees, features[0, test])
         parents = constrained(
             [np.zeros((deepest.shape[0], len(taxonomy.level(1)))), deepest], taxonomy
         )
@@ -162,6 +162,15 @@ def cross_validate(
     arrays: dict[str, Any] = {f"{m}_l{i + 1}": p for m in models for i, p in enumerate(oof[m])}
     np.savez(out_dir / "oof.npz", folds=folds, **arrays)
     return summary
+
+
+def _positive_probabilities(trees: Any, features: np.ndarray) -> np.ndarray:
+    """P(class present) per class; a class never positive in training gets 0."""
+    columns = []
+    for classes, proba in zip(trees.classes_, trees.predict_proba(features), strict=True):
+        positive = np.flatnonzero(classes == 1)
+        columns.append(proba[:, positive[0]] if positive.size else np.zeros(len(features)))
+    return np.stack(columns, axis=1)
 
 
 def write_results(

@@ -172,7 +172,7 @@ def train_heads(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         history.append(total / n)
         epochs.set_postfix(loss=f"{history[-1]:.4f}")
     return history
@@ -246,6 +246,12 @@ def _image_epoch(
     label: str,
 ) -> float:
     model.train()
+    for module in model.backbone.modules():
+        # Frozen layers keep their statistics: BatchNorm in train mode would drift them.
+        if isinstance(module, torch.nn.BatchNorm2d) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
     order = np.random.permutation(len(samples))
     total = 0.0
     batches = range(0, len(order), config.batch_size)
@@ -270,7 +276,7 @@ def _image_epoch(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
     return total / len(order)
 
 

@@ -55,7 +55,10 @@ def test_small_network_learns_from_real_photographs(tmp_path: Path) -> None:
     rows = predictor.predict([load_rgb(str(s.path)) for s in samples])
     level1 = targets(samples, tree)[0]
     probs = np.array([[r[c] for c in tree.level_codes(1)] for r in rows])
-    aucs = [roc_auc_score(level1[:, i], probs[:, i]) for i in range(level1.shape[1])
-            if 0 < level1[:, i].sum() < len(level1)]
+    aucs = [
+        roc_auc_score(level1[:, i], probs[:, i])
+        for i in range(level1.shape[1])
+        if 0 < level1[:, i].sum() < len(level1)
+    ]
     assert np.mean(aucs) > 0.85, aucs
     assert time.monotonic() - started < 120

@@ -21,7 +21,7 @@ def write(tmp_path: Path, body: str) -> Path:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("a.jpg,p1,left,odir,normal,\nb.jpg,p2,left,odir,blurry,\n", "line 3: unknown folder_label"),
+        ("a.jpg,p1,l,odir,normal,\nb.jpg,p2,l,odir,blurry,\n", "line 3: unknown folder_label"),
         ("a.jpg,,left,odir,normal,\n", "line 2: file and patient_id"),
         ("a.jpg,p1,left,odir,normal,,extra\n", "line 2: more fields"),
         ("a.jpg,p1,left,odir,glaucoma,glaucoma;martian spots\n", "line 2: unknown keyword"),
@@ -33,9 +33,11 @@ def test_malformed_manifest_names_its_line(tmp_path: Path, body: str, message: s
 
 
 def test_rows_of_one_eye_merge_and_normal_yields_to_disease(tmp_path: Path) -> None:
-    body = ("g/1_left.jpg,odir-1,left,odir,glaucoma,glaucoma\n"
-            "c/1_left.jpg,odir-1,left,odir,cataract,cataract;lens dust\n"
-            "n/1_right.jpg,odir-1,right,odir,normal,normal fundus\n")
+    body = (
+        "g/1_left.jpg,odir-1,left,odir,glaucoma,glaucoma\n"
+        "c/1_left.jpg,odir-1,left,odir,cataract,cataract;lens dust\n"
+        "n/1_right.jpg,odir-1,right,odir,normal,normal fundus\n"
+    )
     tree = load_taxonomy("fundus")
     samples = read_manifest(write(tmp_path, body), tmp_path, tree)
     assert len(samples) == 2
