@@ -50,7 +50,7 @@ def main() -> None:
     tree = load_taxonomy("fundus")
     sizes = [len(tree.level(i)) for i in (1, 2)]
     print(f"device {device}, torch threads {torch.get_num_threads()}")
-    print(f"{'backbone':<20}{'batch':>6}{'precision':>18}{'img/s':>10}{'s/img':>9}{'ratio':>8}")
+    print(f"{'backbone':<20}{'batch':>6}{'precision':>20}{'img/s':>10}{'s/img':>9}{'ratio':>8}")
     for name in args.backbones.split(","):
         backbone = build_backbone(name, weights=None)
         model = ScreeningNet(backbone.module, HierarchicalHeads(backbone.feature_dim, sizes))
@@ -64,7 +64,7 @@ def main() -> None:
                 baseline = baseline or rate
                 label = "bf16+channels_last" if bf16 else "fp32 eager"
                 print(
-                    f"{name:<20}{batch:>6}{label:>18}{rate:>10.1f}{1 / rate:>9.4f}"
+                    f"{name:<20}{batch:>6}{label:>20}{rate:>10.1f}{1 / rate:>9.4f}"
                     f"{rate / baseline:>8.2f}"
                 )
 
