@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
-from services.db.models import Instance, OutboxMessage, Patient, ScreeningCase, Study
+from services.db.models import Instance, Patient, ScreeningCase, Study
 from services.db.session import transaction
 from services.errors import InstanceConflict, OutOfResources
+from services.outbox import add_message
 from services.storage import ContentStore
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,7 @@ class IngestService:
             )
             session.add(instance)
             session.flush()
-            message = OutboxMessage(task_name=INFER_TASK, args=[instance.id])
-            session.add(message)
-            session.flush()
+            message = add_message(session, INFER_TASK, instance.id)
             return IngestResult(instance.id, duplicate=False, outbox_ids=(message.id,))
 
     def _repeat(self, existing: Instance, image: ReceivedImage, sha256: str) -> IngestResult:
