@@ -16,7 +16,7 @@ import torch
 
 from ml.backbones import BACKBONES, build_backbone
 from ml.network import HierarchicalHeads, ScreeningNet
-from ml.train import pick_device
+from ml.predictor import pick_device
 from services.taxonomy import load_taxonomy
 
 

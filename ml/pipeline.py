@@ -22,13 +22,13 @@ from ml.metrics import (
     top_k_accuracy,
 )
 from ml.network import ScreeningNet
+from ml.predictor import pick_device
 from ml.preprocess import Preprocessing
 from ml.train import (
     TrainConfig,
     build_heads,
     extract_features,
     make_model,
-    pick_device,
     predict_heads,
     summarise_training,
     train_heads,

@@ -91,12 +91,6 @@ def hierarchical_loss(
     return total
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _autocast(device: torch.device) -> Any:
     # bf16 on CPU (fast on recent x86) and on GPU; fp32 master weights either way.
     return torch.autocast(device.type, dtype=torch.bfloat16)
