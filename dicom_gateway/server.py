@@ -1,15 +1,22 @@
-"""The Storage SCP: application entity, presentation contexts, handlers bound to services."""
+"""The Storage SCP: application entity, TLS, presentation contexts, handlers bound to services."""
 
 from __future__ import annotations
 
 import logging
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_gateway.conformance import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
-from dicom_gateway.handlers import StoreContext, handle_echo, handle_store
+from dicom_gateway.guard import InspectorPool
+from dicom_gateway.handlers import StoreContext, handle_echo, handle_requested, handle_store
+from dicom_gateway.inspection import Limits
+from services.ingest import IngestService
+from services.routing import Router
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,6 +25,7 @@ log = logging.getLogger(__name__)
 def build_scp_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = 1 << 20  # fewer, larger PDUs: less per-fragment overhead
     ae.network_timeout = 60
     ae.dimse_timeout = 60
     ae.acse_timeout = 30
@@ -28,25 +36,75 @@ def build_scp_ae(settings: Settings) -> AE:
     return ae
 
 
-def start_scp(settings: Settings, context: StoreContext, block: bool = False) -> Any:
-    """Start serving; returns the server (non-blocking) so the caller can shut it down."""
-    ae = build_scp_ae(settings)
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """Server-side TLS (in the spirit of BCP 195): TLS 1.2 or later; with a CA configured,
+    callers must present a certificate it signed."""
+    if settings.tls_certificate is None or settings.tls_private_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_certificate, settings.tls_private_key)
+    if settings.tls_client_ca is not None:
+        context.load_verify_locations(settings.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+@dataclass
+class RunningGateway:
+    server: ThreadedAssociationServer
+    inspectors: InspectorPool
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.inspectors.close()
+
+
+def start_gateway(
+    settings: Settings,
+    ingest: IngestService,
+    dispatch: Callable[[Iterable[int]], object],
+    router: Router,
+) -> RunningGateway:
+    """Start serving in background threads; the caller shuts the returned gateway down."""
+    limits = Limits(settings.max_sequence_depth, settings.max_decoded_mb << 20)
+    inspectors = InspectorPool(
+        limits,
+        workers=settings.decode_workers,
+        timeout_s=settings.decode_timeout_s,
+        memory_mb=settings.max_decoded_mb * 2 + 512,
+    )
+    context = StoreContext(
+        ingest=ingest,
+        dispatch=dispatch,
+        router=router,
+        inspect=inspectors.inspect,
+        max_dataset_bytes=settings.max_dataset_mb << 20,
+    )
     handlers: list[Any] = [
+        (evt.EVT_REQUESTED, handle_requested, [settings.dicom_sources]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
     ]
-    if not settings.route_by_ae:
+    if not settings.dicom_sources:
         log.warning(
             "no DICOM sources configured: accepting any calling AE and routing by attributes "
-            "(set EYESCREEN_ROUTE_BY_AE to restrict)"
+            "(set EYESCREEN_DICOM_SOURCES to restrict)"
         )
+    tls = tls_context(settings)
+    ae = build_scp_ae(settings)
+    server = ae.start_server(
+        (settings.dicom_host, settings.dicom_port),
+        block=False,
+        evt_handlers=handlers,
+        ssl_context=tls,
+    )
+    assert server is not None  # block=False returns the server
     log.info(
-        "DICOM gateway %s listening on %s:%d",
+        "DICOM gateway %s listening on %s:%d%s",
         settings.ae_title,
         settings.dicom_host,
         settings.dicom_port,
+        " (TLS)" if tls else "",
     )
-    server: ThreadedAssociationServer | None = ae.start_server(
-        (settings.dicom_host, settings.dicom_port), block=block, evt_handlers=handlers
-    )
-    return server
+    return RunningGateway(server, inspectors)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
-from services.db.models import Instance, Patient, ScreeningCase, Study
+from services.db.models import CaseState, Instance, Patient, ScreeningCase, Study
 from services.db.session import transaction
 from services.errors import InstanceConflict, OutOfResources
 from services.outbox import add_message
@@ -85,6 +85,8 @@ class IngestService:
                 return self._repeat(existing, image, sha256)
             case = self._case_for(session, image)
             case.last_image_at = utcnow()
+            if case.state == CaseState.CLOSED:  # a late image of the visit: read it again
+                case.state, case.closed_at = CaseState.OPEN, None
             instance = Instance(
                 case=case,
                 sop_instance_uid=image.sop_instance_uid,

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -71,3 +73,30 @@ class OutboxDispatcher:
             message.sent_at = utcnow()
             message.last_error = None
             return 1
+
+
+class BackgroundDispatch:
+    """Hands outbox rows to the queue from one background thread, so a slow or absent broker
+    never delays the reply to a sender; rows it cannot send stay for the sweeper."""
+
+    def __init__(self, dispatcher: OutboxDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._pending: queue.Queue[int | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="outbox-dispatch", daemon=True)
+        self._thread.start()
+
+    def __call__(self, ids: Iterable[int]) -> None:
+        for message_id in ids:
+            self._pending.put(message_id)
+
+    def _run(self) -> None:
+        while (message_id := self._pending.get()) is not None:
+            try:
+                self.dispatcher.dispatch([message_id])
+            except Exception:  # the database itself may be down: the sweeper catches up
+                log.exception("outbox %d dispatch failed; left for the sweeper", message_id)
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Stop after sending what is queued (at shutdown)."""
+        self._pending.put(None)
+        self._thread.join(timeout)

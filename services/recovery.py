@@ -3,24 +3,71 @@ queueing it again. Every task is idempotent, so a spurious re-queue costs only c
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
 from services.db.models import (
+    CaseState,
     DeliveryState,
     Instance,
     InstanceState,
     Prediction,
     Report,
     ReportDelivery,
+    ScreeningCase,
 )
+from services.db.session import transaction
 from services.inference import REPORT_TASK
 from services.ingest import INFER_TASK
-from services.outbox import add_message
+from services.outbox import OutboxDispatcher, add_message
 from services.reporting import DELIVER_TASK
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=10)
+
+
+def housekeeping(
+    sessions: sessionmaker[Session],
+    dispatcher: OutboxDispatcher,
+    outbox_grace: timedelta,
+    case_quiet: timedelta,
+) -> None:
+    """One round of the sweeper: re-queue stale work, close quiet cases, re-send the outbox."""
+    with transaction(sessions) as session:
+        ids = requeue_stale_work(session, STALE_AFTER)
+        ids += close_quiet_cases(session, case_quiet)
+    dispatcher.dispatch(ids)
+    dispatcher.sweep(outbox_grace)
+
+
+def close_quiet_cases(session: Session, quiet: timedelta) -> list[int]:
+    """Close open cases that got no image for ``quiet`` and have no image still being read.
+
+    A visit's images (both eyes, repeats) arrive over minutes; the case is read as a whole
+    once the camera has gone quiet. Returns outbox ids of the work that closing queues.
+    """
+    cutoff = utcnow() - quiet
+    unread = exists().where(
+        Instance.case_pk == ScreeningCase.id, Instance.state == InstanceState.RECEIVED
+    )
+    cases = session.scalars(
+        select(ScreeningCase)
+        .where(ScreeningCase.state == CaseState.OPEN, ScreeningCase.last_image_at < cutoff)
+        .where(~unread)
+        .limit(500)
+    ).all()
+    now = utcnow()
+    for case in cases:
+        case.state = CaseState.CLOSED
+        case.closed_at = now
+    if cases:
+        log.info("closed %d quiet case(s)", len(cases))
+    return []
 
 
 def requeue_stale_work(session: Session, grace: timedelta = timedelta(minutes=10)) -> list[int]:

@@ -1,8 +1,8 @@
 """Which model reads an image: fundus or anterior segment.
 
-Rules, first match wins: per-source configuration (calling AE title), then the acquisition
-device type and the anatomic region coded in the data set, then the configured default. An
-image no rule routes is refused rather than guessed.
+Rules, first match wins: per-source configuration (calling AE title, then station name), then
+the acquisition device type and the anatomic region coded in the data set, then the configured
+default. An image no rule routes is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.errors import NoRoute
+from services.settings import Settings
 
 # Code meanings (lower case) that identify the route; codes differ between SNOMED releases
 # and vendors, the meanings are stable enough to match on.
@@ -36,6 +37,10 @@ class Router:
     by_ae: Mapping[str, str] = field(default_factory=dict)
     by_station: Mapping[str, str] = field(default_factory=dict)
     default: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Router:
+        return cls(settings.routes_by_ae, settings.station_routes, settings.default_route)
 
     def route(self, facts: RoutingFacts) -> str:
         for key, table in ((facts.calling_ae, self.by_ae), (facts.station_name, self.by_station)):

@@ -6,6 +6,7 @@ Nothing here connects to anything; the object is built once at start by the entr
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,6 +44,36 @@ class DicomNode:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
+ROUTE_CHOICES = ("fundus", "anterior", "auto")
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """A camera allowed to send, written ``AE[@ip|ip...]=route``; route ``auto`` means by
+    attributes. With addresses given, the AE title is accepted only from those addresses."""
+
+    ae_title: str
+    route: str
+    addresses: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> DicomSource:
+        who, sep, route = text.strip().partition("=")
+        route = route.strip()
+        if not sep or route not in ROUTE_CHOICES:
+            raise ValueError(f"{text!r}: write AE=fundus, AE=anterior or AE=auto (AE@ip=... binds)")
+        ae, _, hosts = who.strip().partition("@")
+        if not _AE_TITLE.match(ae):
+            raise ValueError(f"{ae!r} is not a valid AE title (1-16 printable chars, no '\\')")
+        addresses = frozenset(h.strip() for h in hosts.split("|") if h.strip())
+        for address in addresses:
+            ipaddress.ip_address(address)  # ValueError names the bad address
+        return cls(ae.strip(), route, addresses)
+
+    def admits(self, address: str) -> bool:
+        return not self.addresses or address in self.addresses
+
+
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [part for part in (p.strip() for p in value.split(",")) if part]
@@ -65,9 +96,19 @@ class Settings(BaseSettings):
     sr_destinations: Annotated[list[DicomNode], NoDecode] = Field(default_factory=list)
     min_free_disk_mb: int = Field(512, ge=0)
     max_associations: int = Field(16, ge=1)
+    max_dataset_mb: int = Field(512, ge=1)
+    max_sequence_depth: int = Field(12, ge=1)
+    max_decoded_mb: int = Field(1024, ge=1)
+    decode_timeout_s: float = Field(30.0, gt=0)
+    decode_workers: int = Field(2, ge=1)
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: callers must present a certificate signed by it
 
-    route_by_ae: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    dicom_sources: Annotated[list[DicomSource], NoDecode] = Field(default_factory=list)
+    station_routes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     default_route: Literal["fundus", "anterior"] | None = None
+    case_quiet_minutes: float = Field(30.0, gt=0)
 
     worker_concurrency: int = Field(1, ge=1)
     torch_threads: int = Field(0, ge=0)
@@ -92,20 +133,40 @@ class Settings(BaseSettings):
             return [DicomNode.parse(v) if isinstance(v, str) else v for v in value]
         return value
 
-    @field_validator("route_by_ae", mode="before")
+    @field_validator("dicom_sources", mode="before")
     @classmethod
-    def _parse_routes(cls, value: object) -> object:
-        """``CAMERA1=fundus,SLITLAMP=anterior`` -> {"CAMERA1": "fundus", ...}."""
+    def _parse_sources(cls, value: object) -> object:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [DicomSource.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("station_routes", mode="before")
+    @classmethod
+    def _parse_station_routes(cls, value: object) -> object:
+        """``FUNDUS-ROOM-2=fundus,SL-1=anterior`` -> {"FUNDUS-ROOM-2": "fundus", ...}."""
         items = _split_list(value)
         if not isinstance(items, list):
             return items
         routes: dict[str, str] = {}
         for item in items:
-            ae, sep, route = str(item).partition("=")
+            station, sep, route = str(item).partition("=")
             if not sep or route.strip() not in ("fundus", "anterior"):
-                raise ValueError(f"{item!r}: write AE=fundus or AE=anterior")
-            routes[ae.strip()] = route.strip()
+                raise ValueError(f"{item!r}: write STATION=fundus or STATION=anterior")
+            routes[station.strip()] = route.strip()
         return routes
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> Settings:
+        if (self.tls_certificate is None) != (self.tls_private_key is None):
+            raise ValueError("DICOM TLS needs both EYESCREEN_TLS_CERTIFICATE and _PRIVATE_KEY")
+        if self.tls_client_ca is not None and self.tls_certificate is None:
+            raise ValueError("EYESCREEN_TLS_CLIENT_CA needs a server certificate as well")
+        return self
+
+    @property
+    def routes_by_ae(self) -> dict[str, str]:
+        return {s.ae_title: s.route for s in self.dicom_sources if s.route != "auto"}
 
     @model_validator(mode="after")
     def _refuse_embedded_in_production(self) -> Settings:

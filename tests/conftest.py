@@ -111,4 +111,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    kwargs.setdefault("timeout", 180)
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]

@@ -30,6 +30,7 @@ class RuntimeHolder:
         self.app = app
         self._runtime: WorkerRuntime | None = None
         self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()  # kombu producers are not thread-safe
 
     def get(self) -> WorkerRuntime:
         with self._lock:
@@ -38,7 +39,8 @@ class RuntimeHolder:
             return self._runtime
 
     def publish(self, task_name: str, args: list[Any]) -> None:
-        self.app.send_task(task_name, args=args, queue=queue_for(task_name))
+        with self._publish_lock:
+            self.app.send_task(task_name, args=args, queue=queue_for(task_name))
 
 
 def create_app(settings: Settings) -> Celery:
@@ -61,6 +63,14 @@ def create_app(settings: Settings) -> Celery:
         task_queues=[Queue(name) for name in QUEUES],
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=4,
+        # Publishing gives up quickly: the outbox row stays and the sweeper re-sends it.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_serializer="json",

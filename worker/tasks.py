@@ -11,8 +11,7 @@ from celery import Celery, Task
 from sqlalchemy.exc import OperationalError
 
 from services.db.models import DeliveryState
-from services.db.session import transaction
-from services.recovery import requeue_stale_work
+from services.recovery import housekeeping
 
 if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime
@@ -54,7 +53,9 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
     @app.task(name="housekeeping.sweep", **retry_policy)
     def sweep() -> None:
         rt = runtime()
-        with transaction(rt.sessions) as session:
-            ids = requeue_stale_work(session, timedelta(minutes=10))
-        rt.dispatcher.dispatch(ids)
-        rt.dispatcher.sweep(timedelta(seconds=rt.settings.outbox_resend_after_s))
+        housekeeping(
+            rt.sessions,
+            rt.dispatcher,
+            timedelta(seconds=rt.settings.outbox_resend_after_s),
+            timedelta(minutes=rt.settings.case_quiet_minutes),
+        )

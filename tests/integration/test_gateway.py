@@ -2,78 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from dicom_gateway.handlers import StoreContext
-from dicom_gateway.server import start_scp
 from services.db.models import Instance, OutboxMessage
-from services.db.session import make_engine, make_session_factory
-from services.ingest import IngestService
-from services.outbox import OutboxDispatcher
-from services.routing import Router
-from services.settings import Settings
-from services.storage import ContentStore
-from tests.conftest import free_port, require_binary, run
+from tests.conftest import require_binary, run
 from tests.dicom_files import write_photo_dicom
+from tests.gateway_harness import Gateway
 
 pytestmark = pytest.mark.integration
-STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})")
-
-
-class Gateway:
-    def __init__(self, database_url: str, data_dir: Path, min_free_bytes: int = 0) -> None:
-        self.port = free_port()
-        self.settings = Settings(
-            data_dir=data_dir,
-            database_url=database_url,
-            dicom_port=self.port,
-            dicom_host="127.0.0.1",
-        )
-        self.sessions = make_session_factory(make_engine(database_url))
-        self.published: list[tuple[str, list]] = []
-        store = ContentStore(self.settings.images_dir, min_free_bytes)
-        dispatcher = OutboxDispatcher(self.sessions, lambda n, a: self.published.append((n, a)))
-        context = StoreContext(IngestService(self.sessions, store), dispatcher, Router())
-        self.server = start_scp(self.settings, context)
-
-    def storescu(self, *files: Path, calling: str = "CAMERA") -> list[int]:
-        """Send with DCMTK; the DIMSE statuses it received, one per file."""
-        require_binary("/usr/bin/storescu")
-        result = run(
-            [
-                "/usr/bin/storescu",
-                "-d",
-                "-xy",
-                "-aet",
-                calling,
-                "-aec",
-                "EYESCREEN",
-                "127.0.0.1",
-                str(self.port),
-                *map(str, files),
-            ],
-            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-        )
-        statuses = [int(code, 16) for code in STATUS.findall(result.stdout + result.stderr)]
-        assert len(statuses) == len(files), result.stdout[-2000:] + result.stderr[-2000:]
-        return statuses
-
-    def count(self, model: type) -> int:
-        with self.sessions() as session:
-            return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-@pytest.fixture
-def gateway(database_url: str, tmp_path: Path) -> Iterator[Gateway]:
-    gw = Gateway(database_url, tmp_path / "var")
-    yield gw
-    gw.server.shutdown()
 
 
 def test_echo(gateway: Gateway) -> None:

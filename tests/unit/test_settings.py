@@ -18,13 +18,21 @@ def test_defaults_are_embedded_under_var(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_destinations_parse_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EYESCREEN_SR_DESTINATIONS", "PACS@127.0.0.1:11113, ARCHIVE@pacs.local:104")
-    monkeypatch.setenv("EYESCREEN_ROUTE_BY_AE", "FUNDUSCAM=fundus,SLITLAMP=anterior")
+    monkeypatch.setenv(
+        "EYESCREEN_DICOM_SOURCES", "FUNDUSCAM@10.0.0.5|10.0.0.6=fundus,SLITLAMP=anterior,OCT=auto"
+    )
+    monkeypatch.setenv("EYESCREEN_STATION_ROUTES", "SL-ROOM-3=anterior")
     settings = Settings()
     assert settings.sr_destinations == [
         DicomNode("PACS", "127.0.0.1", 11113),
         DicomNode("ARCHIVE", "pacs.local", 104),
     ]
-    assert settings.route_by_ae == {"FUNDUSCAM": "fundus", "SLITLAMP": "anterior"}
+    assert settings.routes_by_ae == {"FUNDUSCAM": "fundus", "SLITLAMP": "anterior"}
+    assert settings.dicom_sources[0].addresses == {"10.0.0.5", "10.0.0.6"}
+    assert settings.dicom_sources[0].admits("10.0.0.6")
+    assert not settings.dicom_sources[0].admits("10.0.0.7")
+    assert settings.dicom_sources[1].admits("192.168.1.1")  # not bound to an address
+    assert settings.station_routes == {"SL-ROOM-3": "anterior"}
 
 
 @pytest.mark.parametrize(
@@ -41,6 +49,12 @@ def test_production_refuses_sqlite() -> None:
         Settings(environment="production")
 
 
-def test_bad_route_mapping_is_explained() -> None:
-    with pytest.raises(ValidationError, match="AE=fundus"):
-        Settings(route_by_ae="CAM=retina")  # type: ignore[arg-type]
+@pytest.mark.parametrize("bad", ["CAM=retina", "CAM@not-an-ip=fundus", "CAM"])
+def test_bad_source_is_explained(bad: str) -> None:
+    with pytest.raises(ValidationError, match="dicom_sources"):
+        Settings(dicom_sources=bad)  # type: ignore[arg-type]
+
+
+def test_tls_needs_certificate_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="both"):
+        Settings(tls_certificate=tmp_path / "server.pem")
