@@ -30,3 +30,8 @@ TRANSFER_SYNTAXES: dict[str, str] = {
     uid.JPEG2000: "JPEG 2000",
     uid.RLELossless: "RLE Lossless",
 }
+
+# What the service sends (Storage SCU): the screening results, to each configured destination.
+SCU_SOP_CLASSES: dict[str, str] = {
+    uid.Comprehensive3DSRStorage: "Comprehensive 3D SR Storage",
+}

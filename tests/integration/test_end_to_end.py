@@ -9,51 +9,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from tests.conftest import free_port, require_binary, run
+from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
+from tests.service_harness import pacs, start_service, wait_for
+
+__all__ = ["pacs"]
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pacs(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """DCMTK storescp standing in for the hospital PACS."""
-    require_binary("/usr/bin/storescp")
-    port, inbox = free_port(), tmp_path / "pacs"
-    inbox.mkdir()
-    proc = subprocess.Popen(
-        ["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(port)],
-        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-    )
-    yield port, inbox
-    proc.terminate()
-    proc.wait(10)
-
-
-def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "eyescreen", "up"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}; service log:\n{log.read_text()[-4000:]}")
 
 
 @pytest.mark.parametrize("profile", ["embedded", "postgres-redis"])

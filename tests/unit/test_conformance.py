@@ -1,0 +1,56 @@
+"""docs/conformance.md must say what the gateway is configured to do."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dicom_gateway import statuses
+from dicom_gateway.conformance import (
+    SCU_SOP_CLASSES,
+    STORAGE_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
+from dicom_gateway.server import build_scp_ae
+from services.settings import Settings
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
+
+
+def _table(marker: str) -> list[list[str]]:
+    text = DOC.read_text()
+    block = text.split(f"<!-- {marker} -->", 1)[1].strip().split("\n\n", 1)[0]
+    rows = [line.strip("|").split("|") for line in block.splitlines()[2:]]
+    return [[cell.strip().strip("`") for cell in row] for row in rows]
+
+
+def test_storage_classes_match_the_scp() -> None:
+    documented = {uid: name for name, uid, role in _table("scp-sop-classes") if role == "SCP"}
+    expected = dict(STORAGE_SOP_CLASSES) | {VERIFICATION_SOP_CLASS: "Verification"}
+    assert documented == expected
+    contexts = {str(c.abstract_syntax) for c in build_scp_ae(Settings()).supported_contexts}
+    assert contexts == set(expected)
+
+
+def test_transfer_syntaxes_match_the_scp() -> None:
+    documented = {uid: name for name, uid in _table("transfer-syntaxes")}
+    assert documented == TRANSFER_SYNTAXES
+    for context in build_scp_ae(Settings()).supported_contexts:
+        if str(context.abstract_syntax) in STORAGE_SOP_CLASSES:
+            assert set(context.transfer_syntax) == set(TRANSFER_SYNTAXES)
+
+
+def test_scu_classes_match() -> None:
+    assert {uid: name for name, uid, _ in _table("scu-sop-classes")} == SCU_SOP_CLASSES
+
+
+def test_statuses_match_the_handlers() -> None:
+    documented = {int(code, 16): meaning for code, meaning in _table("statuses")}
+    assert documented == statuses.MEANINGS
+    codes = {
+        value
+        for name, value in vars(statuses).items()
+        if re.fullmatch(r"[A-Z_]+", name) and isinstance(value, int)
+    }
+    assert codes == set(statuses.MEANINGS)
