@@ -138,7 +138,9 @@ def db() -> None:
 def db_upgrade(revision: str) -> None:
     from eyescreen.database import upgrade
 
-    upgrade(_settings().effective_database_url, revision)
+    settings = _settings()
+    settings.ensure_dirs()  # the embedded database lives in the data folder
+    upgrade(settings.effective_database_url, revision)
     click.echo(f"database at {revision}")
 
 

@@ -37,10 +37,30 @@ class OutboxDispatcher:
         self.publish = publish
 
     def dispatch(self, ids: Iterable[int]) -> int:
-        """Send the given rows now; a failure leaves them for the sweeper. Returns how many sent."""
+        """Send the given rows now, in one transaction; a failure leaves the rest for the
+        sweeper. Returns how many were sent. A row published but not marked (the commit
+        failed) is sent again later: every task is idempotent."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return 0
         sent = 0
-        for message_id in ids:
-            sent += self._send_one(message_id)
+        with transaction(self.sessions) as session:
+            messages = session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.id.in_(wanted), OutboxMessage.sent_at.is_(None))
+                .order_by(OutboxMessage.id)
+            ).all()
+            for message in messages:
+                message.attempts += 1
+                try:
+                    self.publish(message.task_name, list(message.args))
+                except Exception as exc:  # the broker's errors are many and transport-specific
+                    message.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    log.warning("outbox %d not sent (%s); the sweeper will retry", message.id, exc)
+                    break  # the broker is down: the rest would fail the same way
+                message.sent_at = utcnow()
+                message.last_error = None
+                sent += 1
         return sent
 
     def sweep(self, older_than: timedelta = timedelta(seconds=30), limit: int = 500) -> int:
@@ -58,22 +78,6 @@ class OutboxDispatcher:
             log.info("outbox sweeper re-sending %d message(s)", len(ids))
         return self.dispatch(ids)
 
-    def _send_one(self, message_id: int) -> int:
-        with transaction(self.sessions) as session:
-            message = session.get(OutboxMessage, message_id)
-            if message is None or message.sent_at is not None:
-                return 0
-            message.attempts += 1
-            try:
-                self.publish(message.task_name, list(message.args))
-            except Exception as exc:  # the broker's errors are many and transport-specific
-                message.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning("outbox %d not sent (%s); the sweeper will retry", message_id, exc)
-                return 0
-            message.sent_at = utcnow()
-            message.last_error = None
-            return 1
-
 
 class BackgroundDispatch:
     """Hands outbox rows to the queue from one background thread, so a slow or absent broker
@@ -90,11 +94,20 @@ class BackgroundDispatch:
             self._pending.put(message_id)
 
     def _run(self) -> None:
-        while (message_id := self._pending.get()) is not None:
+        stopping = False
+        while not stopping:
+            batch = [self._pending.get()]
+            while len(batch) < 200:  # whatever queued up meanwhile goes in the same transaction
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = None in batch
+            ids = [i for i in batch if i is not None]
             try:
-                self.dispatcher.dispatch([message_id])
+                self.dispatcher.dispatch(ids)
             except Exception:  # the database itself may be down: the sweeper catches up
-                log.exception("outbox %d dispatch failed; left for the sweeper", message_id)
+                log.exception("dispatch of %d outbox row(s) failed; left for the sweeper", len(ids))
 
     def drain(self, timeout: float = 10.0) -> None:
         """Stop after sending what is queued (at shutdown)."""

@@ -1,0 +1,166 @@
+"""Gateway ingest rate against DCMTK storescp, same files, same storescu, one and four associations.
+
+    .venv/bin/python bench/ingest.py [--files 200] [--profile embedded|postgres-redis]
+
+Builds Ophthalmic Photography files (JPEG baseline, as fundus cameras send) from the shared real
+photographs, then sends them with DCMTK storescu to (a) DCMTK storescp writing to disk
+(TCP_NODELAY=1; ``--fork`` so it serves four associations at once) and (b) ``eyescreen gateway``
+(every image checked, decoded, fsynced, recorded and queued before success). Prints instances
+per second and MB/s for each, and the gateway's rate as a ratio to storescp's in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from PIL import Image  # noqa: E402
+
+from dicom_gateway.photos import photo_to_dataset  # noqa: E402
+from tests.dicom_peers import storescu_config  # noqa: E402
+
+SHARED = Path(os.environ.get("EYESCREEN_SHARED", REPO.parent / "shared"))
+DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(
+            ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)],
+            capture_output=True,
+            env=DCMTK_ENV,
+        ).returncode == 0:
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"nothing answered C-ECHO on port {port}")
+
+
+def build_files(count: int, folder: Path, camera_px: int = 0) -> list[Path]:
+    """OP files from the shared photographs; with ``camera_px`` each photo is first enlarged to
+    that many pixels on its long side (the shared photos are small; cameras send ~2-4k)."""
+    photos = sorted((SHARED / "data" / "fundus" / "images").rglob("*.jpg"))[:count]
+    if len(photos) < count:
+        raise SystemExit(f"need {count} photographs under {SHARED}/data/fundus/images")
+    files = []
+    for n, photo in enumerate(photos):
+        if camera_px:
+            with Image.open(photo) as image:
+                scale = camera_px / max(image.size)
+                size = (round(image.width * scale), round(image.height * scale))
+                enlarged = image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+            photo = folder / f"{n:05d}.jpg"
+            enlarged.save(photo, quality=92)
+        target = folder / f"{n:05d}.dcm"
+        photo_to_dataset(photo, patient_id=f"BENCH{n % 50}").save_as(
+            target, enforce_file_format=True
+        )
+        files.append(target)
+    return files
+
+
+def send(port: int, files: list[Path], associations: int) -> float:
+    """Seconds for storescu to send every file over ``associations`` parallel associations."""
+    parts = [files[i::associations] for i in range(associations)]
+    command = ["/usr/bin/storescu", "-xf", str(storescu_config()), "Eyescreen"]
+    command += ["-aec", "EYESCREEN", "127.0.0.1", str(port)]
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen([*command, *map(str, part)], env=DCMTK_ENV, stderr=subprocess.PIPE)
+        for part in parts
+    ]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
+    return time.perf_counter() - started
+
+
+def run_storescp(files: list[Path], associations: int, work: Path) -> float:
+    inbox = work / f"storescp-{associations}"
+    inbox.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "--fork", "+xa", "-od", str(inbox), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port)
+        return send(port, files, associations)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_gateway(files: list[Path], associations: int, work: Path, profile: str) -> float:
+    port = free_port()
+    env = dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(work / f"gateway-{associations}"),
+        EYESCREEN_DICOM_PORT=str(port),
+        EYESCREEN_DICOM_HOST="127.0.0.1",
+        EYESCREEN_MIN_FREE_DISK_MB="64",
+    )
+    if profile == "postgres-redis":
+        env["EYESCREEN_DATABASE_URL"] = os.environ.get(
+            "EYESCREEN_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+        )
+        env["EYESCREEN_BROKER_URL"] = "redis://127.0.0.1:6379/13"
+    eyescreen = [sys.executable, "-m", "eyescreen"]
+    subprocess.run([*eyescreen, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = (work / f"gateway-{associations}.log").open("wb")
+    proc = subprocess.Popen([*eyescreen, "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_listening(port)
+        return send(port, files, associations)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--profile", choices=["embedded", "postgres-redis"], default="embedded")
+    parser.add_argument(
+        "--camera-px", type=int, default=0, help="enlarge photos to this long side (0: as is)"
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="eyescreen-bench-"))
+    try:
+        files = build_files(args.files, work, args.camera_px)
+        megabytes = sum(f.stat().st_size for f in files) / 1e6
+        print(f"{len(files)} files, {megabytes:.1f} MB, profile {args.profile}, on {os.cpu_count()} CPUs")
+        print(f"{'receiver':<12}{'assocs':>7}{'inst/s':>9}{'MB/s':>8}{'ratio':>8}")
+        for associations in (1, 4):
+            base = run_storescp(files, associations, work)
+            ours = run_gateway(files, associations, work, args.profile)
+            for name, seconds in (("storescp", base), ("gateway", ours)):
+                print(
+                    f"{name:<12}{associations:>7}{len(files) / seconds:>9.1f}"
+                    f"{megabytes / seconds:>8.1f}{base / seconds:>8.2f}"
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
