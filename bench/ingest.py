@@ -42,11 +42,14 @@ def free_port() -> int:
 def wait_listening(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if subprocess.run(
-            ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)],
-            capture_output=True,
-            env=DCMTK_ENV,
-        ).returncode == 0:
+        if (
+            subprocess.run(
+                ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)],
+                capture_output=True,
+                env=DCMTK_ENV,
+            ).returncode
+            == 0
+        ):
             return
         time.sleep(0.3)
     raise RuntimeError(f"nothing answered C-ECHO on port {port}")
@@ -148,7 +151,7 @@ def main() -> None:
     try:
         files = build_files(args.files, work, args.camera_px)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{len(files)} files, {megabytes:.1f} MB, profile {args.profile}, on {os.cpu_count()} CPUs")
+        print(f"{len(files)} files, {megabytes:.1f} MB, {args.profile}, {os.cpu_count()} CPUs")
         print(f"{'receiver':<12}{'assocs':>7}{'inst/s':>9}{'MB/s':>8}{'ratio':>8}")
         for associations in (1, 4):
             base = run_storescp(files, associations, work)

@@ -7,19 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from services.settings import DicomNode, Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValidationError as exc:
-        lines = [
-            f"  EYESCREEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        ]
-        raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+from eyescreen.cli_common import settings_or_exit as _settings
+from eyescreen.report_commands import reports_group
+from services.settings import DicomNode
 
 
 @click.group()
@@ -301,3 +292,6 @@ def evaluate(
     samples = load_samples(manifest, images, load_taxonomy(route))
     evaluate_checkpoint(path, samples, out, settings.device)
     click.echo((out / "metrics.md").read_text())
+
+
+main.add_command(reports_group)

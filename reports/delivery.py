@@ -1,7 +1,8 @@
-"""Sending stored SR bytes to a PACS by C-STORE: the ``SendReport`` given to the report service."""
+"""Sending stored report objects to a PACS by C-STORE: the ``SendReport`` of the report service."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from io import BytesIO
 
 from pydicom import dcmread
@@ -12,13 +13,13 @@ from services.settings import DicomNode
 
 
 def make_sender(calling_ae: str) -> SendReport:
-    def send(data: bytes, destination: str) -> None:
+    def send(objects: Sequence[bytes], destination: str) -> None:
         node = DicomNode.parse(destination)
         try:
-            send_datasets([dcmread(BytesIO(data))], node, calling_ae)
+            send_datasets([dcmread(BytesIO(data)) for data in objects], node, calling_ae)
         except DeliveryFailed as exc:
             raise DeliveryError(str(exc), exc.status) from exc
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             raise DeliveryError(f"{node}: {type(exc).__name__}: {exc}") from exc
 
     return send

@@ -1,9 +1,11 @@
-"""DICOM Structured Report of a screening result: Comprehensive 3D SR, TID 1500 root (IHE AIR).
+"""DICOM Structured Report of a screening case: Comprehensive 3D SR, TID 1500 root (IHE AIR).
 
-One measurement group per taxonomy level holds, per class, the coded finding with presence,
-its probability and the threshold used; a summary group holds top-3, referral and image
-quality. Taxonomy codes use the private scheme ``99EYESCR``, declared in the Coding Scheme
-Identification Sequence. highdicom validates what we build.
+Per image (laterality as finding site, the image as source): one measurement group per taxonomy
+level holding, per class, the coded finding with presence, its probability and the threshold
+used, and a summary group with top-3, referral and image quality. An arbitration decision adds
+a panel group; such a report is verified, with the deciding person as observer. Taxonomy codes
+use the private scheme ``99EYESCR``, declared in the Coding Scheme Identification Sequence.
+highdicom validates what we build.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from services.reporting import EncodedReport, EncodeReport, ReportRequest
+from services.reporting import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
 from services.screening import Finding
 
 SCHEME = "99EYESCR"
@@ -28,6 +30,16 @@ PRESENT = CodedConcept("52101004", "SCT", "Present")
 ABSENT = CodedConcept("2667000", "SCT", "Absent")
 YES = CodedConcept("373066001", "SCT", "Yes")
 NO = CodedConcept("373067005", "SCT", "No")
+LATERALITY = {
+    "R": CodedConcept("24028007", "SCT", "Right"),
+    "L": CodedConcept("7771000", "SCT", "Left"),
+    "B": CodedConcept("51440002", "SCT", "Right and left"),
+}
+SITE = {
+    "fundus": CodedConcept("5665001", "SCT", "Retinal structure"),
+    "anterior": CodedConcept("28726007", "SCT", "Corneal structure"),
+}
+EYE_WORDS = {"R": "Right eye", "L": "Left eye", "B": "Both eyes", "": "Eye"}
 
 
 def private(value: str, meaning: str) -> CodedConcept:
@@ -44,11 +56,27 @@ GRADABLE = private("GRADABLE", "Gradable")
 TOP = [private(f"TOP{i}", f"Diagnosis ranked {i}") for i in (1, 2, 3)]
 
 
+def _tracking(label: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label[:64])
+
+
+def _algorithm(image: ImageResult) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(
+        name=image.algorithm_name,
+        version=image.algorithm_version[:64],
+        parameters=[
+            f"weights-sha256={image.weights_sha256[:40]}",
+            f"thresholds={image.threshold_set}"[:64],
+        ],
+    )
+
+
+def _site(image: ImageResult) -> list[hd.sr.FindingSite]:
+    return [hd.sr.FindingSite(SITE[image.route], laterality=LATERALITY.get(image.laterality))]
+
+
 def _level_group(
-    level: int,
-    findings: Sequence[Finding],
-    source: Dataset,
-    algorithm: hd.sr.AlgorithmIdentification,
+    level: int, findings: Sequence[Finding], image: ImageResult, source: Dataset
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     evaluations = [
         hd.sr.QualitativeEvaluation(private(f.code, f.name), PRESENT if f.positive else ABSENT)
@@ -56,25 +84,21 @@ def _level_group(
     ]
     measurements = []
     for f in findings:
-        measurements.append(
-            hd.sr.Measurement(
-                name=private(f"{f.code}.P", f"Probability of {f.name}"),
-                value=round(f.probability, 6),
-                unit=UCUM_NO_UNITS,
+        for suffix, label, value in (
+            ("P", "Probability of", f.probability),
+            ("T", "Decision threshold for", f.threshold),
+        ):
+            measurements.append(
+                hd.sr.Measurement(
+                    name=private(f"{f.code}.{suffix}", f"{label} {f.name}"),
+                    value=round(value, 6),
+                    unit=UCUM_NO_UNITS,
+                )
             )
-        )
-        measurements.append(
-            hd.sr.Measurement(
-                name=private(f"{f.code}.T", f"Decision threshold for {f.name}"),
-                value=round(f.threshold, 6),
-                unit=UCUM_NO_UNITS,
-            )
-        )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"Level {level} findings"
-        ),
-        algorithm_id=algorithm,
+        tracking_identifier=_tracking(f"{EYE_WORDS[image.laterality]} level {level} findings"),
+        algorithm_id=_algorithm(image),
+        finding_sites=_site(image),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         qualitative_evaluations=evaluations,
         measurements=measurements,
@@ -82,82 +106,103 @@ def _level_group(
 
 
 def _summary_group(
-    content: ReportRequest,
-    names: dict[str, str],
-    source: Dataset,
-    algorithm: hd.sr.AlgorithmIdentification,
+    image: ImageResult, source: Dataset
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    names = {f.code: f.name for f in image.findings}
     quality = (
         GRADABLE
-        if content.quality == "gradable"
-        else private(content.quality.upper()[:16], content.quality)
+        if image.quality == "gradable"
+        else private(image.quality.upper()[:16], image.quality)
     )
     evaluations = [
-        hd.sr.QualitativeEvaluation(REFERRAL, YES if content.referral else NO),
+        hd.sr.QualitativeEvaluation(REFERRAL, YES if image.referral else NO),
         hd.sr.QualitativeEvaluation(QUALITY, quality),
     ] + [
         hd.sr.QualitativeEvaluation(TOP[i], private(code, names[code]))
-        for i, code in enumerate(content.top3[:3])
+        for i, code in enumerate(image.top3[:3])
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier="Screening summary"
-        ),
-        algorithm_id=algorithm,
+        tracking_identifier=_tracking(f"{EYE_WORDS[image.laterality]} screening summary"),
+        algorithm_id=_algorithm(image),
+        finding_sites=_site(image),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
         qualitative_evaluations=evaluations,
     )
 
 
-def build_sr(
-    source: Dataset,
-    content: ReportRequest,
-    device_uid: str,
-    series_uid: str | None = None,
-) -> Dataset:
-    """An SR document about ``source`` (the received image, pixel data not needed)."""
-    algorithm = hd.sr.AlgorithmIdentification(
-        name=content.algorithm_name,
-        version=content.algorithm_version[:64],
-        parameters=[
-            f"weights-sha256={content.weights_sha256[:40]}",
-            f"thresholds={content.threshold_set}"[:64],
-        ],
+def _verdict_group(verdict: Verdict) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    evaluations = [hd.sr.QualitativeEvaluation(REFERRAL, YES if verdict.referral else NO)] + [
+        hd.sr.QualitativeEvaluation(
+            private(code, verdict.names.get(code, code)), PRESENT if present else ABSENT
+        )
+        for code, present in sorted(verdict.findings.items())
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking("Arbitration panel decision"),
+        qualitative_evaluations=evaluations,
     )
-    observer = hd.sr.ObserverContext(
+
+
+def _device_observer(device_uid: str, model_name: str) -> hd.sr.ObserverContext:
+    return hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=device_uid,
             name="eyescreen",
             manufacturer_name="eyescreen",
-            model_name=content.algorithm_name[:64],
+            model_name=model_name[:64],
         ),
     )
-    levels = sorted({f.level for f in content.findings})
-    names = {f.code: f.name for f in content.findings}
-    groups = [
-        _level_group(lvl, [f for f in content.findings if f.level == lvl], source, algorithm)
-        for lvl in levels
-    ]
-    groups.append(_summary_group(content, names, source, algorithm))
+
+
+def _person_observer(verdict: Verdict) -> hd.sr.ObserverContext:
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Person,
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+            name=verdict.person_name,
+            login_name=verdict.login[:64],
+            organization_name=verdict.organization[:64],
+        ),
+    )
+
+
+def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None) -> Dataset:
+    """The SR document of a case; the sources are the received images (pixels not needed)."""
+    sources = [read_source(image.source) for image in content.images]
+    groups = []
+    for image, source in zip(content.images, sources, strict=True):
+        for level in sorted({f.level for f in image.findings}):
+            findings = [f for f in image.findings if f.level == level]
+            groups.append(_level_group(level, findings, image, source))
+        groups.append(_summary_group(image, source))
+    verdict = content.verdict
+    if verdict is not None:
+        groups.append(_verdict_group(verdict))
+    context = hd.sr.ObservationContext(
+        observer_person_context=_person_observer(verdict) if verdict else None,
+        observer_device_context=_device_observer(device_uid, content.images[0].algorithm_name),
+    )
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=PROCEDURE[content.route],
+        observation_context=context,
+        procedure_reported=PROCEDURE[content.images[0].route],
         imaging_measurements=groups,
     )
+    previous = [read_source(content.predecessor_sr)] if content.predecessor_sr else None
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
+        evidence=sources,
         content=report,
         series_instance_uid=series_uid or generate_uid(),
         series_number=900,
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer="eyescreen",
-        series_description="AI screening result",
+        series_description="AI screening result" + (" (verified)" if verdict else ""),
         is_complete=True,
-        is_final=False,
-        is_verified=False,
-        previous_versions=[read_source(content.predecessor_sr)] if content.predecessor_sr else None,
+        is_final=verdict is not None,
+        is_verified=verdict is not None,
+        verifying_observer_name=verdict.person_name if verdict else None,
+        verifying_organization=verdict.organization if verdict else None,
+        previous_versions=previous,
     )
     scheme = Dataset()
     scheme.CodingSchemeDesignator = SCHEME
@@ -178,10 +223,10 @@ def read_source(encoded: bytes) -> Dataset:
 
 
 def make_encoder(device_uid: str) -> EncodeReport:
-    """The ``EncodeReport`` the report service is given: received image bytes -> SR bytes."""
+    """The ``EncodeReport`` the report service is given: case content -> SR bytes."""
 
-    def encode_report(source: bytes, request: ReportRequest) -> EncodedReport:
-        sr = build_sr(read_source(source), request, device_uid)
+    def encode_report(content: CaseReport) -> EncodedReport:
+        sr = build_sr(content, device_uid)
         return EncodedReport(str(sr.SOPInstanceUID), encode(sr))
 
     return encode_report

@@ -30,11 +30,10 @@ from services.outbox import add_message
 from services.quality import GRADABLE, assess
 from services.screening import decide
 from services.storage import ContentStore
+from services.task_names import REPORT_TASK
 from services.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
-
-REPORT_TASK = "reports.build"
 
 
 class Model(Protocol):
@@ -148,7 +147,7 @@ class InferenceService:
                 instance.state = InstanceState.PREDICTED
                 instance.error = None
                 session.flush()
-                message = add_message(session, REPORT_TASK, prediction.id)
+                message = add_message(session, REPORT_TASK, instance.case_pk)
                 outcome = InferenceOutcome(instance_id, prediction.id, (message.id,))
         except IntegrityError:
             # Another worker recorded the same (instance, model) first: theirs stands.
@@ -190,4 +189,6 @@ class InferenceService:
             instance = session.get_one(Instance, instance_id)
             instance.state = InstanceState.FAILED
             instance.error = error[:2000]
-        return InferenceOutcome(instance_id, None, error=error)
+            # The case may now be complete without this image: let the report be built.
+            message = add_message(session, REPORT_TASK, instance.case_pk)
+        return InferenceOutcome(instance_id, None, (message.id,), error=error)

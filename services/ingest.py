@@ -21,10 +21,9 @@ from services.db.session import transaction
 from services.errors import InstanceConflict, OutOfResources
 from services.outbox import add_message
 from services.storage import ContentStore
+from services.task_names import INFER_TASK
 
 log = logging.getLogger(__name__)
-
-INFER_TASK = "screening.infer"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from services.db.base import utcnow
 from services.db.models import (
@@ -16,15 +16,13 @@ from services.db.models import (
     Instance,
     InstanceState,
     Prediction,
-    Report,
     ReportDelivery,
     ScreeningCase,
+    report_prediction,
 )
 from services.db.session import transaction
-from services.inference import REPORT_TASK
-from services.ingest import INFER_TASK
 from services.outbox import OutboxDispatcher, add_message
-from services.reporting import DELIVER_TASK
+from services.task_names import DELIVER_TASK, INFER_TASK, REPORT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +78,19 @@ def requeue_stale_work(session: Session, grace: timedelta = timedelta(minutes=10
         .limit(500)
     ):
         ids.append(add_message(session, INFER_TASK, instance_id).id)
-    for prediction_id in session.scalars(
-        select(Prediction.id)
-        .outerjoin(Report, Report.prediction_pk == Prediction.id)
-        .where(Report.id.is_(None), Prediction.created_at < cutoff)
+    reported = exists().where(report_prediction.c.prediction_pk == Prediction.id)
+    newer = aliased(Prediction)
+    superseded = exists().where(
+        newer.instance_pk == Prediction.instance_pk, newer.id > Prediction.id
+    )
+    for case_id in session.scalars(
+        select(Instance.case_pk)
+        .join(Prediction, Prediction.instance_pk == Instance.id)
+        .where(~reported, ~superseded, Prediction.created_at < cutoff)
+        .distinct()
         .limit(500)
     ):
-        ids.append(add_message(session, REPORT_TASK, prediction_id).id)
+        ids.append(add_message(session, REPORT_TASK, case_id).id)
     for delivery_id in session.scalars(
         select(ReportDelivery.id)
         .where(

@@ -1,43 +1,53 @@
-"""Turning a prediction into a stored report and delivering it to each destination exactly once.
+"""Turning a screening case into a stored report and delivering it to each destination once.
 
-The SR encoder and the sender are injected (highdicom and pynetdicom live in ``reports`` and
-``dicom_gateway``). Each (report, destination) pair is a delivery row: retried with exponential
-backoff, dead-lettered after the configured number of attempts, re-sendable by an operator.
+One report covers every read image of a visit (both eyes). It is built when no image of the
+case is still waiting to be read; a later image or an arbitration decision makes a revision
+that points at its predecessor. Building the same content twice is a no-op (``content_key``).
+
+The SR encoder, the document renderer and the sender are injected (highdicom, jinja2/WeasyPrint
+and pynetdicom live in ``reports`` and ``dicom_gateway``). Each (report, destination) pair is a
+delivery row: retried with exponential backoff, dead-lettered after the configured number of
+attempts, re-sent by an operator (``eyescreen reports retry``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
 from services.db.models import (
+    ArbitrationDecision,
     DeliveryState,
     Instance,
+    InstanceState,
     Prediction,
     Report,
     ReportDelivery,
+    ScreeningCase,
 )
 from services.db.session import transaction
 from services.outbox import add_message
 from services.screening import Finding
 from services.storage import ContentStore
+from services.task_names import DELIVER_TASK
 from services.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
 
-DELIVER_TASK = "reports.deliver"
-
 
 @dataclass(frozen=True)
-class ReportRequest:
-    """Everything an SR encoder needs besides the source image."""
+class ImageResult:
+    """The model's reading of one image, with the image as received (for references)."""
 
+    source: bytes
+    laterality: str
     route: str
     findings: tuple[Finding, ...]
     top3: tuple[str, ...]
@@ -47,7 +57,48 @@ class ReportRequest:
     algorithm_version: str
     weights_sha256: str
     threshold_set: str
+    heatmap_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An arbitration panel decision: reported as a verified revision, the person as observer."""
+
+    person_name: str  # DICOM PN, Family^Given
+    login: str
+    organization: str
+    findings: dict[str, bool]
+    names: dict[str, str]  # code -> name, for the codes in findings
+    referral: bool
+    comment: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class Patient:
+    name: str
+    patient_id: str
+    birth_date: str
+    sex: str
+    study_date: str
+    accession_number: str
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """Everything a report of one case says."""
+
+    case_id: int
+    patient: Patient
+    images: tuple[ImageResult, ...]
+    verdict: Verdict | None = None
     predecessor_sr: bytes | None = None
+
+    @property
+    def referral(self) -> bool:
+        if self.verdict is not None:
+            return self.verdict.referral
+        return any(image.referral for image in self.images)
 
 
 @dataclass(frozen=True)
@@ -56,8 +107,10 @@ class EncodedReport:
     data: bytes
 
 
-EncodeReport = Callable[[bytes, ReportRequest], EncodedReport]
-SendReport = Callable[[bytes, str], None]
+EncodeReport = Callable[[CaseReport], EncodedReport]
+RenderDocument = Callable[[CaseReport], bytes]  # a PDF
+WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
+SendReport = Callable[[Sequence[bytes], str], None]
 
 
 class DeliveryError(Exception):
@@ -79,59 +132,145 @@ class ReportService:
     images: ContentStore
     reports: ContentStore
     encode: EncodeReport
+    render: RenderDocument | None = None
+    wrap_pdf: WrapDocument | None = None  # set: the PDF goes to the PACS as well
     destinations: list[str] = field(default_factory=list)
     max_attempts: int = 8
     base_delay_s: float = 5.0
     max_delay_s: float = 3600.0
 
-    def build(self, prediction_id: int) -> tuple[int, ...]:
-        """Encode and store the SR of a prediction; queue one delivery per destination."""
+    def build_case(self, case_id: int) -> tuple[int, ...]:
+        """Build the case's report if its content changed; returns outbox ids of deliveries."""
         with self.sessions() as session:
-            if session.scalar(select(Report.id).where(Report.prediction_pk == prediction_id)):
-                return ()
-            prediction = session.get_one(Prediction, prediction_id)
-            instance = session.get_one(Instance, prediction.instance_pk)
-            predecessor = session.scalar(
-                select(Report).where(Report.instance_pk == instance.id).order_by(Report.id.desc())
-            )
-            request = self._request(prediction, instance.route, predecessor)
-            source = self.images.read(instance.sha256)
-            instance_id, predecessor_id = instance.id, predecessor.id if predecessor else None
-        encoded = self.encode(source, request)
-        stored = self.reports.put(encoded.data)
-        with transaction(self.sessions) as session:
-            report = Report(
-                instance_pk=instance_id,
-                prediction_pk=prediction_id,
-                predecessor_pk=predecessor_id,
-                sop_instance_uid=encoded.sop_instance_uid,
-                sha256=stored.sha256,
-            )
-            session.add(report)
-            session.flush()
-            ids = []
-            for destination in self.destinations:
-                delivery = ReportDelivery(report_pk=report.id, destination=destination)
-                session.add(delivery)
+            gathered = self._gather(session, case_id)
+        if gathered is None:
+            return ()
+        content, key, prediction_ids, predecessor_id, decision_id = gathered
+        encoded = self.encode(content)
+        sr = self.reports.put(encoded.data)
+        pdf = self.reports.put(self.render(content)) if self.render else None
+        try:
+            with transaction(self.sessions) as session:
+                report = Report(
+                    case_pk=case_id,
+                    predecessor_pk=predecessor_id,
+                    decision_pk=decision_id,
+                    content_key=key,
+                    verified=content.verdict is not None,
+                    sop_instance_uid=encoded.sop_instance_uid,
+                    sha256=sr.sha256,
+                    pdf_sha256=pdf.sha256 if pdf else None,
+                    predictions=[session.get_one(Prediction, p) for p in prediction_ids],
+                )
+                session.add(report)
                 session.flush()
-                ids.append(add_message(session, DELIVER_TASK, delivery.id).id)
-        log.info("report %s built for prediction %d", encoded.sop_instance_uid, prediction_id)
+                ids = [self._delivery(session, report.id, d) for d in self.destinations]
+        except IntegrityError:
+            log.info("case %d: the same report was built concurrently; keeping that one", case_id)
+            return ()
+        log.info(
+            "case %d: report %s built (%d image(s)%s%s)",
+            case_id,
+            encoded.sop_instance_uid,
+            len(content.images),
+            ", verified" if content.verdict else "",
+            ", revision" if predecessor_id else "",
+        )
         return tuple(ids)
 
-    def _request(
-        self, prediction: Prediction, route: str, predecessor: Report | None
-    ) -> ReportRequest:
-        taxonomy = load_taxonomy(route)
-        findings = tuple(
-            Finding(
-                f.code, taxonomy.node(f.code).name, f.level, f.probability, f.threshold, f.positive
-            )
-            for f in prediction.findings
+    @staticmethod
+    def _delivery(session: Session, report_id: int, destination: str) -> int:
+        delivery = ReportDelivery(report_pk=report_id, destination=destination)
+        session.add(delivery)
+        session.flush()
+        return add_message(session, DELIVER_TASK, delivery.id).id
+
+    def _gather(
+        self, session: Session, case_id: int
+    ) -> tuple[CaseReport, str, list[int], int | None, int | None] | None:
+        case = session.get_one(ScreeningCase, case_id)
+        unread = exists().where(
+            Instance.case_pk == case_id, Instance.state == InstanceState.RECEIVED
         )
+        if session.scalar(select(unread)):
+            return None  # the last image read will build the report
+        predictions = self._latest_predictions(session, case_id)
+        if not predictions:
+            log.warning("case %d has no readable image; no report", case_id)
+            return None
+        decision = session.scalar(
+            select(ArbitrationDecision)
+            .where(ArbitrationDecision.case_pk == case_id)
+            .order_by(ArbitrationDecision.id.desc())
+        )
+        key = "p:" + ",".join(str(p.id) for p in predictions)
+        if decision is not None:
+            key += f";d:{decision.id}"
+        if session.scalar(
+            select(Report.id).where(Report.case_pk == case_id, Report.content_key == key)
+        ):
+            return None
+        predecessor = session.scalar(
+            select(Report).where(Report.case_pk == case_id).order_by(Report.id.desc())
+        )
+        study, patient = case.study, case.study.patient
+        content = CaseReport(
+            case_id=case_id,
+            patient=Patient(
+                patient.name,
+                patient.patient_id,
+                patient.birth_date,
+                patient.sex,
+                study.study_date,
+                study.accession_number,
+            ),
+            images=tuple(self._image_result(p) for p in predictions),
+            verdict=self._verdict(decision) if decision else None,
+            predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
+        )
+        return (
+            content,
+            key,
+            [p.id for p in predictions],
+            predecessor.id if predecessor else None,
+            decision.id if decision else None,
+        )
+
+    @staticmethod
+    def _latest_predictions(session: Session, case_id: int) -> list[Prediction]:
+        """The newest prediction of each read image, right eye first (reading order)."""
+        latest: dict[int, Prediction] = {}
+        for prediction in session.scalars(
+            select(Prediction)
+            .join(Instance)
+            .where(Instance.case_pk == case_id, Instance.state == InstanceState.PREDICTED)
+            .order_by(Prediction.id)
+        ):
+            latest[prediction.instance_pk] = prediction
+        order = {"R": 0, "L": 1}
+        return sorted(
+            latest.values(), key=lambda p: (order.get(p.instance.laterality, 2), p.instance_pk)
+        )
+
+    def _image_result(self, prediction: Prediction) -> ImageResult:
+        instance = prediction.instance
+        taxonomy = load_taxonomy(instance.route)
         model = prediction.model_version
-        return ReportRequest(
-            route=route,
-            findings=findings,
+        return ImageResult(
+            source=self.images.read(instance.sha256),
+            laterality=instance.laterality,
+            route=instance.route,
+            findings=tuple(
+                Finding(
+                    f.code,
+                    taxonomy.node(f.code).name,
+                    f.level,
+                    f.probability,
+                    f.threshold,
+                    f.positive,
+                )
+                for f in prediction.findings
+            ),
             top3=tuple(prediction.top3),
             referral=prediction.referral,
             quality=prediction.quality,
@@ -139,8 +278,41 @@ class ReportService:
             algorithm_version=model.version,
             weights_sha256=model.weights_sha256,
             threshold_set=str(prediction.provenance.get("threshold_set", "checkpoint")),
-            predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
+            heatmap_path=prediction.heatmap_path,
         )
+
+    @staticmethod
+    def _verdict(decision: ArbitrationDecision) -> Verdict:
+        names: dict[str, str] = {}
+        for code in decision.findings:
+            for route in ("fundus", "anterior"):
+                taxonomy = load_taxonomy(route)
+                if taxonomy.has(code):
+                    names[code] = taxonomy.node(code).name
+        return Verdict(
+            person_name=decision.decided_by.display_name,
+            login=decision.decided_by.username,
+            organization="Arbitration panel",
+            findings=dict(decision.findings),
+            names=names,
+            referral=decision.referral,
+            comment=decision.comment,
+            decided_at=decision.decided_at,
+        )
+
+    def objects_for(self, report: Report) -> list[bytes]:
+        """What a delivery sends: the SR, and the PDF wrapped as a DICOM object if configured."""
+        objects = [self.reports.read(report.sha256)]
+        if self.wrap_pdf is not None and report.pdf_sha256:
+            with self.sessions() as session:
+                sha256 = session.scalars(
+                    select(Instance.sha256).where(Instance.case_pk == report.case_pk)
+                ).first()
+            assert sha256 is not None  # a report exists only for a case with images
+            objects.append(
+                self.wrap_pdf(self.reports.read(report.pdf_sha256), self.images.read(sha256))
+            )
+        return objects
 
     def deliver(self, delivery_id: int, send: SendReport) -> DeliveryOutcome:
         """One attempt; the caller schedules the retry the outcome asks for."""
@@ -148,10 +320,10 @@ class ReportService:
             delivery = session.get_one(ReportDelivery, delivery_id)
             if delivery.state != DeliveryState.PENDING:
                 return DeliveryOutcome(delivery.state)
-            data = self.reports.read(delivery.report.sha256)
+            report = delivery.report
             destination = delivery.destination
         try:
-            send(data, destination)
+            send(self.objects_for(report), destination)
         except DeliveryError as exc:
             return self._failed(delivery_id, str(exc), exc.status)
         with transaction(self.sessions) as session:
@@ -188,13 +360,16 @@ class ReportService:
             )
             return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=error)
 
-    def requeue_dead(self, session: Session) -> list[int]:
-        """Operator action: dead deliveries become pending again; returns outbox ids."""
-        ids = []
-        for delivery in session.scalars(
-            select(ReportDelivery).where(ReportDelivery.state == DeliveryState.DEAD)
-        ):
-            delivery.state, delivery.attempts = DeliveryState.PENDING, 0
-            delivery.next_attempt_at = utcnow()
-            ids.append(add_message(session, DELIVER_TASK, delivery.id).id)
-        return ids
+
+def requeue_dead(session: Session, delivery_ids: Sequence[int] | None = None) -> list[int]:
+    """Operator action: dead deliveries (all, or those given) become pending again; returns
+    the outbox ids that send them."""
+    query = select(ReportDelivery).where(ReportDelivery.state == DeliveryState.DEAD)
+    if delivery_ids:
+        query = query.where(ReportDelivery.id.in_(delivery_ids))
+    ids = []
+    for delivery in session.scalars(query):
+        delivery.state, delivery.attempts = DeliveryState.PENDING, 0
+        delivery.next_attempt_at = utcnow()
+        ids.append(add_message(session, DELIVER_TASK, delivery.id).id)
+    return ids

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     fundus_checkpoint: Path | None = None
     anterior_checkpoint: Path | None = None
     sr_delivery_max_attempts: int = Field(8, ge=1)
+    sr_retry_base_s: float = Field(5.0, gt=0)  # doubles per attempt, at most an hour
+    pdf_reports: bool = True  # render each case's PDF report
+    send_pdf_to_pacs: bool = False  # also send it as Encapsulated PDF with the SR
     outbox_resend_after_s: float = Field(30.0, gt=0)
 
     @field_validator("ae_title")

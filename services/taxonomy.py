@@ -54,6 +54,13 @@ class Taxonomy:
         """Every code, level by level: the order of a flattened probability vector."""
         return [c for lvl in range(1, self.depth + 1) for c in self.level_codes(lvl)]
 
+    def has(self, code: str) -> bool:
+        return code in self._by_code
+
+    def level_sizes(self) -> list[int]:
+        """Number of classes per level, level 1 first: the widths of the network's heads."""
+        return [len(self.level(lvl)) for lvl in range(1, self.depth + 1)]
+
     def node(self, code: str) -> Node:
         try:
             return self._by_code[code]

@@ -44,3 +44,15 @@ def wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # type: 
             return
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}; service log:\n{log.read_text()[-4000:]}")
+
+
+def eyescreen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run an ``eyescreen`` command as an operator would, with this interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "eyescreen", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

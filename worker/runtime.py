@@ -92,6 +92,9 @@ class WorkerRuntime:
         )
 
     def reports(self) -> ReportService:
+        from dicom_gateway.pixels import decode_rgb
+        from reports.document import make_renderer
+        from reports.encapsulated import wrap_pdf
         from reports.sr import make_encoder
 
         return ReportService(
@@ -100,5 +103,8 @@ class WorkerRuntime:
             reports=self.report_store,
             encode=make_encoder(device_uid(self.settings)),
             destinations=[str(d) for d in self.settings.sr_destinations],
+            render=make_renderer(decode_rgb) if self.settings.pdf_reports else None,
+            wrap_pdf=wrap_pdf if self.settings.send_pdf_to_pacs else None,
             max_attempts=self.settings.sr_delivery_max_attempts,
+            base_delay_s=self.settings.sr_retry_base_s,
         )

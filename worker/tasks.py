@@ -36,10 +36,10 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
         for outcome in rt.inference().infer([instance_id]):
             rt.dispatcher.dispatch(outcome.outbox_ids)
 
-    @app.task(name="reports.build", **retry_policy)
-    def build_report(prediction_id: int) -> None:
+    @app.task(name="reports.build_case", **retry_policy)
+    def build_report(case_id: int) -> None:
         rt = runtime()
-        rt.dispatcher.dispatch(rt.reports().build(prediction_id))
+        rt.dispatcher.dispatch(rt.reports().build_case(case_id))
 
     @app.task(name="reports.deliver", bind=True, **retry_policy)
     def deliver_report(self: Task, delivery_id: int) -> None:

@@ -5,9 +5,9 @@ patient visit (patient + study). Predictions keep every class probability with t
 (weights hash) and thresholds used. Outbox rows carry work to the queue after commit. Reports
 and their per-destination deliveries make SR delivery exactly-once and auditable.
 
-Grader reads, arbitration cases/decisions, users and audit events hang off ``screening_case``
-and ``instance`` (later migrations); findings are normalised in ``prediction_finding`` so that
-model-versus-grader comparisons are plain joins on taxonomy codes.
+Grader reads, arbitration cases and decisions, people and audit events hang off
+``screening_case`` and ``instance``; findings are taxonomy codes throughout, so comparing the
+model with graders and the panel is a plain join on codes.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     Enum,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -200,19 +202,37 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+report_prediction = Table(
+    "report_prediction",
+    Base.metadata,
+    Column("report_pk", BigId, ForeignKey("report.id", ondelete="CASCADE"), primary_key=True),
+    Column("prediction_pk", BigId, ForeignKey("prediction.id"), primary_key=True),
+)
+
+
 class Report(Base):
-    """A DICOM SR produced for an instance; revisions point at their predecessor."""
+    """A DICOM SR about a screening case: every read image of the visit. A re-read (a later
+    image, an arbitration decision) makes a new report that points at its predecessor."""
 
     __tablename__ = "report"
+    __table_args__ = (UniqueConstraint("case_pk", "content_key"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    instance_pk: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
-    prediction_pk: Mapped[int] = mapped_column(ForeignKey("prediction.id"), unique=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), index=True)
     predecessor_pk: Mapped[int | None] = mapped_column(ForeignKey("report.id"), nullable=True)
+    decision_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("arbitration_decision.id"), nullable=True
+    )
+    # What the report says, e.g. "p:12,13;d:4": building the same content twice is a no-op.
+    content_key: Mapped[str] = mapped_column(String(512))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
+    case: Mapped[ScreeningCase] = relationship()
+    predictions: Mapped[list[Prediction]] = relationship(secondary=report_prediction)
     deliveries: Mapped[list[ReportDelivery]] = relationship(back_populates="report")
 
 
@@ -233,3 +253,92 @@ class ReportDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
+
+
+class Role(enum.StrEnum):
+    GRADER = "grader"
+    ARBITER = "arbiter"  # a senior ophthalmologist on the arbitration panel
+    STATISTICIAN = "statistician"
+    ADMIN = "admin"
+
+
+class Person(Base):
+    """Someone who signs in: graders, the arbitration panel, statisticians, administrators."""
+
+    __tablename__ = "person"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))  # as in DICOM PN: Family^Given
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class GraderRead(Base):
+    """A human grader's reading of one image: the codes present, referral, image quality."""
+
+    __tablename__ = "grader_read"
+    __table_args__ = (UniqueConstraint("instance_pk", "grader_pk"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), index=True)
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    grader_pk: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    findings: Mapped[dict[str, bool]] = mapped_column(JSON)  # taxonomy code -> present
+    referral: Mapped[bool] = mapped_column(Boolean)
+    quality: Mapped[str] = mapped_column(String(16), default="gradable")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ArbitrationState(enum.StrEnum):
+    OPEN = "open"
+    DECIDED = "decided"
+
+
+class ArbitrationCase(Base):
+    """A screening case where the model and the graders disagree, queued for the panel."""
+
+    __tablename__ = "arbitration_case"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), unique=True)
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[ArbitrationState] = mapped_column(
+        _enum(ArbitrationState), default=ArbitrationState.OPEN, index=True
+    )
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class ArbitrationDecision(Base):
+    """The panel's verdict on a case; it is reported to the PACS as a verified SR revision."""
+
+    __tablename__ = "arbitration_decision"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    arbitration_pk: Mapped[int] = mapped_column(ForeignKey("arbitration_case.id"), index=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), index=True)
+    decided_by_pk: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    findings: Mapped[dict[str, bool]] = mapped_column(JSON)  # taxonomy code -> present
+    referral: Mapped[bool] = mapped_column(Boolean)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    decided_by: Mapped[Person] = relationship()
+
+
+class AuditEvent(Base):
+    """Who looked at or changed what, when: every access to a case by a person."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    person_pk: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    case_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("screening_case.id"), nullable=True, index=True
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

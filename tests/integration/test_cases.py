@@ -1,4 +1,4 @@
-"""A visit's images form one screening case, closed after a quiet period, reopened by a late image."""
+"""A visit's images form one screening case, closed when quiet, reopened by a late image."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def test_both_eyes_one_case_closed_when_quiet_and_reopened_by_a_late_image(
         assert len(first.instances) == 3
 
 
-def test_a_case_with_an_image_still_being_read_stays_open(database_url: str, tmp_path: Path) -> None:
+def test_a_case_with_an_image_still_being_read_stays_open(
+    database_url: str, tmp_path: Path
+) -> None:
     sessions = make_session_factory(make_engine(database_url))
     ingest = IngestService(sessions, ContentStore(tmp_path / "images", 0))
     ingest.accept(_image(1, "1.2.826.0.5", "R"))

@@ -17,7 +17,8 @@ from pydicom import dcmread
 
 from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
-from tests.service_harness import pacs, start_service, wait_for
+from tests.dicom_peers import storescu
+from tests.service_harness import eyescreen, pacs, start_service, wait_for
 
 __all__ = ["pacs"]
 
@@ -91,3 +92,48 @@ def test_photo_in_structured_report_out(
             service.kill()
             pytest.fail("eyescreen up did not stop on Ctrl-C within 60 s")
     assert service.returncode == 0, log.read_text()[-3000:]
+
+
+def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(
+    fundus_photo: Path, tmp_path: Path
+) -> None:
+    pacs_port, port, inbox = free_port(), free_port(), tmp_path / "pacs"
+    inbox.mkdir()
+    env = dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+        EYESCREEN_DICOM_PORT=str(port),
+        EYESCREEN_DICOM_HOST="127.0.0.1",
+        EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
+        EYESCREEN_SR_RETRY_BASE_S="1",
+        EYESCREEN_PDF_REPORTS="false",
+    )
+    log = tmp_path / "service.log"
+    service = start_service(env, log)
+    pacs = None
+    try:
+        write_photo_dicom(fundus_photo, tmp_path / "op.dcm", laterality="R")
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)]
+        wait_for(lambda: run(echo).returncode == 0, 60, "the gateway", log)
+        assert storescu(port, [tmp_path / "op.dcm"]).returncode == 0
+
+        def failed_attempts() -> bool:
+            listing = eyescreen("reports", "list", env=env)
+            return " pending " in listing.stdout and "refused or unreachable" in listing.stdout
+
+        wait_for(failed_attempts, 120, "a failed delivery to the absent PACS", log)
+        pacs = subprocess.Popen(
+            ["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(pacs_port)],
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
+        wait_for(lambda: any(inbox.iterdir()), 120, "the SR once the PACS is back", log)
+        time.sleep(5)  # a duplicate would arrive within the next retry intervals
+        assert len(list(inbox.iterdir())) == 1
+        listing = eyescreen("reports", "list", env=env).stdout
+        assert " delivered " in listing
+    finally:
+        service.send_signal(signal.SIGINT)
+        service.wait(60)
+        if pacs is not None:
+            pacs.terminate()
+            pacs.wait(10)

@@ -1,0 +1,285 @@
+"""Case reports: one SR per visit, revisions that reference their predecessor, a verified
+revision for an arbitration decision, the PDF, and delivery with DCMTK as the PACS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+
+from dicom_gateway.photos import photo_to_dataset
+from reports.delivery import make_sender
+from reports.encapsulated import wrap_pdf
+from reports.sr import encode
+from services.arbitration import record_decision
+from services.db.models import (
+    ArbitrationCase,
+    DeliveryState,
+    Instance,
+    Person,
+    Report,
+    ReportDelivery,
+    Role,
+)
+from services.db.session import transaction
+from services.ingest import IngestService, ReceivedImage
+from services.reporting import requeue_dead
+from services.settings import Settings
+from tests.conftest import FUNDUS, free_port, needs_shared_data, require_binary, run
+from tests.service_harness import eyescreen
+from tests.sr_checks import assert_valid_dicom, assert_valid_sr
+from worker.runtime import WorkerRuntime
+
+pytestmark = pytest.mark.integration
+
+PHOTOS = ("cataract/0_left.jpg", "normal/1034_left.jpg", "glaucoma/1209_left.jpg")
+
+
+@dataclass
+class World:
+    settings: Settings
+    runtime: WorkerRuntime
+    ingest: IngestService
+    study_uid: str
+    pacs_port: int
+
+    def receive(self, photo: str, eye: str) -> int:
+        ds = photo_to_dataset(
+            FUNDUS / "images" / photo,
+            patient_id="RPT-1",
+            patient_name="O'Brien^<i>Ann</i>",
+            laterality=eye,
+            study_uid=self.study_uid,
+        )
+        result = self.ingest.accept(
+            ReceivedImage(
+                sop_instance_uid=ds.SOPInstanceUID,
+                sop_class_uid=ds.SOPClassUID,
+                study_instance_uid=ds.StudyInstanceUID,
+                series_instance_uid=ds.SeriesInstanceUID,
+                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+                route="fundus",
+                encoded=encode(ds),
+                patient_id="RPT-1",
+                patient_name=str(ds.PatientName),
+                laterality=eye,
+            )
+        )
+        return result.instance_id
+
+    def read(self, instance_id: int) -> None:
+        [outcome] = self.runtime.inference().infer([instance_id])
+        assert outcome.prediction_id is not None, outcome.error
+
+    def case_id(self) -> int:
+        with self.runtime.sessions() as session:
+            return session.scalars(select(Instance.case_pk)).first() or 0
+
+    def reports(self) -> list[Report]:
+        with self.runtime.sessions() as session:
+            rows = session.scalars(select(Report).order_by(Report.id)).all()
+            for row in rows:
+                _ = row.predictions
+            return list(rows)
+
+    def sr_file(self, report: Report, folder: Path) -> Path:
+        path = folder / f"{report.id}.dcm"
+        path.write_bytes(self.runtime.report_store.read(report.sha256))
+        return path
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    needs_shared_data()
+    pacs_port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        sr_destinations=f"PACS@127.0.0.1:{pacs_port}",  # type: ignore[arg-type]
+        sr_delivery_max_attempts=3,
+        sr_retry_base_s=0.01,
+    )
+    settings.ensure_dirs()
+    runtime = WorkerRuntime(settings, publish=lambda name, args: None)
+    yield World(
+        settings,
+        runtime,
+        IngestService(runtime.sessions, runtime.images),
+        generate_uid(),
+        pacs_port,
+    )
+    runtime.sessions.kw["bind"].dispose()
+
+
+def test_one_report_per_case_revised_by_a_late_image_and_by_the_panel(
+    world: World, tmp_path: Path
+) -> None:
+    right, left = world.receive(PHOTOS[0], "R"), world.receive(PHOTOS[1], "L")
+    world.read(right)
+    case = world.case_id()
+    assert world.runtime.reports().build_case(case) == ()  # the left eye is still unread
+    world.read(left)
+    assert len(world.runtime.reports().build_case(case)) == 1  # one delivery: one destination
+    [first] = world.reports()
+    assert len(first.predictions) == 2 and first.predecessor_pk is None
+    sr = assert_valid_sr(world.sr_file(first, tmp_path))
+    groups = sr.content.get_image_measurement_groups()
+    assert len(groups) == 2 * 3  # per eye: level 1, level 2, summary
+    with world.runtime.sessions() as session:
+        sent = set(session.scalars(select(Instance.sop_instance_uid)))
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    referenced = {ref.ReferencedSOPInstanceUID for s in evidence for ref in s.ReferencedSOPSequence}
+    assert referenced == sent
+    dump = run(["/usr/bin/dsrdump", str(world.sr_file(first, tmp_path))]).stdout
+    assert "Right" in dump and "Left" in dump
+
+    late = world.receive(PHOTOS[2], "L")  # a repeat photo of the left eye, same visit
+    world.read(late)
+    world.runtime.reports().build_case(case)
+    first, second = world.reports()
+    assert second.predecessor_pk == first.id and len(second.predictions) == 3
+    revised = assert_valid_sr(world.sr_file(second, tmp_path))
+    predecessor = revised.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.sop_instance_uid
+    assert revised.VerificationFlag == "UNVERIFIED"
+
+    with transaction(world.runtime.sessions) as session:
+        arbiter = Person(username="panel1", display_name="Senior^Sam", role=Role.ARBITER)
+        arbitration = ArbitrationCase(case_pk=case, reason="model and grader disagree")
+        session.add_all([arbiter, arbitration])
+        session.flush()
+        record_decision(session, arbitration, arbiter, {"F.GLAU": True, "F.LENS": False}, True)
+    world.runtime.reports().build_case(case)
+    assert world.runtime.reports().build_case(case) == ()  # same content: nothing new
+    *_, third = world.reports()
+    assert third.verified and third.predecessor_pk == second.id and third.decision_pk
+    verified = assert_valid_sr(world.sr_file(third, tmp_path))
+    assert verified.VerificationFlag == "VERIFIED"
+    assert verified.VerifyingObserverSequence[0].VerifyingObserverName == "Senior^Sam"
+    observers = verified.content.get_observer_contexts()
+    assert any(str(o.observer_type.value) == "121006" for o in observers)  # a person observer
+    assert "Senior^Sam" in run(["/usr/bin/dsrdump", str(world.sr_file(third, tmp_path))]).stdout
+
+
+def test_pdf_report_reads_as_text_and_wraps_as_valid_dicom(world: World, tmp_path: Path) -> None:
+    require_binary("/usr/bin/pdftoppm")
+    world.read(world.receive(PHOTOS[0], "R"))
+    world.runtime.reports().build_case(world.case_id())
+    [report] = world.reports()
+    assert report.pdf_sha256
+    pdf = world.runtime.report_store.read(report.pdf_sha256)
+    (tmp_path / "case.pdf").write_bytes(pdf)
+    page = run(
+        [
+            "/usr/bin/pdftoppm",
+            "-png",
+            "-r",
+            "60",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            str(tmp_path / "case.pdf"),
+            str(tmp_path / "page"),
+        ]
+    )
+    assert page.returncode == 0 and (tmp_path / "page-1.png").stat().st_size > 10_000
+    text = run(["/usr/bin/pdftotext", "-layout", str(tmp_path / "case.pdf"), "-"]).stdout
+    assert "O'Brien <i>Ann</i>" in text  # markup characters printed, not interpreted
+    assert "Right eye" in text and "RPT-1" in text
+    with world.runtime.sessions() as session:
+        source = world.runtime.images.read(session.scalars(select(Instance.sha256)).one())
+    wrapped = tmp_path / "pdf.dcm"
+    wrapped.write_bytes(wrap_pdf(pdf, source))
+    assert_valid_dicom(wrapped)
+    assert dcmread(wrapped).EncapsulatedDocument[: len(pdf)] == pdf
+
+
+@pytest.fixture
+def failing_pacs(tmp_path: Path) -> Iterator[int]:
+    """DCMTK dcmqrscp as an archive whose 1 kB study quota makes it answer 0xA700."""
+    require_binary("/usr/bin/dcmqrscp")
+    port, db = free_port(), tmp_path / "archive"
+    db.mkdir()
+    config = tmp_path / "dcmqrscp.cfg"
+    config.write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 4\n"
+        "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\nPACS {db} RW (10, 1kb) ANY\nAETable END\n"
+    )
+    proc = subprocess.Popen(["/usr/bin/dcmqrscp", "-c", str(config)], env={"TCP_NODELAY": "1"})
+    echo = ["/usr/bin/echoscu", "-aec", "PACS", "127.0.0.1", str(port)]
+    deadline = time.monotonic() + 20
+    while run(echo).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_failure_status_is_retried_then_dead_lettered_then_resent(
+    world: World, failing_pacs: int, tmp_path: Path
+) -> None:
+    world.read(world.receive(PHOTOS[0], "R"))
+    assert len(world.runtime.reports().build_case(world.case_id())) == 1
+    with world.runtime.sessions() as session:
+        delivery = session.scalars(select(ReportDelivery)).one()
+        delivery.destination = f"PACS@127.0.0.1:{failing_pacs}"
+        session.commit()
+        delivery_id = delivery.id
+    send = make_sender("EYESCREEN")
+    outcomes = [world.runtime.reports().deliver(delivery_id, send) for _ in range(3)]
+    assert [o.state for o in outcomes] == [
+        DeliveryState.PENDING,
+        DeliveryState.PENDING,
+        DeliveryState.DEAD,
+    ]
+    assert outcomes[0].retry_in_s is not None and outcomes[1].retry_in_s > outcomes[0].retry_in_s  # type: ignore[operator]
+    with world.runtime.sessions() as session:
+        dead = session.get_one(ReportDelivery, delivery_id)
+        assert dead.last_status == 0xA700 and "A700" in (dead.last_error or "")
+    listing = eyescreen("reports", "list", "--state", "dead", env=_env(world))
+    assert listing.returncode == 0 and f"{delivery_id:>6}" in listing.stdout, listing.stderr
+
+    # The operator fixes the archive and re-sends: a working PACS this time.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    storescp = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(world.pacs_port)],
+        env={"TCP_NODELAY": "1"},
+    )
+    try:
+        with transaction(world.runtime.sessions) as session:
+            session.get_one(
+                ReportDelivery, delivery_id
+            ).destination = f"PACS@127.0.0.1:{world.pacs_port}"
+        retried = eyescreen("reports", "retry", str(delivery_id), env=_env(world))
+        assert retried.returncode == 0 and "1 delivery" in retried.stdout, retried.stderr
+        assert world.runtime.reports().deliver(delivery_id, send).state == DeliveryState.DELIVERED
+        assert len(list(inbox.iterdir())) == 1
+    finally:
+        storescp.terminate()
+        storescp.wait(10)
+
+
+def _env(world: World) -> dict[str, str]:
+    return dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(world.settings.data_path),
+        EYESCREEN_DATABASE_URL=world.settings.effective_database_url,
+    )
+
+
+def test_requeue_dead_only_touches_dead_deliveries(world: World) -> None:
+    world.read(world.receive(PHOTOS[0], "R"))
+    world.runtime.reports().build_case(world.case_id())
+    with transaction(world.runtime.sessions) as session:
+        assert requeue_dead(session) == []
