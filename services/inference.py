@@ -11,13 +11,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.db.base import utcnow
 from services.db.models import (
     Instance,
     InstanceState,
@@ -51,6 +53,15 @@ class Model(Protocol):
 
 
 @dataclass(frozen=True)
+class BatchPolicy:
+    """How a worker gathers waiting images into one forward pass."""
+
+    size: int = 16
+    lease: timedelta = timedelta(seconds=30)  # longer than any batch takes
+    poll_s: float = 0.1
+
+
+@dataclass(frozen=True)
 class InferenceOutcome:
     instance_id: int
     prediction_id: int | None
@@ -72,6 +83,77 @@ class InferenceService:
         self.decode = decode
         self.model_for_route = model_for_route
         self.model_path_for_route = model_path_for_route
+
+    def infer_batch(
+        self, instance_id: int, worker: str, policy: BatchPolicy
+    ) -> list[InferenceOutcome]:
+        """Read this image together with up to ``policy.size - 1`` other waiting images of its
+        route, in one forward pass. Each queued message still stands for one image: if another
+        worker holds this image, wait for it (its prediction is then found and nothing is done
+        twice); if that worker died, its lease runs out and this one takes the image over."""
+        give_up = time.monotonic() + policy.lease.total_seconds() + 5
+        while (claimed := self._claim(instance_id, worker, policy)) is None:
+            if time.monotonic() > give_up:
+                claimed = [instance_id]
+                break
+            time.sleep(policy.poll_s)
+        try:
+            return self.infer(claimed)
+        finally:
+            self._release(claimed, worker)
+
+    def _claim(self, instance_id: int, worker: str, policy: BatchPolicy) -> list[int] | None:
+        """Ids this worker now holds, the given one first; None while another worker holds it.
+
+        Claims are conditional UPDATEs, atomic per statement on every backend, so two workers
+        never hold the same image."""
+        now = utcnow()
+        free = or_(Instance.claimed_at.is_(None), Instance.claimed_at < now - policy.lease)
+        with transaction(self.sessions) as session:
+            mine = session.execute(
+                update(Instance)
+                .where(Instance.id == instance_id, Instance.state == InstanceState.RECEIVED)
+                .where(or_(free, Instance.claimed_by == worker))
+                .values(claimed_by=worker, claimed_at=now)
+            )
+            if mine.rowcount == 0:  # type: ignore[attr-defined]
+                state = session.scalar(select(Instance.state).where(Instance.id == instance_id))
+                # Done already (or unknown): infer() reports it without work. Else: held.
+                return [instance_id] if state != InstanceState.RECEIVED else None
+            route = session.scalar(select(Instance.route).where(Instance.id == instance_id))
+            candidates = select(Instance.id).where(
+                Instance.state == InstanceState.RECEIVED,
+                Instance.route == route,
+                Instance.id != instance_id,
+                free,
+            )
+            candidate_ids = list(
+                session.scalars(candidates.order_by(Instance.id).limit(policy.size - 1))
+            )
+            companions: list[int] = []
+            if candidate_ids:
+                session.execute(
+                    update(Instance)
+                    .where(Instance.id.in_(candidate_ids), Instance.state == InstanceState.RECEIVED)
+                    .where(free)
+                    .values(claimed_by=worker, claimed_at=now)
+                )
+                companions = list(
+                    session.scalars(
+                        select(Instance.id).where(
+                            Instance.id.in_(candidate_ids), Instance.claimed_by == worker
+                        )
+                    )
+                )
+        return [instance_id, *companions]
+
+    def _release(self, instance_ids: list[int], worker: str) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Instance)
+                .where(Instance.id.in_(instance_ids), Instance.claimed_by == worker)
+                .values(claimed_by=None, claimed_at=None)
+            )
 
     def infer(self, instance_ids: Sequence[int]) -> list[InferenceOutcome]:
         """Read each instance once with its route's model; a bad image fails alone."""

@@ -26,18 +26,16 @@ from services.task_names import DELIVER_TASK, INFER_TASK, REPORT_TASK
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER = timedelta(minutes=10)
-
-
 def housekeeping(
     sessions: sessionmaker[Session],
     dispatcher: OutboxDispatcher,
     outbox_grace: timedelta,
     case_quiet: timedelta,
+    stale_after: timedelta = timedelta(minutes=10),
 ) -> None:
     """One round of the sweeper: re-queue stale work, close quiet cases, re-send the outbox."""
     with transaction(sessions) as session:
-        ids = requeue_stale_work(session, STALE_AFTER)
+        ids = requeue_stale_work(session, stale_after)
         ids += close_quiet_cases(session, case_quiet)
     dispatcher.dispatch(ids)
     dispatcher.sweep(outbox_grace)

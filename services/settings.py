@@ -112,6 +112,13 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(1, ge=1)
     torch_threads: int = Field(0, ge=0)
+    inference_batch_size: int = Field(16, ge=1)
+    inference_lease_s: float = Field(30.0, gt=0)  # a dead worker's images are taken over after
+    torch_compile: bool = False
+    site: str = ""  # this installation's site name, for per-site models and thresholds
+    thresholds_file: Path | None = None  # JSON {route: {code: threshold}} overriding the model's
+    stale_after_s: float = Field(600.0, gt=0)  # work not done by then is queued again
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus metrics of the worker; 0: off
     device: str = "auto"
     fundus_checkpoint: Path | None = None
     anterior_checkpoint: Path | None = None

@@ -4,15 +4,18 @@ process that runs tasks (``worker_process_init`` warms it), never at import or i
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.session import make_engine, make_session_factory
-from services.inference import InferenceService
+from services.inference import BatchPolicy, InferenceService
 from services.outbox import OutboxDispatcher, Publish
 from services.reporting import ReportService
 from services.settings import Settings
@@ -42,6 +45,11 @@ class WorkerRuntime:
         self.images = ContentStore(self.settings.images_dir, margin)
         self.report_store = ContentStore(self.settings.reports_dir, 0)
         self.dispatcher = OutboxDispatcher(self.sessions, self.publish)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self.batch_policy = BatchPolicy(
+            size=self.settings.inference_batch_size,
+            lease=timedelta(seconds=self.settings.inference_lease_s),
+        )
 
     def checkpoint_for(self, route: str) -> Path:
         from ml.predictor import resolve_checkpoint

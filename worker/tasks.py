@@ -33,7 +33,7 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
     @app.task(name="screening.infer", **retry_policy)
     def infer(instance_id: int) -> None:
         rt = runtime()
-        for outcome in rt.inference().infer([instance_id]):
+        for outcome in rt.inference().infer_batch(instance_id, rt.worker_id, rt.batch_policy):
             rt.dispatcher.dispatch(outcome.outbox_ids)
 
     @app.task(name="reports.build_case", **retry_policy)
@@ -58,4 +58,5 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
             rt.dispatcher,
             timedelta(seconds=rt.settings.outbox_resend_after_s),
             timedelta(minutes=rt.settings.case_quiet_minutes),
+            timedelta(seconds=rt.settings.stale_after_s),
         )

@@ -123,6 +123,9 @@ class Instance(Base):
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # A worker reading the image in a batch holds it for a lease; others wait or take over.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     case: Mapped[ScreeningCase] = relationship(back_populates="instances")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="instance")
@@ -141,6 +144,22 @@ class ModelVersion(Base):
     taxonomy_version: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ModelActivation(Base):
+    """Which model reads a route at a site from when on; the newest row per (route, site) is
+    the active one, so the history of deployments and rollbacks is kept."""
+
+    __tablename__ = "model_activation"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    route: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str] = mapped_column(String(64), default="")  # "" = every site
+    model_version_pk: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
+    activated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    activated_by: Mapped[str] = mapped_column(String(64), default="")
+
+    model_version: Mapped[ModelVersion] = relationship()
 
 
 class Prediction(Base):

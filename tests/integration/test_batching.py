@@ -1,0 +1,135 @@
+"""Batched inference with per-image claims: waiting images go through in one forward pass, a
+held image is waited for and taken over when its worker's lease runs out, a corrupt image
+fails alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from dicom_gateway.photos import photo_to_dataset
+from reports.sr import encode
+from services.db.base import utcnow
+from services.db.models import Instance, InstanceState, Prediction
+from services.db.session import transaction
+from services.inference import BatchPolicy
+from services.ingest import IngestService, ReceivedImage
+from services.settings import Settings
+from tests.conftest import FUNDUS, needs_shared_data
+from worker.runtime import WorkerRuntime
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def runtime(database_url: str, tmp_path: Path) -> Iterator[WorkerRuntime]:
+    needs_shared_data()
+    settings = Settings(data_dir=tmp_path / "var", database_url=database_url, pdf_reports=False)
+    settings.ensure_dirs()
+    yield WorkerRuntime(settings, publish=lambda name, args: None)
+
+
+def _receive(runtime: WorkerRuntime, photos: list[Path], corrupt: int | None = None) -> list[int]:
+    ingest = IngestService(runtime.sessions, runtime.images)
+    ids = []
+    for n, photo in enumerate(photos):
+        ds = photo_to_dataset(photo, patient_id=f"B{n}")
+        data = encode(ds)
+        if n == corrupt:
+            data = data[: len(data) // 2]  # the pixel data cut short
+        image = ReceivedImage(
+            ds.SOPInstanceUID,
+            ds.SOPClassUID,
+            ds.StudyInstanceUID,
+            ds.SeriesInstanceUID,
+            str(ds.file_meta.TransferSyntaxUID),
+            "fundus",
+            data,
+        )
+        ids.append(ingest.accept(image).instance_id)
+    return ids
+
+
+def _photos(count: int) -> list[Path]:
+    return sorted((FUNDUS / "images" / "normal").glob("*.jpg"))[:count]
+
+
+def _predictions(runtime: WorkerRuntime) -> dict[int, int]:
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(Prediction.instance_pk, func.count()).group_by(Prediction.instance_pk)
+        )
+        return {instance: count for instance, count in rows}
+
+
+def test_waiting_images_are_read_in_one_pass_and_a_corrupt_one_fails_alone(
+    runtime: WorkerRuntime,
+) -> None:
+    ids = _receive(runtime, _photos(5), corrupt=2)
+    outcomes = runtime.inference().infer_batch(ids[0], "worker-a", BatchPolicy(size=4))
+    assert sorted(o.instance_id for o in outcomes) == ids[:4]
+    assert [o.error is not None for o in sorted(outcomes, key=lambda o: o.instance_id)] == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    with runtime.sessions() as session:
+        states = dict(session.execute(select(Instance.id, Instance.state)).all())
+        batch_sizes = {
+            p.instance_pk: p.provenance["batch_size"] for p in session.scalars(select(Prediction))
+        }
+        assert session.scalar(select(func.count()).where(Instance.claimed_by.is_not(None))) == 0
+    assert states[ids[2]] == InstanceState.FAILED
+    assert states[ids[4]] == InstanceState.RECEIVED  # beyond the batch size: left for its message
+    assert batch_sizes == {ids[0]: 3, ids[1]: 3, ids[3]: 3}  # one forward pass for the three
+    # The companions' own messages arrive later and find the work done.
+    for instance_id in ids[1:4]:
+        runtime.inference().infer_batch(instance_id, "worker-b", BatchPolicy(size=4))
+    runtime.inference().infer_batch(ids[4], "worker-b", BatchPolicy(size=4))
+    assert _predictions(runtime) == {ids[0]: 1, ids[1]: 1, ids[3]: 1, ids[4]: 1}
+
+
+def test_a_held_image_is_waited_for_then_taken_over_when_the_lease_runs_out(
+    runtime: WorkerRuntime,
+) -> None:
+    [image] = _receive(runtime, _photos(1))
+    with transaction(runtime.sessions) as session:  # a worker that then died
+        session.execute(update(Instance).values(claimed_by="dead-worker", claimed_at=utcnow()))
+    policy = BatchPolicy(size=4, lease=timedelta(seconds=2), poll_s=0.05)
+    started = time.monotonic()
+    runtime.inference().infer_batch(image, "worker-a", policy)
+    assert time.monotonic() - started >= 1.5  # it waited for the lease
+    assert _predictions(runtime) == {image: 1}
+
+
+def test_two_workers_on_one_burst_give_each_image_exactly_one_prediction(
+    runtime: WorkerRuntime,
+) -> None:
+    ids = _receive(runtime, _photos(8))
+    policy = BatchPolicy(size=4, lease=timedelta(seconds=30), poll_s=0.02)
+    errors: list[BaseException] = []
+
+    def work(worker: str, mine: list[int]) -> None:
+        try:
+            for instance_id in mine:
+                runtime.inference().infer_batch(instance_id, worker, policy)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=("worker-a", ids[0::2])),
+        threading.Thread(target=work, args=("worker-b", ids[1::2])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert _predictions(runtime) == {instance_id: 1 for instance_id in ids}
