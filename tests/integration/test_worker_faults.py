@@ -1,0 +1,144 @@
+"""The worker under real faults, on the production profile (PostgreSQL + Redis) run as
+``eyescreen up``: a worker process killed with SIGKILL in the middle of a batch, and Redis
+restarted with its queue lost. Every image ends with exactly one prediction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine, make_url
+
+from services.db.models import Instance, InstanceState, Prediction
+from tests.conftest import FUNDUS, REDIS_URL, free_port, needs_shared_data, require_service, run
+from tests.dicom_files import write_photo_dicom
+from tests.dicom_peers import storescu
+from tests.service_harness import start_service, wait_for
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+REDIS_DB = "14"
+
+
+class Service:
+    def __init__(self, postgres_url: str, broker_port: int, tmp_path: Path, **extra: str) -> None:
+        self.port = free_port()
+        self.log = tmp_path / "service.log"
+        env = dict(
+            os.environ,
+            EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+            EYESCREEN_DICOM_PORT=str(self.port),
+            EYESCREEN_DICOM_HOST="127.0.0.1",
+            EYESCREEN_DATABASE_URL=postgres_url,
+            EYESCREEN_BROKER_URL=f"redis://127.0.0.1:{broker_port}/{REDIS_DB}",
+            EYESCREEN_PDF_REPORTS="false",
+            EYESCREEN_TORCH_THREADS="1",
+            EYESCREEN_INFERENCE_BATCH_SIZE="6",
+            EYESCREEN_INFERENCE_LEASE_S="5",
+            EYESCREEN_STALE_AFTER_S="20",
+            EYESCREEN_OUTBOX_RESEND_AFTER_S="2",
+            **extra,
+        )
+        self.process = start_service(env, self.log)
+        self.engine: Engine = create_engine(postgres_url)
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]
+        wait_for(lambda: run(echo).returncode == 0, 90, "the gateway", self.log)
+
+    def send(self, count: int, folder: Path) -> None:
+        photos = sorted((FUNDUS / "images" / "normal").glob("*.jpg"))[:count]
+        files = [
+            write_photo_dicom(p, folder / f"{n}.dcm") and folder / f"{n}.dcm"
+            for n, p in enumerate(photos)
+        ]
+        result = storescu(self.port, files)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    def scalar(self, query):  # type: ignore[no-untyped-def]
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def predictions_per_instance(self) -> list[int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Instance.id, func.count(Prediction.id))
+                .outerjoin(Prediction, Prediction.instance_pk == Instance.id)
+                .group_by(Instance.id)
+            ).all()
+        return [count for _, count in rows]
+
+    def all_read(self, count: int) -> bool:
+        done = self.scalar(
+            select(func.count())
+            .select_from(Instance)
+            .where(Instance.state != InstanceState.RECEIVED)
+        )
+        return done == count
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[TcpProxy]:
+    redis = make_url(REDIS_URL.replace("redis://", "redis+x://"))
+    require_service("Redis", redis.host or "127.0.0.1", redis.port or 6379)
+    run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"])
+    proxy = TcpProxy(redis.host or "127.0.0.1", redis.port or 6379)
+    yield proxy
+    proxy.down()
+    run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"])
+
+
+def test_worker_killed_mid_batch_every_image_read_exactly_once(
+    postgres_url: str, redis_broker: TcpProxy, tmp_path: Path
+) -> None:
+    needs_shared_data()
+    service = Service(postgres_url, redis_broker.port, tmp_path)
+    try:
+        service.send(18, tmp_path)
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            victim = service.scalar(
+                select(Instance.claimed_by).where(
+                    Instance.claimed_by.is_not(None), Instance.state == InstanceState.RECEIVED
+                )
+            )
+            time.sleep(0.01)
+        assert victim, "no batch was seen in flight"
+        os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)  # the worker child mid-batch
+        wait_for(lambda: service.all_read(18), 240, "every image read after the kill", service.log)
+        time.sleep(2)
+        assert service.predictions_per_instance() == [1] * 18
+        assert "signal 9" in service.log.read_text()
+    finally:
+        service.stop()
+
+
+def test_redis_restarted_with_its_queue_lost_nothing_is_lost(
+    postgres_url: str, redis_broker: TcpProxy, tmp_path: Path
+) -> None:
+    needs_shared_data()
+    service = Service(postgres_url, redis_broker.port, tmp_path)
+    try:
+        service.send(10, tmp_path)
+        redis_broker.down()  # Redis stops; it keeps nothing on disk, so its queues are gone
+        run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"])
+        time.sleep(3)
+        redis_broker.up()
+        wait_for(lambda: service.all_read(10), 240, "every image read after Redis", service.log)
+        time.sleep(2)
+        assert service.predictions_per_instance() == [1] * 10
+    finally:
+        service.stop()
