@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     tree = load_taxonomy("fundus")
-    sizes = [len(tree.level(i)) for i in (1, 2)]
+    sizes = tree.level_sizes()
     print(f"device {device}, torch threads {torch.get_num_threads()}")
     print(f"{'backbone':<20}{'batch':>6}{'precision':>20}{'img/s':>10}{'s/img':>9}{'ratio':>8}")
     for name in args.backbones.split(","):

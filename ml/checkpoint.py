@@ -36,7 +36,7 @@ def build_model(meta: dict[str, Any], backbone_weights: str | Path | None = None
     head = meta["head"]
     heads = HierarchicalHeads(
         backbone.feature_dim,
-        [len(taxonomy.level(i)) for i in range(1, taxonomy.depth + 1)],
+        taxonomy.level_sizes(),
         hidden=int(head["hidden"]),
         dropout=float(head["dropout"]),
         flat=bool(head["flat"]),

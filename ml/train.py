@@ -275,7 +275,7 @@ def _image_epoch(
 
 
 def build_heads(backbone: Backbone, taxonomy: Taxonomy, config: TrainConfig) -> HierarchicalHeads:
-    sizes = [len(taxonomy.level(i)) for i in range(1, taxonomy.depth + 1)]
+    sizes = taxonomy.level_sizes()
     return HierarchicalHeads(
         backbone.feature_dim, sizes, config.hidden, config.dropout, config.flat
     )
@@ -288,7 +288,7 @@ def predict_heads(
     from ml.network import level_probabilities
 
     heads.to(device).eval()
-    sizes = [len(taxonomy.level(i)) for i in range(1, taxonomy.depth + 1)]
+    sizes = taxonomy.level_sizes()
     parents: list[list[int]] = [[]] + [
         taxonomy.parent_index(i) for i in range(2, taxonomy.depth + 1)
     ]

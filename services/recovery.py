@@ -26,6 +26,7 @@ from services.task_names import DELIVER_TASK, INFER_TASK, REPORT_TASK
 
 log = logging.getLogger(__name__)
 
+
 def housekeeping(
     sessions: sessionmaker[Session],
     dispatcher: OutboxDispatcher,

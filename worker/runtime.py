@@ -3,6 +3,8 @@ process that runs tasks (``worker_process_init`` warms it), never at import or i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -10,10 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import registry
 from services.db.session import make_engine, make_session_factory
 from services.inference import BatchPolicy, InferenceService
 from services.outbox import OutboxDispatcher, Publish
@@ -23,6 +27,51 @@ from services.storage import ContentStore
 from services.taxonomy import ROUTES
 
 log = logging.getLogger(__name__)
+
+
+def load_site_thresholds(settings: Settings) -> tuple[dict[str, dict[str, float]], str]:
+    """This site's threshold overrides per route, and the name of the threshold set."""
+    if settings.thresholds_file is None:
+        return {}, "checkpoint"
+    raw = settings.thresholds_file.read_bytes()
+    data = json.loads(raw)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{settings.thresholds_file}: expected {{route: {{code: threshold}}}}")
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    overrides = {
+        route: {code: float(value) for code, value in codes.items()}
+        for route, codes in data.items()
+    }
+    return overrides, f"site:{settings.site or 'default'}:{digest}"
+
+
+class SiteModel:
+    """A loaded model with this site's threshold overrides on top of the checkpoint's."""
+
+    def __init__(self, predictor: Any, overrides: dict[str, float], threshold_set: str) -> None:
+        unknown = [code for code in overrides if not predictor.taxonomy.has(code)]
+        if unknown:
+            raise ValueError(f"threshold overrides name unknown codes: {unknown}")
+        self.predictor = predictor
+        self.name, self.version, self.sha256 = predictor.name, predictor.version, predictor.sha256
+        self.taxonomy = predictor.taxonomy
+        self.threshold_set = threshold_set if overrides else "checkpoint"
+        self._thresholds = predictor.thresholds | overrides
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return self._thresholds
+
+    @property
+    def device(self) -> Any:
+        return self.predictor.device
+
+    def predict(self, images: list[Any]) -> list[dict[str, float]]:
+        return self.predictor.predict(images)  # type: ignore[no-any-return]
+
+    def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
+        provenance: dict[str, Any] = self.predictor.provenance(elapsed_s, batch_size)
+        return provenance | {"threshold_set": self.threshold_set}
 
 
 def device_uid(settings: Settings) -> str:
@@ -35,7 +84,7 @@ class WorkerRuntime:
     settings: Settings
     publish: Publish
     sessions: sessionmaker[Session] = field(init=False)
-    _predictors: dict[str, object] = field(default_factory=dict, init=False)
+    _predictors: dict[Path, SiteModel] = field(default_factory=dict, init=False)
     _checkpoints: dict[str, Path] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -46,12 +95,14 @@ class WorkerRuntime:
         self.report_store = ContentStore(self.settings.reports_dir, 0)
         self.dispatcher = OutboxDispatcher(self.sessions, self.publish)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
+        self.site_thresholds, self.threshold_set = load_site_thresholds(self.settings)
         self.batch_policy = BatchPolicy(
             size=self.settings.inference_batch_size,
             lease=timedelta(seconds=self.settings.inference_lease_s),
         )
 
-    def checkpoint_for(self, route: str) -> Path:
+    def default_checkpoint(self, route: str) -> Path:
+        """The configured checkpoint, else the shipped one (used when none is activated)."""
         from ml.predictor import resolve_checkpoint
 
         if route not in self._checkpoints:
@@ -60,23 +111,35 @@ class WorkerRuntime:
             self._checkpoints[route] = resolve_checkpoint(route, configured, scratch)
         return self._checkpoints[route]
 
+    def checkpoint_for(self, route: str) -> Path:
+        """Read at task time: an activation in the registry takes effect without a restart."""
+        with self.sessions() as session:
+            row = registry.active(session, route, self.settings.site)
+            if row is not None:
+                return Path(row.path)
+        return self.default_checkpoint(route)
+
     def warm_up(self) -> None:
         """Load both models now, so the first image does not wait for them."""
         for route in ROUTES:
             self.predictor(route)
 
-    def predictor(self, route: str):  # type: ignore[no-untyped-def]
-        """The model for a route, loaded once per process."""
+    def predictor(self, route: str) -> SiteModel:
+        """The active model for a route; each checkpoint is loaded once per process."""
+        path = self.checkpoint_for(route)
         with self._lock:
-            if route not in self._predictors:
+            if path not in self._predictors:
                 import torch
 
                 from ml.predictor import Predictor
 
                 if self.settings.torch_threads:
                     torch.set_num_threads(self.settings.torch_threads)
-                path = self.checkpoint_for(route)
-                predictor = Predictor.load(path, self.settings.device)
+                predictor = Predictor.load(
+                    path, self.settings.device, self.settings.inference_precision
+                )
+                if self.settings.torch_compile:
+                    predictor.compile()
                 log.info(
                     "loaded %s model %s %s (%s) on %s",
                     route,
@@ -85,18 +148,29 @@ class WorkerRuntime:
                     predictor.sha256[:12],
                     predictor.device,
                 )
-                self._predictors[route] = predictor
-            return self._predictors[route]
+                while len(self._predictors) >= 4:  # old versions after activations
+                    self._predictors.pop(next(iter(self._predictors)))
+                self._predictors[path] = SiteModel(
+                    predictor, self.site_thresholds.get(route, {}), self.threshold_set
+                )
+            return self._predictors[path]
 
     def inference(self) -> InferenceService:
         from dicom_gateway.pixels import decode_rgb
+
+        models: dict[str, SiteModel] = {}  # one registry lookup per route per task
+
+        def model_for(route: str) -> SiteModel:
+            if route not in models:
+                models[route] = self.predictor(route)
+            return models[route]
 
         return InferenceService(
             self.sessions,
             self.images,
             decode_rgb,
-            self.predictor,
-            lambda route: str(self.checkpoint_for(route)),
+            model_for,
+            lambda route: str(model_for(route).predictor.path),
         )
 
     def reports(self) -> ReportService:

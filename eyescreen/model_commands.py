@@ -1,0 +1,102 @@
+"""``eyescreen model …``: the registry of checkpoints and which one reads each route and site."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from eyescreen.cli_common import settings_or_exit
+from services import registry
+from services.db.models import AuditEvent, ModelActivation, ModelVersion
+from services.db.session import make_engine, make_session_factory, transaction
+
+
+@click.group("model")
+def model_group() -> None:
+    """Register checkpoints, activate one per route and site, roll back."""
+
+
+@model_group.command("list")
+def list_models() -> None:
+    """Registered models, newest first, with where each is active."""
+    settings = settings_or_exit()
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    with sessions() as session:
+        active: dict[int, list[str]] = {}
+        for route in ("fundus", "anterior"):
+            sites = session.scalars(
+                select(ModelActivation.site).where(ModelActivation.route == route).distinct()
+            )
+            for site in sites:
+                model = registry.active(session, route, site)
+                if model is not None:
+                    active.setdefault(model.id, []).append(site or "all sites")
+        for model in session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())):
+            where = ", ".join(active.get(model.id, [])) or "-"
+            click.echo(
+                f"{model.weights_sha256[:12]}  {model.route:<9} {model.name} {model.version:<12} "
+                f"active: {where}"
+            )
+
+
+@model_group.command("register")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def register_model(checkpoint: Path) -> None:
+    """Check that CHECKPOINT loads, copy it in under its sha256 and record it."""
+    from ml.checkpoint import file_sha256, load_checkpoint
+
+    settings = settings_or_exit()
+    try:
+        meta, _ = load_checkpoint(checkpoint)
+    except Exception as exc:  # torch and our format checks raise many types
+        raise click.ClickException(f"{checkpoint} does not load: {exc}") from None
+    facts = registry.CheckpointFacts(
+        name=str(meta["name"]),
+        version=str(meta["version"]),
+        route=str(meta["route"]),
+        taxonomy_version=f"{meta['taxonomy']['name']}/{meta['taxonomy']['version']}",
+        sha256=file_sha256(checkpoint),
+    )
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    with transaction(sessions) as session:
+        model = registry.register(session, checkpoint, facts, settings.data_path / "models")
+        session.add(
+            AuditEvent(
+                action="model.register",
+                detail={"sha256": facts.sha256, "by": getpass.getuser()},
+            )
+        )
+        click.echo(
+            f"registered {model.route} model {model.name} {model.version} {facts.sha256[:12]}"
+        )
+
+
+@model_group.command("activate")
+@click.argument("sha256_prefix")
+@click.option("--site", default="", help="only at this site (default: every site)")
+def activate_model(sha256_prefix: str, site: str) -> None:
+    """Make a registered model read its route from now on (workers pick it up without restart)."""
+    from services.errors import ModelNotFound
+
+    settings = settings_or_exit()
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    with transaction(sessions) as session:
+        try:
+            model = registry.find(session, sha256_prefix)
+        except ModelNotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        user = getpass.getuser()
+        registry.activate(session, model, site, user)
+        session.add(
+            AuditEvent(
+                action="model.activate",
+                detail={"sha256": model.weights_sha256, "site": site, "by": user},
+            )
+        )
+        click.echo(
+            f"{model.route} at {site or 'every site'}: {model.name} {model.version} "
+            f"{model.weights_sha256[:12]}"
+        )
