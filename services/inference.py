@@ -30,7 +30,7 @@ from services.db.models import (
 from services.db.session import transaction
 from services.outbox import add_message
 from services.quality import GRADABLE, assess
-from services.screening import decide
+from services.screening import Finding, decide
 from services.storage import ContentStore
 from services.task_names import REPORT_TASK
 from services.taxonomy import Taxonomy
@@ -50,6 +50,10 @@ class Model(Protocol):
     def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]: ...
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]: ...
+
+
+# (model, RGB image, positive codes most specific first) -> path of a saved heatmap, or None
+Explain = Callable[[Any, np.ndarray, list[str]], str | None]
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ class InferenceService:
         decode: Callable[[bytes], np.ndarray],
         model_for_route: Callable[[str], Model],
         model_path_for_route: Callable[[str], str],
+        explain: Explain | None = None,
     ) -> None:
+        self.explain = explain
         self.sessions = sessions
         self.store = store
         self.decode = decode
@@ -187,9 +193,23 @@ class InferenceService:
         elapsed = time.perf_counter() - started
         provenance = model.provenance(elapsed / len(items), len(items))
         return [
-            self._record(instance_id, model, route, probs, assess(rgb), provenance)
+            self._record(instance_id, model, route, probs, rgb, provenance)
             for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
         ]
+
+    def _heatmap(self, model: Model, rgb: np.ndarray, findings: Sequence[Finding]) -> str | None:
+        """Grad-CAM of the most specific, most probable abnormal finding; never fails a read."""
+        positives = sorted(
+            (f for f in findings if f.positive and not model.taxonomy.node(f.code).normal),
+            key=lambda f: (-f.level, -f.probability),
+        )
+        if self.explain is None or not positives:
+            return None
+        try:
+            return self.explain(model, rgb, [f.code for f in positives])
+        except Exception:  # a heatmap is an aid: log it and keep the prediction
+            log.exception("heatmap failed; the prediction is kept without one")
+            return None
 
     def _record(
         self,
@@ -197,10 +217,12 @@ class InferenceService:
         model: Model,
         route: str,
         probabilities: dict[str, float],
-        quality: str,
+        rgb: np.ndarray,
         provenance: dict[str, Any],
     ) -> InferenceOutcome:
+        quality = assess(rgb)
         decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
+        heatmap = self._heatmap(model, rgb, decision.findings) if quality == GRADABLE else None
         try:
             with transaction(self.sessions) as session:
                 version = self._model_row(session, model, route)
@@ -213,6 +235,7 @@ class InferenceService:
                     referral=decision.referral,
                     quality=quality,
                     provenance=provenance | {"raw_probabilities": probabilities},
+                    heatmap_path=heatmap,
                     findings=[
                         PredictionFinding(
                             code=f.code,

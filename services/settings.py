@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     inference_batch_size: int = Field(16, ge=1)
     inference_lease_s: float = Field(30.0, gt=0)  # a dead worker's images are taken over after
     torch_compile: bool = False
+    heatmaps: bool = True  # Grad-CAM of the main positive finding, stored with the prediction
     inference_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     site: str = ""  # this installation's site name, for per-site models and thresholds
     thresholds_file: Path | None = None  # JSON {route: {code: threshold}} overriding the model's

@@ -87,6 +87,7 @@ class WorkerRuntime:
     _predictors: dict[Path, SiteModel] = field(default_factory=dict, init=False)
     _checkpoints: dict[str, Path] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _heatmap_maker: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_session_factory(make_engine(self.settings.effective_database_url))
@@ -171,7 +172,15 @@ class WorkerRuntime:
             decode_rgb,
             model_for,
             lambda route: str(model_for(route).predictor.path),
+            explain=self._explain if self.settings.heatmaps else None,
         )
+
+    def _explain(self, model: SiteModel, rgb: Any, positives: list[str]) -> str | None:
+        from ml.heatmaps import HeatmapMaker
+
+        if self._heatmap_maker is None:
+            self._heatmap_maker = HeatmapMaker(self.settings.heatmaps_dir)
+        return self._heatmap_maker(model.predictor, rgb, positives)
 
     def reports(self) -> ReportService:
         from dicom_gateway.pixels import decode_rgb

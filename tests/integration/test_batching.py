@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
@@ -133,3 +134,24 @@ def test_two_workers_on_one_burst_give_each_image_exactly_one_prediction(
         thread.join(120)
     assert errors == []
     assert _predictions(runtime) == {instance_id: 1 for instance_id in ids}
+
+
+def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> None:
+    cataract = sorted((FUNDUS / "images" / "cataract").glob("*.jpg"))[:1]
+    [image] = _receive(runtime, cataract)
+    runtime.inference().infer_batch(image, "w", BatchPolicy())
+    with runtime.sessions() as session:
+        prediction = session.scalars(select(Prediction)).one()
+        positives = [f.code for f in prediction.findings if f.positive]
+    assert prediction.heatmap_path, f"no heatmap although positive: {positives}"
+    heatmap = Path(prediction.heatmap_path)
+    assert (
+        heatmap.parent == runtime.settings.heatmaps_dir
+        and heatmap.stem.split("-", 1)[1] in positives
+    )
+    from PIL import Image
+
+    with Image.open(heatmap) as picture:
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    assert pixels.shape[0] == pixels.shape[1] >= 224
+    assert pixels[..., 0].std() > 10  # a real map, not a flat overlay

@@ -1,0 +1,71 @@
+"""Grad-CAM heatmaps (the ``grad-cam`` library) of where the network looked for a finding,
+overlaid on the photograph and saved as PNG for the report and the graders."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from ml.predictor import Predictor
+
+
+class _OneLevel(nn.Module):
+    """The network as Grad-CAM wants it: one tensor of logits (those of one taxonomy level)."""
+
+    def __init__(self, model: nn.Module, level: int) -> None:
+        super().__init__()
+        self.model, self.level = model, level
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)[self.level - 1]  # type: ignore[no-any-return]
+
+
+def last_conv(module: nn.Module) -> nn.Module:
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("no convolution to explain")
+    return convs[-1]
+
+
+def heatmap_overlay(predictor: Predictor, rgb: np.ndarray, code: str) -> np.ndarray:
+    """RGB uint8 overlay, at the model's input size, of Grad-CAM for ``code``."""
+    node = predictor.taxonomy.node(code)
+    index = predictor.taxonomy.level_codes(node.level).index(code)
+    network = getattr(predictor.model, "_orig_mod", predictor.model)  # unwrap torch.compile
+    tensor = predictor.preprocess([rgb]).to(predictor.device)
+    with (
+        torch.enable_grad(),
+        GradCAM(
+            model=_OneLevel(network, node.level), target_layers=[last_conv(network.backbone)]
+        ) as cam,
+    ):
+        grayscale = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(index)])[0]
+    size = tensor.shape[-1]
+    base = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    return show_cam_on_image(base.astype(np.float32) / 255.0, grayscale, use_rgb=True)
+
+
+class HeatmapMaker:
+    """Saves one heatmap per image: for its most probable positive finding at the deepest level
+    (the most specific diagnosis), or none when nothing is positive."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, predictor: Predictor, rgb: np.ndarray, positives: list[str]) -> str | None:
+        if not positives:
+            return None
+        overlay = heatmap_overlay(predictor, rgb, positives[0])
+        digest = hashlib.sha256(rgb.tobytes() + positives[0].encode()).hexdigest()[:24]
+        path = self.folder / f"{digest}-{positives[0]}.png"
+        Image.fromarray(overlay).save(path)
+        return str(path)
