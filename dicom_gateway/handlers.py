@@ -20,6 +20,7 @@ from dicom_gateway.guard import DecodeTimeout
 from dicom_gateway.inspection import BadPixels, DatasetMismatch, Inspected, TooLarge, Unreadable
 from services.errors import InstanceConflict, InstanceRejected, NoRoute, OutOfResources
 from services.ingest import IngestService, ReceivedImage
+from services.metrics import C_STORES
 from services.routing import Router, RoutingFacts
 from services.settings import DicomSource
 
@@ -39,6 +40,7 @@ class StoreContext:
 
 
 def _status(code: int, comment: str) -> Dataset:
+    C_STORES.labels(status=f"0x{code:04X}").inc()
     status = Dataset()
     status.Status = code
     status.ErrorComment = comment[:64]  # LO: 64 characters
@@ -102,6 +104,7 @@ def handle_store(event: events.Event, context: StoreContext) -> int | Dataset:
     else:
         log.info("C-STORE %s stored as instance %d (%s)", uid, result.instance_id, route)
         context.dispatch(result.outbox_ids)
+    C_STORES.labels(status="0x0000").inc()
     return st.SUCCESS
 
 

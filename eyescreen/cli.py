@@ -11,7 +11,7 @@ import click
 from eyescreen.cli_common import settings_or_exit as _settings
 from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
-from services.settings import DicomNode
+from services.settings import DicomNode, Settings
 
 
 @click.group()
@@ -47,14 +47,22 @@ def gateway() -> None:
 @main.command()
 @click.option("--concurrency", type=int, default=None)
 @click.option("--queues", default="inference,reports,housekeeping")
-def worker(concurrency: int | None, queues: str) -> None:
+@click.option("--beat", is_flag=True, help="also run Celery beat (periodic housekeeping)")
+def worker(concurrency: int | None, queues: str, beat: bool) -> None:
     """Run a Celery worker (inference, reports and housekeeping queues by default)."""
     from eyescreen.logging_setup import configure_logging
-    from worker.app import create_app
 
     configure_logging("worker")
     settings = _settings()
+    if settings.metrics_port:
+        _prepare_multiprocess_metrics(settings)
+    from worker.app import create_app
+
     app = create_app(settings)
+    if settings.metrics_port:
+        from eyescreen.ops_server import make_registry, serve, standard_checks
+
+        serve(settings.metrics_port, make_registry(settings), standard_checks(settings))
     app.worker_main(
         [
             "worker",
@@ -65,8 +73,25 @@ def worker(concurrency: int | None, queues: str) -> None:
             "--without-mingle",
             "--without-heartbeat",
             f"--hostname=eyescreen-{queues.split(',')[0]}@%h",
+            *(
+                ["--beat", f"--schedule={settings.data_path / 'celerybeat-schedule'}"]
+                if beat
+                else []
+            ),
         ]
     )
+
+
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    """Worker children write metrics to files the serving process adds up; must be set before
+    prometheus_client is imported anywhere."""
+    import os
+    import shutil
+
+    folder = settings.data_path / f"metrics-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 @main.command()

@@ -32,6 +32,10 @@ def run_gateway(settings: Settings) -> None:
     background = BackgroundDispatch(dispatcher)
     router = Router.from_settings(settings)
     gateway = start_gateway(settings, IngestService(sessions, store), background, router)
+    if settings.gateway_metrics_port:
+        from eyescreen.ops_server import make_registry, serve, standard_checks
+
+        serve(settings.gateway_metrics_port, make_registry(settings), standard_checks(settings))
 
     stop = threading.Event()
 

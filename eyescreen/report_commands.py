@@ -1,4 +1,7 @@
-"""``eyescreen reports …``: see deliveries, re-send dead-lettered ones, export a case's PDF."""
+"""``eyescreen reports …``: see deliveries, re-send dead-lettered ones, export a case's PDF.
+
+Service modules are imported inside the commands: importing them here would load
+prometheus_client before ``eyescreen worker`` has set up multiprocess metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from eyescreen.cli_common import settings_or_exit
 from services.db.models import AuditEvent, DeliveryState, Report, ReportDelivery
 from services.db.session import make_engine, make_session_factory, transaction
 from services.outbox import OutboxDispatcher
-from services.reporting import requeue_dead
 from services.settings import Settings
 from services.storage import ContentStore
 
@@ -48,9 +50,10 @@ def list_deliveries(state: str | None) -> None:
 @click.argument("delivery_ids", nargs=-1, type=int)
 def retry(delivery_ids: tuple[int, ...]) -> None:
     """Send dead-lettered deliveries again (all of them, or the ids given)."""
-    settings = settings_or_exit()
+    from services.reporting import requeue_dead
     from worker.app import create_app
 
+    settings = settings_or_exit()
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         outbox_ids = requeue_dead(session, list(delivery_ids) or None)

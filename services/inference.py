@@ -19,6 +19,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import metrics
 from services.db.base import utcnow
 from services.db.models import (
     Instance,
@@ -191,6 +192,8 @@ class InferenceService:
         started = time.perf_counter()
         probabilities = model.predict([rgb for _, rgb in items])
         elapsed = time.perf_counter() - started
+        metrics.INFERENCE_SECONDS.labels(route=route).observe(elapsed)
+        metrics.BATCH_SIZE.observe(len(items))
         provenance = model.provenance(elapsed / len(items), len(items))
         return [
             self._record(instance_id, model, route, probs, rgb, provenance)
@@ -223,6 +226,7 @@ class InferenceService:
         quality = assess(rgb)
         decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
         heatmap = self._heatmap(model, rgb, decision.findings) if quality == GRADABLE else None
+        received_at = None
         try:
             with transaction(self.sessions) as session:
                 version = self._model_row(session, model, route)
@@ -249,6 +253,7 @@ class InferenceService:
                 )
                 session.add(prediction)
                 instance = session.get_one(Instance, instance_id)
+                received_at = instance.received_at
                 instance.state = InstanceState.PREDICTED
                 instance.error = None
                 session.flush()
@@ -261,6 +266,9 @@ class InferenceService:
             return InferenceOutcome(instance_id, existing)
         if quality != GRADABLE:
             log.info("instance %d is %s: referred", instance_id, quality)
+        metrics.IMAGES_READ.labels(route=route, outcome="predicted").inc()
+        if received_at is not None:  # the receipt-to-prediction time of this image
+            metrics.IMAGE_LATENCY.observe((utcnow() - received_at).total_seconds())
         return outcome
 
     def _model_row(self, session: Session, model: Model, route: str) -> ModelVersion:
@@ -294,6 +302,7 @@ class InferenceService:
             instance = session.get_one(Instance, instance_id)
             instance.state = InstanceState.FAILED
             instance.error = error[:2000]
+            metrics.IMAGES_READ.labels(route=instance.route, outcome="failed").inc()
             # The case may now be complete without this image: let the report be built.
             message = add_message(session, REPORT_TASK, instance.case_pk)
         return InferenceOutcome(instance_id, None, (message.id,), error=error)

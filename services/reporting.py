@@ -21,6 +21,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import metrics
 from services.db.base import utcnow
 from services.db.models import (
     ArbitrationDecision,
@@ -325,7 +326,9 @@ class ReportService:
         try:
             send(self.objects_for(report), destination)
         except DeliveryError as exc:
+            metrics.DELIVERIES.labels(outcome="failed").inc()
             return self._failed(delivery_id, str(exc), exc.status)
+        metrics.DELIVERIES.labels(outcome="delivered").inc()
         with transaction(self.sessions) as session:
             delivery = session.get_one(ReportDelivery, delivery_id)
             delivery.attempts += 1

@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     site: str = ""  # this installation's site name, for per-site models and thresholds
     thresholds_file: Path | None = None  # JSON {route: {code: threshold}} overriding the model's
     stale_after_s: float = Field(600.0, gt=0)  # work not done by then is queued again
-    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus metrics of the worker; 0: off
+    metrics_port: int = Field(0, ge=0, le=65535)  # worker /metrics and /healthz; 0: off
+    gateway_metrics_port: int = Field(0, ge=0, le=65535)  # the gateway's; 0: off
     device: str = "auto"
     fundus_checkpoint: Path | None = None
     anterior_checkpoint: Path | None = None

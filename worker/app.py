@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import task_failure, task_retry, worker_process_init
 from kombu import Queue
 
 from services.settings import Settings
@@ -43,6 +43,20 @@ class RuntimeHolder:
             self.app.send_task(task_name, args=args, queue=queue_for(task_name))
 
 
+def _count_task_errors() -> None:
+    from services.metrics import TASK_ERRORS
+
+    def failed(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        TASK_ERRORS.labels(task=getattr(sender, "name", "?"), kind=type(exception).__name__).inc()
+
+    def retried(sender: Any = None, reason: Any = None, **_: Any) -> None:
+        kind = type(reason).__name__ if isinstance(reason, BaseException) else "retry"
+        TASK_ERRORS.labels(task=getattr(sender, "name", "?"), kind=kind).inc()
+
+    task_failure.connect(failed, weak=False)
+    task_retry.connect(retried, weak=False)
+
+
 def create_app(settings: Settings) -> Celery:
     settings.ensure_dirs()
     app = Celery("eyescreen", broker=settings.effective_broker_url, set_as_current=True)
@@ -74,6 +88,15 @@ def create_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_serializer="json",
+        # Housekeeping by Celery beat where one runs (``eyescreen worker --beat``); the gateway
+        # sweeps too, so the embedded profile needs no beat.
+        beat_schedule={
+            "housekeeping": {
+                "task": "housekeeping.sweep",
+                "schedule": 30.0,
+                "options": {"queue": "housekeeping", "expires": 60},
+            }
+        },
         accept_content=["json"],
     )
     holder = RuntimeHolder(settings, app)
@@ -83,5 +106,6 @@ def create_app(settings: Settings) -> Celery:
         holder.get().warm_up()
 
     worker_process_init.connect(_warm, weak=False)
+    _count_task_errors()
     app.eyescreen_runtime = holder  # type: ignore[attr-defined]
     return app

@@ -1,0 +1,92 @@
+"""Operations: Prometheus metrics and health checks of a running service (``eyescreen up``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from eyescreen.ops_server import serve, standard_checks
+from services.settings import Settings
+from tests.conftest import free_port, run
+from tests.dicom_files import write_photo_dicom
+from tests.dicom_peers import storescu
+from tests.service_harness import start_service, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_and_health_of_a_running_service(fundus_photo: Path, tmp_path: Path) -> None:
+    port, worker_port, gateway_port = free_port(), free_port(), free_port()
+    env = dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+        EYESCREEN_DICOM_PORT=str(port),
+        EYESCREEN_DICOM_HOST="127.0.0.1",
+        EYESCREEN_METRICS_PORT=str(worker_port),
+        EYESCREEN_GATEWAY_METRICS_PORT=str(gateway_port),
+        EYESCREEN_PDF_REPORTS="false",
+    )
+    log = tmp_path / "service.log"
+    service = start_service(env, log)
+    try:
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)]
+        wait_for(lambda: run(echo).returncode == 0, 60, "the gateway", log)
+        write_photo_dicom(fundus_photo, tmp_path / "op.dcm")
+        assert storescu(port, [tmp_path / "op.dcm"]).returncode == 0
+        read = 'eyescreen_images_read_total{outcome="predicted",route="fundus"}'
+        wait_for(
+            lambda: _metric(_get(worker_port, "/metrics")[1], read) == 1.0,
+            120,
+            "the worker's metrics",
+            log,
+        )
+        metrics = _get(worker_port, "/metrics")[1]
+        assert _metric(metrics, "eyescreen_batch_size_count") == 1.0
+        assert _metric(metrics, "eyescreen_image_latency_seconds_count") == 1.0
+        assert _metric(metrics, 'eyescreen_work_waiting{kind="images"}') == 0.0
+        gateway = _get(gateway_port, "/metrics")[1]
+        assert _metric(gateway, 'eyescreen_cstore_total{status="0x0000"}') == 1.0
+        for ops_port in (worker_port, gateway_port):
+            status, body = _get(ops_port, "/healthz")
+            assert status == 200 and json.loads(body)["healthy"], body
+    finally:
+        service.send_signal(signal.SIGINT)
+        service.wait(60)
+
+
+def test_health_says_which_dependency_is_down(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+    )
+    settings.ensure_dirs()
+    port = free_port()
+    server = serve(port, CollectorRegistry(), standard_checks(settings))
+    try:
+        status, body = _get(port, "/healthz")
+        checks = json.loads(body)["checks"]
+        assert status == 503 and checks["database"] == "ok" and checks["broker"] != "ok"
+    finally:
+        server.shutdown()
