@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from eyescreen.cli_common import settings_or_exit as _settings
+from eyescreen.drift_commands import drift_group
 from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
 from services.settings import DicomNode, Settings
@@ -322,3 +323,4 @@ def evaluate(
 
 main.add_command(reports_group)
 main.add_command(model_group)
+main.add_command(drift_group)

@@ -30,7 +30,7 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.outbox import add_message
-from services.quality import GRADABLE, assess
+from services.quality import GRADABLE, assess, image_statistics
 from services.screening import Finding, decide
 from services.storage import ContentStore
 from services.task_names import REPORT_TASK
@@ -238,7 +238,8 @@ class InferenceService:
                     top3=list(decision.top3),
                     referral=decision.referral,
                     quality=quality,
-                    provenance=provenance | {"raw_probabilities": probabilities},
+                    provenance=provenance
+                    | {"raw_probabilities": probabilities, "image": image_statistics(rgb)},
                     heatmap_path=heatmap,
                     findings=[
                         PredictionFinding(

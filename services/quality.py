@@ -1,6 +1,7 @@
 """Image-quality gate: photographs too dark, overexposed, blurred or empty are "ungradable".
 
 Cheap statistics on a downscaled grey image; an ungradable image is referred, never passed.
+The same statistics feed the drift watch (``services.drift``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,37 @@ import numpy as np
 GRADABLE = "gradable"
 
 
-def assess(rgb: np.ndarray) -> str:
+def _grey(rgb: np.ndarray) -> np.ndarray:
     grey = rgb.astype(np.float32).mean(axis=2)
     step = max(1, min(grey.shape) // 256)
-    grey = grey[::step, ::step]
+    return grey[::step, ::step]
+
+
+def _laplacian(grey: np.ndarray) -> np.ndarray:
+    return (
+        -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+    )
+
+
+def image_statistics(rgb: np.ndarray) -> dict[str, float]:
+    """Brightness, contrast, sharpness and colour balance of the lit part of the photograph."""
+    grey = _grey(rgb)
+    content = grey > 12
+    if content.mean() < 0.05:
+        return {"brightness": 0.0, "contrast": 0.0, "sharpness": 0.0, "red_green": 0.0}
+    step = max(1, min(rgb.shape[:2]) // 256)
+    small = rgb[::step, ::step].astype(np.float32)[: content.shape[0], : content.shape[1]]
+    red, green = small[..., 0][content].mean(), small[..., 1][content].mean()
+    return {
+        "brightness": float(grey[content].mean()),
+        "contrast": float(grey[content].std()),
+        "sharpness": float(_laplacian(grey)[content[1:-1, 1:-1]].var()),
+        "red_green": float(red / max(green, 1.0)),
+    }
+
+
+def assess(rgb: np.ndarray) -> str:
+    grey = _grey(rgb)
     content = grey > 12
     if content.mean() < 0.05:
         return "ungradable:empty"
@@ -22,9 +50,6 @@ def assess(rgb: np.ndarray) -> str:
         return "ungradable:dark"
     if level > 240:
         return "ungradable:overexposed"
-    laplacian = (
-        -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
-    )
-    if float(laplacian[content[1:-1, 1:-1]].var()) < 2.0:
+    if float(_laplacian(grey)[content[1:-1, 1:-1]].var()) < 2.0:
         return "ungradable:blurred"
     return GRADABLE
