@@ -32,7 +32,7 @@ def up(workers: int | None) -> None:
     settings = _settings()
     settings.ensure_dirs()
     upgrade(settings.effective_database_url)
-    sys.exit(Supervisor(settings, workers or settings.worker_concurrency).run())
+    sys.exit(Supervisor(settings, workers or settings.effective_worker_concurrency).run())
 
 
 @main.command()
@@ -69,7 +69,7 @@ def worker(concurrency: int | None, queues: str, beat: bool) -> None:
             "worker",
             "--loglevel=INFO",
             f"--queues={queues}",
-            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--concurrency={concurrency or settings.effective_worker_concurrency}",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

@@ -54,6 +54,7 @@ def run_gateway(settings: Settings) -> None:
                     timedelta(seconds=settings.outbox_resend_after_s),
                     timedelta(minutes=settings.case_quiet_minutes),
                     timedelta(seconds=settings.stale_after_s),
+                    settings.pdf_reports,
                 )
             except Exception:  # the database may be down for a while: keep serving, try again
                 log.exception("sweep failed; will retry")

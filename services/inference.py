@@ -31,7 +31,7 @@ from services.db.models import (
 from services.db.session import transaction
 from services.outbox import add_message
 from services.quality import GRADABLE, assess, image_statistics
-from services.screening import Finding, decide
+from services.screening import decide
 from services.storage import ContentStore
 from services.task_names import REPORT_TASK
 from services.taxonomy import Taxonomy
@@ -51,10 +51,6 @@ class Model(Protocol):
     def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]: ...
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]: ...
-
-
-# (model, RGB image, positive codes most specific first) -> path of a saved heatmap, or None
-Explain = Callable[[Any, np.ndarray, list[str]], str | None]
 
 
 @dataclass(frozen=True)
@@ -82,9 +78,7 @@ class InferenceService:
         decode: Callable[[bytes], np.ndarray],
         model_for_route: Callable[[str], Model],
         model_path_for_route: Callable[[str], str],
-        explain: Explain | None = None,
     ) -> None:
-        self.explain = explain
         self.sessions = sessions
         self.store = store
         self.decode = decode
@@ -200,20 +194,6 @@ class InferenceService:
             for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
         ]
 
-    def _heatmap(self, model: Model, rgb: np.ndarray, findings: Sequence[Finding]) -> str | None:
-        """Grad-CAM of the most specific, most probable abnormal finding; never fails a read."""
-        positives = sorted(
-            (f for f in findings if f.positive and not model.taxonomy.node(f.code).normal),
-            key=lambda f: (-f.level, -f.probability),
-        )
-        if self.explain is None or not positives:
-            return None
-        try:
-            return self.explain(model, rgb, [f.code for f in positives])
-        except Exception:  # a heatmap is an aid: log it and keep the prediction
-            log.exception("heatmap failed; the prediction is kept without one")
-            return None
-
     def _record(
         self,
         instance_id: int,
@@ -225,7 +205,6 @@ class InferenceService:
     ) -> InferenceOutcome:
         quality = assess(rgb)
         decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
-        heatmap = self._heatmap(model, rgb, decision.findings) if quality == GRADABLE else None
         received_at = None
         try:
             with transaction(self.sessions) as session:
@@ -240,7 +219,6 @@ class InferenceService:
                     quality=quality,
                     provenance=provenance
                     | {"raw_probabilities": probabilities, "image": image_statistics(rgb)},
-                    heatmap_path=heatmap,
                     findings=[
                         PredictionFinding(
                             code=f.code,

@@ -16,13 +16,14 @@ from services.db.models import (
     Instance,
     InstanceState,
     Prediction,
+    Report,
     ReportDelivery,
     ScreeningCase,
     report_prediction,
 )
 from services.db.session import transaction
 from services.outbox import OutboxDispatcher, add_message
-from services.task_names import DELIVER_TASK, INFER_TASK, REPORT_TASK
+from services.task_names import DELIVER_TASK, INFER_TASK, RENDER_TASK, REPORT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,11 @@ def housekeeping(
     outbox_grace: timedelta,
     case_quiet: timedelta,
     stale_after: timedelta = timedelta(minutes=10),
+    render_pdfs: bool = False,
 ) -> None:
     """One round of the sweeper: re-queue stale work, close quiet cases, re-send the outbox."""
     with transaction(sessions) as session:
-        ids = requeue_stale_work(session, stale_after)
+        ids = requeue_stale_work(session, stale_after, render_pdfs)
         ids += close_quiet_cases(session, case_quiet)
     dispatcher.dispatch(ids)
     dispatcher.sweep(outbox_grace)
@@ -67,7 +69,9 @@ def close_quiet_cases(session: Session, quiet: timedelta) -> list[int]:
     return []
 
 
-def requeue_stale_work(session: Session, grace: timedelta = timedelta(minutes=10)) -> list[int]:
+def requeue_stale_work(
+    session: Session, grace: timedelta = timedelta(minutes=10), render_pdfs: bool = False
+) -> list[int]:
     """Add outbox rows for work not done ``grace`` after it should have been; returns their ids."""
     cutoff = utcnow() - grace
     ids = []
@@ -98,4 +102,11 @@ def requeue_stale_work(session: Session, grace: timedelta = timedelta(minutes=10
         .limit(500)
     ):
         ids.append(add_message(session, DELIVER_TASK, delivery_id).id)
+    if render_pdfs:
+        for report_id in session.scalars(
+            select(Report.id)
+            .where(Report.pdf_sha256.is_(None), Report.created_at < cutoff)
+            .limit(500)
+        ):
+            ids.append(add_message(session, RENDER_TASK, report_id).id)
     return ids

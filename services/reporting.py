@@ -37,7 +37,7 @@ from services.db.session import transaction
 from services.outbox import add_message
 from services.screening import Finding
 from services.storage import ContentStore
-from services.task_names import DELIVER_TASK
+from services.task_names import DELIVER_TASK, RENDER_TASK
 from services.taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,9 @@ class ReportService:
         content, key, prediction_ids, predecessor_id, decision_id = gathered
         encoded = self.encode(content)
         sr = self.reports.put(encoded.data)
-        pdf = self.reports.put(self.render(content)) if self.render else None
+        # The PDF goes with the SR only when the PACS gets it too; otherwise it is rendered
+        # afterwards (a second or so) so that it never delays the SR.
+        pdf = self.reports.put(self.render(content)) if self.render and self.wrap_pdf else None
         try:
             with transaction(self.sessions) as session:
                 report = Report(
@@ -166,6 +168,8 @@ class ReportService:
                 session.add(report)
                 session.flush()
                 ids = [self._delivery(session, report.id, d) for d in self.destinations]
+                if self.render and pdf is None:
+                    ids.append(add_message(session, RENDER_TASK, report.id).id)
         except IntegrityError:
             log.info("case %d: the same report was built concurrently; keeping that one", case_id)
             return ()
@@ -299,6 +303,46 @@ class ReportService:
             referral=decision.referral,
             comment=decision.comment,
             decided_at=decision.decided_at,
+        )
+
+    def render_pdf(self, report_id: int) -> None:
+        """Render and keep the PDF of a report built without one; idempotent."""
+        if self.render is None:
+            return
+        with self.sessions() as session:
+            report = session.get_one(Report, report_id)
+            if report.pdf_sha256 is not None:
+                return
+            content = self._content_of(session, report)
+        pdf = self.reports.put(self.render(content))
+        with transaction(self.sessions) as session:
+            session.get_one(Report, report_id).pdf_sha256 = pdf.sha256
+        log.info("report %d: PDF rendered", report_id)
+
+    def _content_of(self, session: Session, report: Report) -> CaseReport:
+        """What an existing report says, rebuilt from its rows (for the PDF)."""
+        case = report.case
+        study, patient = case.study, case.study.patient
+        decision = (
+            session.get(ArbitrationDecision, report.decision_pk) if report.decision_pk else None
+        )
+        order = {"R": 0, "L": 1}
+        predictions = sorted(
+            report.predictions,
+            key=lambda p: (order.get(p.instance.laterality, 2), p.instance_pk),
+        )
+        return CaseReport(
+            case_id=case.id,
+            patient=Patient(
+                patient.name,
+                patient.patient_id,
+                patient.birth_date,
+                patient.sex,
+                study.study_date,
+                study.accession_number,
+            ),
+            images=tuple(self._image_result(p) for p in predictions),
+            verdict=self._verdict(decision) if decision else None,
         )
 
     def objects_for(self, report: Report) -> list[bytes]:

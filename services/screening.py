@@ -7,8 +7,9 @@ is never above a child's, so a positive child always has a positive parent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from services.taxonomy import Taxonomy
 
@@ -36,6 +37,22 @@ def consistent_thresholds(
             assert node.parent is not None
             result[node.parent] = min(result[node.parent], result[node.code])
     return result
+
+
+class ScoredFinding(Protocol):
+    """A finding as decided now or as stored (``PredictionFinding``)."""
+
+    code: str
+    level: int
+    probability: float
+    positive: bool
+
+
+def heatmap_targets(taxonomy: Taxonomy, findings: Sequence[ScoredFinding]) -> list[str]:
+    """Abnormal positive codes, most specific (deepest) and most probable first: what a heatmap
+    should explain."""
+    positives = [f for f in findings if f.positive and not taxonomy.node(f.code).normal]
+    return [f.code for f in sorted(positives, key=lambda f: (-f.level, -f.probability))]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Nothing here connects to anything; the object is built once at start by the entr
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -110,7 +111,7 @@ class Settings(BaseSettings):
     default_route: Literal["fundus", "anterior"] | None = None
     case_quiet_minutes: float = Field(30.0, gt=0)
 
-    worker_concurrency: int = Field(1, ge=1)
+    worker_concurrency: int = Field(0, ge=0)  # 0: up to 2 processes, one per CPU
     torch_threads: int = Field(0, ge=0)
     inference_batch_size: int = Field(16, ge=1)
     inference_lease_s: float = Field(30.0, gt=0)  # a dead worker's images are taken over after
@@ -213,6 +214,16 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         # kombu's SQLAlchemy transport (tuned in worker.embedded_broker): no server, one file.
         return self.broker_url or f"eyescreen-sqlite+sqlite:///{self.data_path / 'broker.db'}"
+
+    @property
+    def effective_worker_concurrency(self) -> int:
+        return self.worker_concurrency or min(2, os.cpu_count() or 1)
+
+    @property
+    def effective_torch_threads(self) -> int:
+        """Threads per worker process: the CPUs shared out, so processes do not oversubscribe."""
+        cpus = os.cpu_count() or 1
+        return self.torch_threads or max(1, cpus // self.effective_worker_concurrency)
 
     @property
     def is_embedded(self) -> bool:

@@ -18,10 +18,12 @@ from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import registry
-from services.db.session import make_engine, make_session_factory
+from services.db.models import Prediction, Report
+from services.db.session import make_engine, make_session_factory, transaction
 from services.inference import BatchPolicy, InferenceService
 from services.outbox import OutboxDispatcher, Publish
 from services.reporting import ReportService
+from services.screening import heatmap_targets
 from services.settings import Settings
 from services.storage import ContentStore
 from services.taxonomy import ROUTES
@@ -127,20 +129,22 @@ class WorkerRuntime:
 
     def predictor(self, route: str) -> SiteModel:
         """The active model for a route; each checkpoint is loaded once per process."""
-        path = self.checkpoint_for(route)
+        return self.predictor_at(self.checkpoint_for(route))
+
+    def predictor_at(self, path: Path) -> SiteModel:
         with self._lock:
             if path not in self._predictors:
                 import torch
 
                 from ml.predictor import Predictor
 
-                if self.settings.torch_threads:
-                    torch.set_num_threads(self.settings.torch_threads)
+                torch.set_num_threads(self.settings.effective_torch_threads)
                 predictor = Predictor.load(
                     path, self.settings.device, self.settings.inference_precision
                 )
                 if self.settings.torch_compile:
                     predictor.compile()
+                route = str(predictor.meta.get("route", "?"))
                 log.info(
                     "loaded %s model %s %s (%s) on %s",
                     route,
@@ -172,15 +176,39 @@ class WorkerRuntime:
             decode_rgb,
             model_for,
             lambda route: str(model_for(route).predictor.path),
-            explain=self._explain if self.settings.heatmaps else None,
         )
 
-    def _explain(self, model: SiteModel, rgb: Any, positives: list[str]) -> str | None:
+    def explain_report(self, report_id: int) -> None:
+        """Grad-CAM heatmaps for the report's predictions that lack one, each made with the
+        exact model that made the prediction. A failure leaves that image without a heatmap."""
+        from dicom_gateway.pixels import decode_rgb
         from ml.heatmaps import HeatmapMaker
 
+        if not self.settings.heatmaps:
+            return
+        with self.sessions() as session:
+            report = session.get_one(Report, report_id)
+            todo = [
+                (p.id, p.model_version.path, p.instance.sha256, p.findings)
+                for p in report.predictions
+                if p.heatmap_path is None and p.quality == "gradable"
+            ]
         if self._heatmap_maker is None:
             self._heatmap_maker = HeatmapMaker(self.settings.heatmaps_dir)
-        return self._heatmap_maker(model.predictor, rgb, positives)
+        for prediction_id, checkpoint, sha256, findings in todo:
+            predictor = self.predictor_at(Path(checkpoint)).predictor
+            targets = heatmap_targets(predictor.taxonomy, findings)
+            if not targets:
+                continue
+            try:
+                heatmap = self._heatmap_maker(
+                    predictor, decode_rgb(self.images.read(sha256)), targets
+                )
+            except Exception:  # a heatmap is an aid: the report goes out without it
+                log.exception("heatmap of prediction %d failed", prediction_id)
+                continue
+            with transaction(self.sessions) as session:
+                session.get_one(Prediction, prediction_id).heatmap_path = heatmap
 
     def reports(self) -> ReportService:
         from dicom_gateway.pixels import decode_rgb

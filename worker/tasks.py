@@ -41,6 +41,12 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
         rt = runtime()
         rt.dispatcher.dispatch(rt.reports().build_case(case_id))
 
+    @app.task(name="reports.render_pdf", **retry_policy)
+    def render_pdf(report_id: int) -> None:
+        rt = runtime()
+        rt.explain_report(report_id)  # heatmaps first: the PDF shows them
+        rt.reports().render_pdf(report_id)
+
     @app.task(name="reports.deliver", bind=True, **retry_policy)
     def deliver_report(self: Task, delivery_id: int) -> None:
         from reports.delivery import make_sender
@@ -59,4 +65,5 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
             timedelta(seconds=rt.settings.outbox_resend_after_s),
             timedelta(minutes=rt.settings.case_quiet_minutes),
             timedelta(seconds=rt.settings.stale_after_s),
+            rt.settings.pdf_reports,
         )

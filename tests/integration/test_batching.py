@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from dicom_gateway.photos import photo_to_dataset
 from reports.sr import encode
 from services.db.base import utcnow
-from services.db.models import Instance, InstanceState, Prediction
+from services.db.models import Instance, InstanceState, Prediction, Report
 from services.db.session import transaction
 from services.inference import BatchPolicy
 from services.ingest import IngestService, ReceivedImage
@@ -140,6 +140,13 @@ def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> N
     cataract = sorted((FUNDUS / "images" / "cataract").glob("*.jpg"))[:1]
     [image] = _receive(runtime, cataract)
     runtime.inference().infer_batch(image, "w", BatchPolicy())
+    with runtime.sessions() as session:
+        assert session.scalars(select(Prediction.heatmap_path)).one() is None  # not on the SR path
+        case_id = session.scalars(select(Instance.case_pk)).one()
+    runtime.reports().build_case(case_id)
+    with runtime.sessions() as session:
+        report_id = session.scalars(select(Report.id)).one()
+    runtime.explain_report(report_id)  # the PDF task makes it, with the prediction's own model
     with runtime.sessions() as session:
         prediction = session.scalars(select(Prediction)).one()
         positives = [f.code for f in prediction.findings if f.positive]

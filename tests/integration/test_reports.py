@@ -127,7 +127,7 @@ def test_one_report_per_case_revised_by_a_late_image_and_by_the_panel(
     case = world.case_id()
     assert world.runtime.reports().build_case(case) == ()  # the left eye is still unread
     world.read(left)
-    assert len(world.runtime.reports().build_case(case)) == 1  # one delivery: one destination
+    assert len(world.runtime.reports().build_case(case)) == 2  # a delivery and the PDF to render
     [first] = world.reports()
     assert len(first.predictions) == 2 and first.predecessor_pk is None
     sr = assert_valid_sr(world.sr_file(first, tmp_path))
@@ -173,6 +173,9 @@ def test_pdf_report_reads_as_text_and_wraps_as_valid_dicom(world: World, tmp_pat
     require_binary("/usr/bin/pdftoppm")
     world.read(world.receive(PHOTOS[0], "R"))
     world.runtime.reports().build_case(world.case_id())
+    [report] = world.reports()
+    assert report.pdf_sha256 is None  # rendered after the SR, so it never delays it
+    world.runtime.reports().render_pdf(report.id)
     [report] = world.reports()
     assert report.pdf_sha256
     pdf = world.runtime.report_store.read(report.pdf_sha256)
@@ -229,7 +232,7 @@ def test_failure_status_is_retried_then_dead_lettered_then_resent(
     world: World, failing_pacs: int, tmp_path: Path
 ) -> None:
     world.read(world.receive(PHOTOS[0], "R"))
-    assert len(world.runtime.reports().build_case(world.case_id())) == 1
+    assert len(world.runtime.reports().build_case(world.case_id())) == 2  # delivery + PDF
     with world.runtime.sessions() as session:
         delivery = session.scalars(select(ReportDelivery)).one()
         delivery.destination = f"PACS@127.0.0.1:{failing_pacs}"

@@ -1,0 +1,192 @@
+"""The running service end to end: photographs in by DCMTK storescu, SRs out at DCMTK storescp.
+
+    .venv/bin/python bench/e2e.py [--burst 64] [--paced 30] [--rate 1.0] [--profile embedded]
+
+1. Bare model: the service's fundus model on the same photographs, batched (decode excluded,
+   pre-processing and forward pass included), images per second.
+2. Burst: ``--burst`` photographs sent as fast as storescu goes; images per second from the
+   first C-STORE to the last SR arriving at the PACS, and its ratio to the bare model.
+3. Paced: ``--paced`` photographs at ``--rate`` per second, one association each (as cameras
+   send); per-image latency from the C-STORE to its SR at the PACS, p50 and p95.
+
+Every photograph is its own visit (study), so each gets its own SR. Set EYESCREEN_DEVICE=cuda
+(or run bench/e2e_gpu.sh) on a machine with a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from pydicom import dcmread  # noqa: E402
+
+from dicom_gateway.photos import photo_to_dataset  # noqa: E402
+
+SHARED = Path(os.environ.get("EYESCREEN_SHARED", REPO.parent / "shared"))
+DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def photos(count: int) -> list[Path]:
+    found = sorted((SHARED / "data" / "fundus" / "images").rglob("*.jpg"))
+    if len(found) < count:
+        raise SystemExit(f"need {count} photographs under {SHARED}/data/fundus/images")
+    step = len(found) // count
+    return found[::step][:count]
+
+
+def bare_model(paths: list[Path], batch: int = 16) -> float:
+    from ml.predictor import Predictor
+
+    predictor = Predictor.load(
+        REPO / "ml" / "models" / "fundus.pt", os.environ.get("EYESCREEN_DEVICE", "auto"), "auto"
+    )
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    predictor.predict(images[:batch])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(images), batch):
+        predictor.predict(images[start : start + batch])
+    return len(images) / (time.perf_counter() - started)
+
+
+class Pipeline:
+    def __init__(self, work: Path, profile: str) -> None:
+        self.port, self.pacs_port = free_port(), free_port()
+        self.inbox = work / "pacs"
+        self.inbox.mkdir()
+        self.pacs = subprocess.Popen(
+            ["/usr/bin/storescp", "-aet", "PACS", "-od", str(self.inbox), str(self.pacs_port)],
+            env=DCMTK_ENV,
+        )
+        env = dict(
+            os.environ,
+            EYESCREEN_DATA_DIR=str(work / "var"),
+            EYESCREEN_DICOM_PORT=str(self.port),
+            EYESCREEN_DICOM_HOST="127.0.0.1",
+            EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{self.pacs_port}",
+        )
+        if profile == "postgres-redis":
+            env["EYESCREEN_DATABASE_URL"] = os.environ["EYESCREEN_BENCH_DATABASE_URL"]
+            env["EYESCREEN_BROKER_URL"] = "redis://127.0.0.1:6379/13"
+        self.log = (work / "service.log").open("wb")
+        self.service = subprocess.Popen(
+            [sys.executable, "-m", "eyescreen", "up"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]
+        deadline = time.monotonic() + 120
+        while subprocess.run(echo, capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.5)
+
+    def send(self, files: list[Path]) -> None:
+        command = ["/usr/bin/storescu", "-xy", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]
+        subprocess.run([*command, *map(str, files)], env=DCMTK_ENV, check=True, capture_output=True)
+
+    def arrivals(self) -> dict[str, float]:
+        """Source SOP Instance UID -> when its SR landed at the PACS (file modification time)."""
+        seen = {}
+        for path in self.inbox.iterdir():
+            try:
+                sr = dcmread(path, stop_before_pixels=True)
+                evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+                for series in evidence.ReferencedSeriesSequence:
+                    for ref in series.ReferencedSOPSequence:
+                        seen[str(ref.ReferencedSOPInstanceUID)] = path.stat().st_mtime
+            except Exception:  # a file still being written: next round
+                continue
+        return seen
+
+    def wait_for(self, uids: set[str], timeout: float) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            arrived = self.arrivals()
+            if uids <= set(arrived):
+                return arrived
+            time.sleep(0.1)
+        raise RuntimeError(f"{len(uids - set(self.arrivals()))} SRs did not arrive")
+
+    def stop(self) -> None:
+        self.service.send_signal(signal.SIGINT)
+        self.service.wait(60)
+        self.pacs.terminate()
+        self.pacs.wait(10)
+
+
+def write(paths: list[Path], folder: Path) -> list[tuple[Path, str]]:
+    files = []
+    for n, photo in enumerate(paths):
+        target = folder / f"{n:05d}.dcm"
+        ds = photo_to_dataset(photo, patient_id=f"E2E{n}")
+        ds.save_as(target, enforce_file_format=True)
+        files.append((target, str(ds.SOPInstanceUID)))
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--burst", type=int, default=64)
+    parser.add_argument("--paced", type=int, default=30)
+    parser.add_argument("--rate", type=float, default=1.0, help="images per second when paced")
+    parser.add_argument("--profile", choices=["embedded", "postgres-redis"], default="embedded")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="eyescreen-e2e-"))
+    try:
+        pool = photos(args.burst + args.paced)
+        bare = bare_model(pool[: args.burst])
+        (work / "burst").mkdir()
+        (work / "paced").mkdir()
+        burst = write(pool[: args.burst], work / "burst")
+        paced = write(pool[args.burst :], work / "paced")
+        pipeline = Pipeline(work, args.profile)
+        try:
+            pipeline.send([paced[0][0]])  # warm the worker's first task path
+            pipeline.wait_for({paced[0][1]}, 120)
+            started = time.time()
+            pipeline.send([f for f, _ in burst])
+            arrived = pipeline.wait_for({uid for _, uid in burst}, 600)
+            burst_rate = len(burst) / (max(arrived[uid] for _, uid in burst) - started)
+            latencies = []
+            for path, uid in paced[1:]:
+                sent = time.time()
+                pipeline.send([path])
+                latencies.append((uid, sent))
+                time.sleep(max(0.0, 1.0 / args.rate - (time.time() - sent)))
+            arrived = pipeline.wait_for({uid for uid, _ in latencies}, 300)
+            seconds = sorted(arrived[uid] - sent for uid, sent in latencies)
+        finally:
+            pipeline.stop()
+        p50, p95 = np.percentile(seconds, [50, 95])
+        device = os.environ.get("EYESCREEN_DEVICE", "auto")
+        print(f"profile {args.profile}, {os.cpu_count()} CPUs, device {device}")
+        print(f"bare model (batched, pre-processing + forward): {bare:.1f} img/s")
+        ratio = burst_rate / bare
+        print(f"pipeline burst of {len(burst)}: {burst_rate:.1f} img/s, ratio to bare {ratio:.2f}")
+        print(f"paced {len(seconds)} at {args.rate}/s: latency p50 {p50:.2f} s, p95 {p95:.2f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
