@@ -78,14 +78,23 @@ def export_pdf(case_id: int, output: Path) -> None:
     """Write the latest PDF report of a case (the access is audited)."""
     settings = settings_or_exit()
     sessions = _sessions(settings)
-    with transaction(sessions) as session:
-        report = session.scalar(
-            select(Report)
-            .where(Report.case_pk == case_id, Report.pdf_sha256.is_not(None))
-            .order_by(Report.id.desc())
+    with sessions() as session:
+        latest = session.scalar(
+            select(Report).where(Report.case_pk == case_id).order_by(Report.id.desc())
         )
-        if report is None or report.pdf_sha256 is None:
-            raise click.ClickException(f"case {case_id} has no PDF report")
+    if latest is None:
+        raise click.ClickException(f"case {case_id} has no report yet")
+    if latest.pdf_sha256 is None:  # the case is still open: render it now
+        from worker.runtime import WorkerRuntime
+
+        runtime = WorkerRuntime(
+            settings.model_copy(update={"pdf_reports": True}), lambda n, a: None
+        )
+        runtime.explain_report(latest.id)
+        runtime.reports().render_pdf(latest.id)
+    with transaction(sessions) as session:
+        report = session.get_one(Report, latest.id)
+        assert report.pdf_sha256 is not None
         session.add(
             AuditEvent(
                 action="report.export_pdf",

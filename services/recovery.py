@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from services.db.base import utcnow
@@ -39,12 +39,12 @@ def housekeeping(
     """One round of the sweeper: re-queue stale work, close quiet cases, re-send the outbox."""
     with transaction(sessions) as session:
         ids = requeue_stale_work(session, stale_after, render_pdfs)
-        ids += close_quiet_cases(session, case_quiet)
+        ids += close_quiet_cases(session, case_quiet, render_pdfs)
     dispatcher.dispatch(ids)
     dispatcher.sweep(outbox_grace)
 
 
-def close_quiet_cases(session: Session, quiet: timedelta) -> list[int]:
+def close_quiet_cases(session: Session, quiet: timedelta, render_pdfs: bool = False) -> list[int]:
     """Close open cases that got no image for ``quiet`` and have no image still being read.
 
     A visit's images (both eyes, repeats) arrive over minutes; the case is read as a whole
@@ -61,12 +61,18 @@ def close_quiet_cases(session: Session, quiet: timedelta) -> list[int]:
         .limit(500)
     ).all()
     now = utcnow()
+    ids = []
     for case in cases:
         case.state = CaseState.CLOSED
         case.closed_at = now
+        latest = session.scalar(
+            select(Report.id).where(Report.case_pk == case.id).order_by(Report.id.desc())
+        )
+        if render_pdfs and latest is not None:  # the readable report of the whole visit
+            ids.append(add_message(session, RENDER_TASK, latest).id)
     if cases:
         log.info("closed %d quiet case(s)", len(cases))
-    return []
+    return ids
 
 
 def requeue_stale_work(
@@ -102,10 +108,13 @@ def requeue_stale_work(
         .limit(500)
     ):
         ids.append(add_message(session, DELIVER_TASK, delivery_id).id)
-    if render_pdfs:
+    if render_pdfs:  # closed cases whose latest report still has no PDF
+        latest = select(func.max(Report.id)).group_by(Report.case_pk).scalar_subquery()
         for report_id in session.scalars(
             select(Report.id)
-            .where(Report.pdf_sha256.is_(None), Report.created_at < cutoff)
+            .join(ScreeningCase, ScreeningCase.id == Report.case_pk)
+            .where(Report.id.in_(latest), Report.pdf_sha256.is_(None))
+            .where(ScreeningCase.state == CaseState.CLOSED, ScreeningCase.closed_at < cutoff)
             .limit(500)
         ):
             ids.append(add_message(session, RENDER_TASK, report_id).id)

@@ -25,6 +25,7 @@ from services import metrics
 from services.db.base import utcnow
 from services.db.models import (
     ArbitrationDecision,
+    CaseState,
     DeliveryState,
     Instance,
     InstanceState,
@@ -150,7 +151,7 @@ class ReportService:
         encoded = self.encode(content)
         sr = self.reports.put(encoded.data)
         # The PDF goes with the SR only when the PACS gets it too; otherwise it is rendered
-        # afterwards (a second or so) so that it never delays the SR.
+        # (with its heatmaps) once the case is closed, so that it never delays an SR.
         pdf = self.reports.put(self.render(content)) if self.render and self.wrap_pdf else None
         try:
             with transaction(self.sessions) as session:
@@ -168,7 +169,8 @@ class ReportService:
                 session.add(report)
                 session.flush()
                 ids = [self._delivery(session, report.id, d) for d in self.destinations]
-                if self.render and pdf is None:
+                closed = session.get_one(ScreeningCase, case_id).state == CaseState.CLOSED
+                if self.render and pdf is None and closed:  # a revision of a closed case
                     ids.append(add_message(session, RENDER_TASK, report.id).id)
         except IntegrityError:
             log.info("case %d: the same report was built concurrently; keeping that one", case_id)

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ from reports.sr import encode
 from services.arbitration import record_decision
 from services.db.models import (
     ArbitrationCase,
+    AuditEvent,
     DeliveryState,
     Instance,
+    OutboxMessage,
     Person,
     Report,
     ReportDelivery,
@@ -31,6 +34,7 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.ingest import IngestService, ReceivedImage
+from services.recovery import close_quiet_cases
 from services.reporting import requeue_dead
 from services.settings import Settings
 from tests.conftest import FUNDUS, free_port, needs_shared_data, require_binary, run
@@ -127,7 +131,7 @@ def test_one_report_per_case_revised_by_a_late_image_and_by_the_panel(
     case = world.case_id()
     assert world.runtime.reports().build_case(case) == ()  # the left eye is still unread
     world.read(left)
-    assert len(world.runtime.reports().build_case(case)) == 2  # a delivery and the PDF to render
+    assert len(world.runtime.reports().build_case(case)) == 1  # one delivery: one destination
     [first] = world.reports()
     assert len(first.predictions) == 2 and first.predecessor_pk is None
     sr = assert_valid_sr(world.sr_file(first, tmp_path))
@@ -174,7 +178,12 @@ def test_pdf_report_reads_as_text_and_wraps_as_valid_dicom(world: World, tmp_pat
     world.read(world.receive(PHOTOS[0], "R"))
     world.runtime.reports().build_case(world.case_id())
     [report] = world.reports()
-    assert report.pdf_sha256 is None  # rendered after the SR, so it never delays it
+    assert report.pdf_sha256 is None  # rendered once the visit is over: it never delays an SR
+    with transaction(world.runtime.sessions) as session:
+        render = close_quiet_cases(session, timedelta(0), render_pdfs=True)
+        assert [m.args for m in session.scalars(select(OutboxMessage))][-1] == [report.id]
+    assert len(render) == 1
+    world.runtime.explain_report(report.id)
     world.runtime.reports().render_pdf(report.id)
     [report] = world.reports()
     assert report.pdf_sha256
@@ -232,7 +241,7 @@ def test_failure_status_is_retried_then_dead_lettered_then_resent(
     world: World, failing_pacs: int, tmp_path: Path
 ) -> None:
     world.read(world.receive(PHOTOS[0], "R"))
-    assert len(world.runtime.reports().build_case(world.case_id())) == 2  # delivery + PDF
+    assert len(world.runtime.reports().build_case(world.case_id())) == 1
     with world.runtime.sessions() as session:
         delivery = session.scalars(select(ReportDelivery)).one()
         delivery.destination = f"PACS@127.0.0.1:{failing_pacs}"
@@ -286,3 +295,17 @@ def test_requeue_dead_only_touches_dead_deliveries(world: World) -> None:
     world.runtime.reports().build_case(world.case_id())
     with transaction(world.runtime.sessions) as session:
         assert requeue_dead(session) == []
+
+
+def test_pdf_export_renders_an_open_case_on_demand_and_is_audited(
+    world: World, tmp_path: Path
+) -> None:
+    world.read(world.receive(PHOTOS[0], "R"))
+    world.runtime.reports().build_case(world.case_id())
+    out = tmp_path / "exported.pdf"
+    result = eyescreen("reports", "pdf", str(world.case_id()), "-o", str(out), env=_env(world))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes().startswith(b"%PDF")
+    with world.runtime.sessions() as session:
+        audit = session.scalars(select(AuditEvent)).one()
+    assert audit.action == "report.export_pdf" and audit.case_pk == world.case_id()
