@@ -261,6 +261,8 @@ def train(
         version,
         extra,
         cache_dir=cache_dir,
+        # Kept after every epoch; running the same command again continues an interrupted run.
+        resume_path=out.with_suffix(".resume.pt"),
     )
     click.echo(f"{out}: sha256 {sha}; final loss {history[-1]:.4f}")
 

@@ -102,3 +102,40 @@ def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float = 0.9)
         return 0.5
     index = int(np.floor((1 - target) * positives.size))
     return float(min(0.5, positives[min(index, positives.size - 1)]))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-_logit(p) / temperature))
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """The temperature T minimising the log loss of sigmoid(logit(p) / T) on (y, p)."""
+    if y.min() == y.max():
+        return 1.0  # one class only: nothing to calibrate against
+    best, best_loss = 1.0, float("inf")
+    for temperature in np.geomspace(0.25, 4.0, 81):
+        q = np.clip(apply_temperature(p, float(temperature)), 1e-7, 1 - 1e-7)
+        loss = float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+        if loss < best_loss:
+            best, best_loss = float(temperature), loss
+    return best
+
+
+def cross_fitted_temperatures(
+    y: np.ndarray, p: np.ndarray, folds: np.ndarray
+) -> tuple[np.ndarray, list[float]]:
+    """Per-class temperature scaling of out-of-fold probabilities, each fold calibrated with
+    temperatures fitted on the other folds (an honest estimate); also the temperatures fitted
+    on all folds, for the final model."""
+    calibrated = np.empty_like(p)
+    for fold in np.unique(folds):
+        test = folds == fold
+        for j in range(p.shape[1]):
+            t = fit_temperature(y[~test, j], p[~test, j])
+            calibrated[test, j] = apply_temperature(p[test, j], t)
+    return calibrated, [fit_temperature(y[:, j], p[:, j]) for j in range(p.shape[1])]

@@ -15,6 +15,7 @@ from ml import report
 from ml.checkpoint import make_meta, save_checkpoint
 from ml.data import Sample, patient_folds, read_manifest, targets
 from ml.metrics import (
+    cross_fitted_temperatures,
     expected_calibration_error,
     hierarchy_violation_rate,
     level_metrics,
@@ -28,8 +29,10 @@ from ml.train import (
     TrainConfig,
     build_heads,
     extract_features,
+    load_resume,
     make_model,
     predict_heads,
+    save_resume,
     summarise_training,
     train_heads,
     train_unfreezing,
@@ -148,7 +151,9 @@ def cross_validate(
     results["hierarchical_calibrated"] = evaluate_levels(
         taxonomy, y, oof["hierarchical"], thresholds
     )
+    calibration = _temperature_calibration(taxonomy, y, oof["hierarchical"], folds)
     summary = {
+        "calibration": calibration,
         "folds": k,
         "split": "by patient, multi-label stratified",
         "samples": len(samples),
@@ -162,6 +167,21 @@ def cross_validate(
     arrays: dict[str, Any] = {f"{m}_l{i + 1}": p for m in models for i, p in enumerate(oof[m])}
     np.savez(out_dir / "oof.npz", folds=folds, **arrays)
     return summary
+
+
+def _temperature_calibration(
+    taxonomy: Taxonomy, y: list[np.ndarray], oof: list[np.ndarray], folds: np.ndarray
+) -> dict[str, Any]:
+    """Per-class temperature scaling: ECE before and after (cross-fitted), and the
+    temperatures fitted on all folds."""
+    result: dict[str, Any] = {"temperatures": {}, "ece_before": {}, "ece_after": {}}
+    for level, (truth, probs) in enumerate(zip(y, oof, strict=True), start=1):
+        calibrated, temperatures = cross_fitted_temperatures(truth, probs, folds)
+        result["ece_before"][level] = expected_calibration_error(truth, probs)
+        result["ece_after"][level] = expected_calibration_error(truth, calibrated)
+        codes = taxonomy.level_codes(level)
+        result["temperatures"].update(dict(zip(codes, temperatures, strict=True)))
+    return result
 
 
 def _positive_probabilities(trees: Any, features: np.ndarray) -> np.ndarray:
@@ -200,6 +220,14 @@ def write_results(
                 f"Hierarchy violations (level {level}): before constraint "
                 f"{v['before_constraint']:.4f}, after {v['after_constraint']:.4f}\n"
             )
+    calibration = summary.get("calibration")
+    if calibration:
+        lines.append("## Calibration: per-class temperature scaling (cross-fitted)\n")
+        for level, before in calibration["ece_before"].items():
+            after = calibration["ece_after"][level]
+            lines.append(f"Level {level}: ECE {before:.4f} before, {after:.4f} after\n")
+        temps = ", ".join(f"{c} {t:.2f}" for c, t in calibration["temperatures"].items())
+        lines.append(f"Temperatures (all folds): {temps}\n")
     (out_dir / "metrics.md").write_text("\n".join(lines))
     report.write_json(out_dir / "metrics.json", summary)
     probs = {m: constrained(p, taxonomy) for m, p in oof.items()}
@@ -233,17 +261,31 @@ def train_final(
     version: str,
     extra_meta: dict[str, Any] | None = None,
     cache_dir: Path | None = None,
+    resume_path: Path | None = None,
 ) -> tuple[str, list[float]]:
-    """Train on all samples (frozen phase on cached features, then unfreezing); save."""
+    """Train on all samples (frozen phase on cached features, then unfreezing); save.
+
+    With ``resume_path`` the state is kept after the head phase and after every unfreezing
+    epoch; a run started again with the same path continues where the last one stopped."""
     device = pick_device(config.device)
     backbone, heads = make_model(taxonomy, config)
     spec = Preprocessing(size=backbone.input_size, crop_dark_border=route == "fundus")
     y = targets(samples, taxonomy)
-    features = extract_features(backbone, samples, spec, device, cache_dir=cache_dir)
-    history = train_heads(heads, features, y, config, device)
     model = ScreeningNet(backbone.module, heads)
+    resume = load_resume(resume_path)
+    if resume is None:
+        features = extract_features(backbone, samples, spec, device, cache_dir=cache_dir)
+        history = train_heads(heads, features, y, config, device)
+        if resume_path is not None:
+            save_resume(resume_path, model, history)
+    else:
+        model.load_state_dict(resume["model"])
+        history = list(resume["history"])
+        log.info("resuming training from %s (%d epochs done)", resume_path, len(history))
     if config.unfreeze_steps:
-        history += train_unfreezing(model, backbone, samples, y, spec, config, device)
+        history = train_unfreezing(
+            model, backbone, samples, y, spec, config, device, history, resume_path, resume
+        )
     meta = make_meta(
         name=f"eyescreen-{route}",
         version=version,
@@ -261,11 +303,13 @@ def train_final(
     }
     meta.update(extra_meta or {})
     sha = save_checkpoint(out, meta, model.cpu().eval().to(memory_format=torch.contiguous_format))
+    if resume_path is not None:
+        resume_path.unlink(missing_ok=True)  # finished: nothing to resume
     return sha, history
 
 
 def evaluate_checkpoint(
-    path: Path, samples: list[Sample], out_dir: Path, device: str = "auto"
+    path: Path, samples: list[Sample], out_dir: Path, device: str = "auto", figures: bool = True
 ) -> dict[str, Any]:
     from ml.predictor import Predictor
     from ml.preprocess import load_rgb
@@ -291,6 +335,11 @@ def evaluate_checkpoint(
         "results": {"checkpoint": evaluate_levels(taxonomy, y, raw, predictor.thresholds)},
     }
     write_results(out_dir, taxonomy, summary, y, {"hierarchical": raw})
+    if figures:
+        from ml.figures import gradcam_grid, tsne_map
+
+        gradcam_grid(predictor, samples, out_dir / "gradcam.png")
+        tsne_map(predictor, samples[:1500], out_dir / "tsne.png")
     return summary
 
 

@@ -182,6 +182,29 @@ def train_augmentation() -> v2.Compose:
     )
 
 
+def save_resume(path: Path, model: torch.nn.Module, history: list[float], **extra: Any) -> None:
+    """Where training stands, written atomically: a killed run continues from here."""
+    state = {
+        "model": model.state_dict(),
+        "history": history,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        **extra,
+    }
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def load_resume(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    return state
+
+
 def train_unfreezing(
     model: ScreeningNet,
     backbone: Backbone,
@@ -190,9 +213,15 @@ def train_unfreezing(
     spec: Preprocessing,
     config: TrainConfig,
     device: torch.device,
+    history: list[float] | None = None,
+    resume_path: Path | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[float]:
-    """Gradual unfreezing: step s trains the last s+1 backbone groups, lr decaying per step."""
-    history: list[float] = []
+    """Gradual unfreezing: step s trains the last s+1 backbone groups, lr decaying per step.
+    With ``resume_path`` the state is saved after every epoch; ``resume`` (a saved state)
+    skips the epochs already done."""
+    history = list(history or [])
+    done = tuple((resume or {}).get("done", (-1, -1)))
     augment = train_augmentation()
     weights = config.level_weights(len(level_targets))
     model.to(device).to(memory_format=torch.channels_last)
@@ -209,7 +238,11 @@ def train_unfreezing(
         )
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimiser = torch.optim.Adam(trainable, lr=lr, eps=config.adam_eps)
+        if resume is not None and done[0] == step:
+            optimiser.load_state_dict(resume["optimiser"])
         for epoch in range(config.step_epochs):
+            if (step, epoch) <= done:
+                continue
             history.append(
                 _image_epoch(
                     model,
@@ -224,6 +257,14 @@ def train_unfreezing(
                     f"unfreeze {step + 1}.{epoch + 1}",
                 )
             )
+            if resume_path is not None:
+                save_resume(
+                    resume_path,
+                    model,
+                    history,
+                    done=(step, epoch),
+                    optimiser=optimiser.state_dict(),
+                )
     return history
 
 

@@ -42,10 +42,14 @@ def consistent_thresholds(
 class ScoredFinding(Protocol):
     """A finding as decided now or as stored (``PredictionFinding``)."""
 
-    code: str
-    level: int
-    probability: float
-    positive: bool
+    @property
+    def code(self) -> str: ...
+    @property
+    def level(self) -> int: ...
+    @property
+    def probability(self) -> float: ...
+    @property
+    def positive(self) -> bool: ...
 
 
 def heatmap_targets(taxonomy: Taxonomy, findings: Sequence[ScoredFinding]) -> list[str]:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ml import train as train_module
 from ml.data import read_manifest, targets
-from ml.pipeline import train_final
+from ml.pipeline import evaluate_checkpoint, train_final
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb
 from ml.train import TrainConfig
@@ -62,3 +63,41 @@ def test_small_network_learns_from_real_photographs(tmp_path: Path) -> None:
     ]
     assert np.mean(aucs) > 0.85, aucs
     assert time.monotonic() - started < 120
+
+
+def test_interrupted_training_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needs_shared_data()
+    tree = load_taxonomy("fundus")
+    samples = read_manifest(small_manifest(tmp_path, per_class=4), FUNDUS, tree)
+    config = TrainConfig(head_epochs=3, unfreeze_steps=2, step_epochs=1, batch_size=8)
+    out, resume = tmp_path / "model.pt", tmp_path / "model.resume.pt"
+    real_epoch = train_module._image_epoch
+    calls: list[str] = []
+
+    def interrupted(*args: object, **kwargs: object) -> float:
+        calls.append(str(args[-1]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second unfreezing step
+        return real_epoch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "_image_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_final(samples, tree, config, "fundus", out, "test", resume_path=resume)
+    assert resume.exists() and not out.exists()
+    calls.clear()
+    _, history = train_final(samples, tree, config, "fundus", out, "test", resume_path=resume)
+    assert calls == ["unfreeze 2.1"]  # step 1 and the head phase were not repeated
+    assert len(history) == config.head_epochs + 2
+    assert out.exists() and not resume.exists()
+
+
+def test_evaluation_writes_tables_and_pictures(tmp_path: Path) -> None:
+    needs_shared_data()
+    tree = load_taxonomy("fundus")
+    samples = read_manifest(small_manifest(tmp_path, per_class=8), FUNDUS, tree)
+    shipped = Path(__file__).resolve().parents[2] / "ml" / "models" / "fundus.pt"
+    evaluate_checkpoint(shipped, samples, tmp_path / "eval", "cpu")
+    for name in ("metrics.md", "metrics.csv", "roc_level2.png", "gradcam.png", "tsne.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 1000, name

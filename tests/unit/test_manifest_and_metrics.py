@@ -5,7 +5,14 @@ import pytest
 from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
 from ml.data import read_manifest, targets
-from ml.metrics import class_metrics, expected_calibration_error, top_k_accuracy, weighted
+from ml.metrics import (
+    class_metrics,
+    cross_fitted_temperatures,
+    expected_calibration_error,
+    fit_temperature,
+    top_k_accuracy,
+    weighted,
+)
 from services.errors import ManifestError
 from services.taxonomy import load_taxonomy
 
@@ -72,3 +79,18 @@ def test_top3_and_calibration() -> None:
     assert top_k_accuracy(y, p, 4) == 1.0
     perfect = np.array([0.0, 1.0, 1.0, 0.0])
     assert expected_calibration_error(perfect, perfect) == 0.0
+
+
+def test_temperature_scaling_fixes_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(4000, 1)).astype(float)
+    true_logit = np.where(y == 1, 1.0, -1.0) + rng.normal(0, 1.0, size=y.shape)
+    # The calibrated log-odds given this score are 2 x score; these are 3 x: T should be 1.5.
+    overconfident = 1 / (1 + np.exp(-3.0 * true_logit))
+    folds = np.arange(len(y)) % 5
+    calibrated, [temperature] = cross_fitted_temperatures(y, overconfident, folds)
+    assert 1.3 < temperature < 1.7
+    before = expected_calibration_error(y, overconfident)
+    after = expected_calibration_error(y, calibrated)
+    assert after < before / 2, (before, after)
+    assert fit_temperature(np.ones(10), np.full(10, 0.9)) == 1.0  # one class: left alone
