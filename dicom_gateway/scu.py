@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 from pydicom import dcmread
@@ -22,14 +23,23 @@ class DeliveryFailed(Exception):
         self.status = status
 
 
-def send_datasets(datasets: list[Dataset], node: DicomNode, calling_ae: str) -> list[int]:
-    """C-STORE each data set over one association; raise ``DeliveryFailed`` on the first failure."""
+def send_datasets(
+    datasets: list[Dataset],
+    node: DicomNode,
+    calling_ae: str,
+    tls: ssl.SSLContext | None = None,
+) -> list[int]:
+    """C-STORE each data set over one association; raise ``DeliveryFailed`` on the first failure.
+    A ``+tls`` node is reached over TLS with ``tls`` (its certificate and host name verified)."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
     for sop_class, syntax in contexts:
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    if node.tls and tls is None:
+        raise DeliveryFailed(f"{node} needs TLS but no TLS context was given")
+    tls_args = (tls, node.host) if node.tls and tls is not None else None
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         raise DeliveryFailed(f"association with {node} refused or unreachable")
     statuses = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from dicom_gateway.conformance import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VE
 from dicom_gateway.guard import InspectorPool
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_requested, handle_store
 from dicom_gateway.inspection import Limits
+from dicom_gateway.tls import server_context
 from services.ingest import IngestService
 from services.routing import Router
 from services.settings import Settings
@@ -34,20 +34,6 @@ def build_scp_ae(settings: Settings) -> AE:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(VERIFICATION_SOP_CLASS, syntaxes[:2])
     return ae
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """Server-side TLS (in the spirit of BCP 195): TLS 1.2 or later; with a CA configured,
-    callers must present a certificate it signed."""
-    if settings.tls_certificate is None or settings.tls_private_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_certificate, settings.tls_private_key)
-    if settings.tls_client_ca is not None:
-        context.load_verify_locations(settings.tls_client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 @dataclass
@@ -91,7 +77,7 @@ def start_gateway(
             "no DICOM sources configured: accepting any calling AE and routing by attributes "
             "(set EYESCREEN_DICOM_SOURCES to restrict)"
         )
-    tls = tls_context(settings)
+    tls = server_context(settings)
     ae = build_scp_ae(settings)
     server = ae.start_server(
         (settings.dicom_host, settings.dicom_port),

@@ -192,6 +192,7 @@ def _training_options(fn):  # type: ignore[no-untyped-def]
         click.option("--step-epochs", type=int, default=1),
         click.option("--paper-schedule", is_flag=True, help="the paper's full schedule (GPU)"),
         click.option("--seed", type=int, default=0),
+        click.option("--image-size", type=int, default=0, help="input pixels (0: backbone's)"),
         click.option("--device", default="auto"),
     ]
     for option in reversed(options):
@@ -204,7 +205,11 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
 
     weights = None if kw["backbone_weights"] == "none" else kw["backbone_weights"]
     common: dict[str, Any] = dict(
-        backbone=kw["backbone"], backbone_weights=weights, seed=kw["seed"], device=kw["device"]
+        backbone=kw["backbone"],
+        backbone_weights=weights,
+        seed=kw["seed"],
+        device=kw["device"],
+        image_size=kw["image_size"],
     )
     if kw["paper_schedule"]:
         return TrainConfig.paper(**common)

@@ -24,7 +24,6 @@ from ml.metrics import (
 )
 from ml.network import ScreeningNet
 from ml.predictor import pick_device
-from ml.preprocess import Preprocessing
 from ml.train import (
     TrainConfig,
     build_heads,
@@ -115,7 +114,7 @@ def cross_validate(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     backbone, _ = make_model(taxonomy, config)
-    spec = Preprocessing(size=backbone.input_size)
+    spec = config.preprocessing(backbone, taxonomy.name)
     features = extract_features(backbone, samples, spec, device, cache_dir=out_dir / "cache")
     y = targets(samples, taxonomy)
     folds = patient_folds(samples, taxonomy, k, config.seed)
@@ -269,7 +268,7 @@ def train_final(
     epoch; a run started again with the same path continues where the last one stopped."""
     device = pick_device(config.device)
     backbone, heads = make_model(taxonomy, config)
-    spec = Preprocessing(size=backbone.input_size, crop_dark_border=route == "fundus")
+    spec = config.preprocessing(backbone, route)
     y = targets(samples, taxonomy)
     model = ScreeningNet(backbone.module, heads)
     resume = load_resume(resume_path)

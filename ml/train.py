@@ -50,7 +50,14 @@ class TrainConfig:
     min_lr: float = 1e-6
     seed: int = 0
     device: str = "auto"
+    image_size: int = 0  # 0: the backbone's own input size
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def preprocessing(self, backbone: Backbone, route: str) -> Preprocessing:
+        """Fundus photographs lose their black frame; the same in CV and final training."""
+        return Preprocessing(
+            size=self.image_size or backbone.input_size, crop_dark_border=route == "fundus"
+        )
 
     @classmethod
     def paper(cls, **overrides: Any) -> TrainConfig:

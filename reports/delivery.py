@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from io import BytesIO
 
@@ -12,11 +13,11 @@ from services.reporting import DeliveryError, SendReport
 from services.settings import DicomNode
 
 
-def make_sender(calling_ae: str) -> SendReport:
+def make_sender(calling_ae: str, tls: ssl.SSLContext | None = None) -> SendReport:
     def send(objects: Sequence[bytes], destination: str) -> None:
         node = DicomNode.parse(destination)
         try:
-            send_datasets([dcmread(BytesIO(data)) for data in objects], node, calling_ae)
+            send_datasets([dcmread(BytesIO(data)) for data in objects], node, calling_ae, tls)
         except DeliveryFailed as exc:
             raise DeliveryError(str(exc), exc.status) from exc
         except (OSError, RuntimeError, ValueError) as exc:

@@ -18,31 +18,33 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars, no backslash
-_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
+_DESTINATION = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})(?P<tls>\+tls)?$")
 
 
 @dataclass(frozen=True)
 class DicomNode:
-    """A remote DICOM application entity, written ``AE@host:port``."""
+    """A remote DICOM application entity, written ``AE@host:port`` (``AE@host:port+tls`` for
+    DICOM TLS)."""
 
     ae_title: str
     host: str
     port: int
+    tls: bool = False
 
     @classmethod
     def parse(cls, text: str) -> DicomNode:
         match = _DESTINATION.match(text.strip())
         if not match:
-            raise ValueError(f"{text!r} is not a DICOM destination; write it as AE@host:port")
+            raise ValueError(f"{text!r} is not a DICOM destination; write it as AE@host:port[+tls]")
         ae, host, port = match["ae"], match["host"], int(match["port"])
         if not _AE_TITLE.match(ae):
             raise ValueError(f"{ae!r} is not a valid AE title (1-16 printable chars, no '\\')")
         if not 0 < port < 65536:
             raise ValueError(f"port {port} of {text!r} is out of range")
-        return cls(ae, host, port)
+        return cls(ae, host, port, bool(match["tls"]))
 
     def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        return f"{self.ae_title}@{self.host}:{self.port}{'+tls' if self.tls else ''}"
 
 
 ROUTE_CHOICES = ("fundus", "anterior", "auto")
@@ -127,6 +129,9 @@ class Settings(BaseSettings):
     fundus_checkpoint: Path | None = None
     anterior_checkpoint: Path | None = None
     sr_delivery_max_attempts: int = Field(8, ge=1)
+    sr_tls_ca: Path | None = None  # CA that signs the PACS certificates (+tls destinations)
+    sr_tls_certificate: Path | None = None  # our client certificate, when a PACS asks for one
+    sr_tls_private_key: Path | None = None
     sr_retry_base_s: float = Field(5.0, gt=0)  # doubles per attempt, at most an hour
     pdf_reports: bool = True  # render each case's PDF report
     send_pdf_to_pacs: bool = False  # also send it as Encapsulated PDF with the SR

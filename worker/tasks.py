@@ -49,10 +49,13 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
 
     @app.task(name="reports.deliver", bind=True, **retry_policy)
     def deliver_report(self: Task, delivery_id: int) -> None:
+        from dicom_gateway.tls import client_context
         from reports.delivery import make_sender
 
         rt = runtime()
-        outcome = rt.reports().deliver(delivery_id, make_sender(rt.settings.ae_title))
+        needs_tls = any(node.tls for node in rt.settings.sr_destinations)
+        tls = client_context(rt.settings) if needs_tls else None
+        outcome = rt.reports().deliver(delivery_id, make_sender(rt.settings.ae_title, tls))
         if outcome.state == DeliveryState.PENDING and outcome.retry_in_s is not None:
             raise self.retry(countdown=outcome.retry_in_s, max_retries=None)
 

@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from dicom_gateway.photos import photo_to_dataset
+from dicom_gateway.tls import client_context
 from reports.delivery import make_sender
 from reports.encapsulated import wrap_pdf
 from reports.sr import encode
@@ -38,11 +39,13 @@ from services.recovery import close_quiet_cases
 from services.reporting import requeue_dead
 from services.settings import Settings
 from tests.conftest import FUNDUS, free_port, needs_shared_data, require_binary, run
+from tests.pki import pki
 from tests.service_harness import eyescreen
 from tests.sr_checks import assert_valid_dicom, assert_valid_sr
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
+__all__ = ["pki"]  # the fixture
 
 PHOTOS = ("cataract/0_left.jpg", "normal/1034_left.jpg", "glaucoma/1209_left.jpg")
 
@@ -309,3 +312,51 @@ def test_pdf_export_renders_an_open_case_on_demand_and_is_audited(
     with world.runtime.sessions() as session:
         audit = session.scalars(select(AuditEvent)).one()
     assert audit.action == "report.export_pdf" and audit.case_pk == world.case_id()
+
+
+def test_delivery_over_dicom_tls_to_dcmtk(world: World, pki: Path, tmp_path: Path) -> None:
+    """storescp +tls as a PACS that requires TLS: a +tls destination gets the SR, its certificate
+    checked against our CA setting; the same PACS without +tls is a failed attempt."""
+    world.read(world.receive(PHOTOS[0], "R"))
+    world.runtime.reports().build_case(world.case_id())
+    port, inbox = free_port(), tmp_path / "tls-inbox"
+    inbox.mkdir()
+    storescp = subprocess.Popen(
+        [
+            "/usr/bin/storescp",
+            "-aet",
+            "PACS",
+            "+tls",
+            str(pki / "server.key"),
+            str(pki / "server.pem"),
+            "+cf",
+            str(pki / "ca.pem"),
+            "-od",
+            str(inbox),
+            str(port),
+        ],
+        env={"TCP_NODELAY": "1"},
+    )
+    try:
+        time.sleep(0.5)
+        settings = world.settings.model_copy(
+            update={
+                "sr_tls_ca": pki / "ca.pem",
+                "sr_tls_certificate": pki / "client.pem",
+                "sr_tls_private_key": pki / "client.key",
+            }
+        )
+        send = make_sender("EYESCREEN", client_context(settings))
+        with transaction(world.runtime.sessions) as session:
+            delivery = session.scalars(select(ReportDelivery)).one()
+            delivery.destination = f"PACS@127.0.0.1:{port}"  # plain TCP to a TLS port
+            delivery_id = delivery.id
+        assert world.runtime.reports().deliver(delivery_id, send).state == DeliveryState.PENDING
+        with transaction(world.runtime.sessions) as session:
+            session.get_one(ReportDelivery, delivery_id).destination = f"PACS@127.0.0.1:{port}+tls"
+        outcome = world.runtime.reports().deliver(delivery_id, send)
+        assert outcome.state == DeliveryState.DELIVERED, outcome.error
+        assert len(list(inbox.iterdir())) == 1
+    finally:
+        storescp.terminate()
+        storescp.wait(10)

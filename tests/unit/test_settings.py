@@ -58,3 +58,9 @@ def test_bad_source_is_explained(bad: str) -> None:
 def test_tls_needs_certificate_and_key(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="both"):
         Settings(tls_certificate=tmp_path / "server.pem")
+
+
+def test_a_destination_may_ask_for_tls() -> None:
+    node = DicomNode.parse("PACS@pacs.hospital.org:2762+tls")
+    assert node.tls and node.port == 2762 and str(node) == "PACS@pacs.hospital.org:2762+tls"
+    assert not DicomNode.parse("PACS@pacs:104").tls
