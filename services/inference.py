@@ -203,7 +203,7 @@ class InferenceService:
         rgb: np.ndarray,
         provenance: dict[str, Any],
     ) -> InferenceOutcome:
-        quality = assess(rgb)
+        quality = assess(rgb, route)
         decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
         received_at = None
         try:

