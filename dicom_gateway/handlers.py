@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydicom.dataset import Dataset
 from pynetdicom import events
@@ -37,6 +37,7 @@ class StoreContext:
     router: Router
     inspect: Callable[[bytes], Inspected]
     max_dataset_bytes: int = 512 << 20
+    urgent_sources: frozenset[str] = frozenset()
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -96,7 +97,10 @@ def handle_store(event: events.Event, context: StoreContext) -> int | Dataset:
         image = context.inspect(encoded)
         _check_matches_request(image, request)
         route = context.router.route(_facts(image, calling_ae))
-        result = context.ingest.accept(_received(image, event, route, calling_ae, encoded))
+        received = _received(image, event, route, calling_ae, encoded)
+        if calling_ae in context.urgent_sources:
+            received = replace(received, urgent=True)
+        result = context.ingest.accept(received)
     except Exception as exc:
         return _refusal(uid, exc)
     if result.duplicate:

@@ -66,6 +66,7 @@ def start_gateway(
         router=router,
         inspect=inspectors.inspect,
         max_dataset_bytes=settings.max_dataset_mb << 20,
+        urgent_sources=frozenset(settings.urgent_sources),
     )
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_requested, [settings.dicom_sources]),

@@ -47,13 +47,14 @@ def gateway() -> None:
 
 @main.command()
 @click.option("--concurrency", type=int, default=None)
-@click.option("--queues", default="inference,reports,housekeeping")
+@click.option("--queues", default="urgent,inference,reports,housekeeping")
 @click.option("--beat", is_flag=True, help="also run Celery beat (periodic housekeeping)")
 def worker(concurrency: int | None, queues: str, beat: bool) -> None:
     """Run a Celery worker (inference, reports and housekeeping queues by default)."""
     from eyescreen.logging_setup import configure_logging
 
-    configure_logging("worker")
+    lane = "urgent" if queues == "urgent" else "worker"
+    configure_logging(lane)
     settings = _settings()
     if settings.metrics_port:
         _prepare_multiprocess_metrics(settings)
@@ -73,7 +74,7 @@ def worker(concurrency: int | None, queues: str, beat: bool) -> None:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
-            f"--hostname=eyescreen-{queues.split(',')[0]}@%h",
+            f"--hostname=eyescreen-{lane}@%h",
             *(
                 ["--beat", f"--schedule={settings.data_path / 'celerybeat-schedule'}"]
                 if beat

@@ -21,7 +21,7 @@ from services.db.session import transaction
 from services.errors import InstanceConflict, OutOfResources
 from services.outbox import add_message
 from services.storage import ContentStore
-from services.task_names import INFER_TASK
+from services.task_names import INFER_TASK, INFER_URGENT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class ReceivedImage:
     accession_number: str = ""
     laterality: str = ""
     calling_ae: str = ""
+    urgent: bool = False  # from an urgent source: read in the urgent lane
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class IngestService:
             )
             session.add(instance)
             session.flush()
-            message = add_message(session, INFER_TASK, instance.id)
+            task = INFER_URGENT_TASK if image.urgent else INFER_TASK
+            message = add_message(session, task, instance.id)
             return IngestResult(instance.id, duplicate=False, outbox_ids=(message.id,))
 
     def _repeat(self, existing: Instance, image: ReceivedImage, sha256: str) -> IngestResult:

@@ -46,14 +46,13 @@ def _looks_like_fundus(rgb: np.ndarray) -> bool:
     h, w = rgb.shape[:2]
     k = max(4, min(h, w) // 12)
     corners = sorted(
-        float(patch.mean())
-        for patch in (rgb[:k, :k], rgb[:k, -k:], rgb[-k:, :k], rgb[-k:, -k:])
+        float(patch.mean()) for patch in (rgb[:k, :k], rgb[:k, -k:], rgb[-k:, :k], rgb[-k:, -k:])
     )
     return corners[1] <= 40
 
 
 def assess(rgb: np.ndarray, route: str | None = None) -> str:
-    """"gradable", or "ungradable:<why>" (empty, dark, overexposed, blurred, or not a photo of
+    """ "gradable", or "ungradable:<why>" (empty, dark, overexposed, blurred, or not a photo of
     the routed kind)."""
     grey = _grey(rgb)
     content = grey > 12

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
 
     dicom_sources: Annotated[list[DicomSource], NoDecode] = Field(default_factory=list)
     station_routes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    urgent_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)  # AE titles
     default_route: Literal["fundus", "anterior"] | None = None
     case_quiet_minutes: float = Field(30.0, gt=0)
 
@@ -159,6 +160,11 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [DicomSource.parse(v) if isinstance(v, str) else v for v in value]
         return value
+
+    @field_validator("urgent_sources", mode="before")
+    @classmethod
+    def _parse_urgent(cls, value: object) -> object:
+        return _split_list(value)
 
     @field_validator("station_routes", mode="before")
     @classmethod

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import registry
-from services.db.models import Prediction, Report
+from services.db.models import DeliveryState, Instance, Prediction, Report, ReportDelivery
 from services.db.session import make_engine, make_session_factory, transaction
 from services.inference import BatchPolicy, InferenceService
 from services.outbox import OutboxDispatcher, Publish
@@ -177,6 +178,21 @@ class WorkerRuntime:
             model_for,
             lambda route: str(model_for(route).predictor.path),
         )
+
+    def case_of(self, instance_id: int) -> int:
+        with self.sessions() as session:
+            return session.get_one(Instance, instance_id).case_pk
+
+    def pending_deliveries(self, case_id: int) -> list[int]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(ReportDelivery.id)
+                    .join(Report)
+                    .where(Report.case_pk == case_id)
+                    .where(ReportDelivery.state == DeliveryState.PENDING)
+                )
+            )
 
     def explain_report(self, report_id: int) -> None:
         """Grad-CAM heatmaps for the report's predictions that lack one, each made with the

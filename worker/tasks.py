@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,24 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
         rt = runtime()
         for outcome in rt.inference().infer_batch(instance_id, rt.worker_id, rt.batch_policy):
             rt.dispatcher.dispatch(outcome.outbox_ids)
+
+    @app.task(name="screening.infer_urgent", **retry_policy)
+    def infer_urgent(instance_id: int) -> None:
+        """The urgent lane: this image alone, then its report built and sent right here rather
+        than queued behind other work (the queued copies of those steps find them done)."""
+        from dicom_gateway.tls import client_context
+        from reports.delivery import make_sender
+
+        rt = runtime()
+        alone = replace(rt.batch_policy, size=1)
+        for outcome in rt.inference().infer_batch(instance_id, rt.worker_id, alone):
+            rt.dispatcher.dispatch(outcome.outbox_ids)
+        reports = rt.reports()
+        reports.build_case(rt.case_of(instance_id))
+        needs_tls = any(node.tls for node in rt.settings.sr_destinations)
+        send = make_sender(rt.settings.ae_title, client_context(rt.settings) if needs_tls else None)
+        for delivery_id in rt.pending_deliveries(rt.case_of(instance_id)):
+            reports.deliver(delivery_id, send)
 
     @app.task(name="reports.build_case", **retry_policy)
     def build_report(case_id: int) -> None:

@@ -137,3 +137,52 @@ def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(
         if pacs is not None:
             pacs.terminate()
             pacs.wait(10)
+
+
+def test_an_urgent_source_overtakes_a_backlog(fundus_photo: Path, tmp_path: Path) -> None:
+    pacs_port, port, inbox = free_port(), free_port(), tmp_path / "pacs"
+    inbox.mkdir()
+    env = dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+        EYESCREEN_DICOM_PORT=str(port),
+        EYESCREEN_DICOM_HOST="127.0.0.1",
+        EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
+        EYESCREEN_URGENT_SOURCES="ERCAM",
+        EYESCREEN_WORKER_CONCURRENCY="1",
+        EYESCREEN_INFERENCE_BATCH_SIZE="1",
+    )
+    log = tmp_path / "service.log"
+    service = start_service(env, log)
+    pacs = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(pacs_port)],
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)]
+        wait_for(lambda: run(echo).returncode == 0, 60, "the gateway", log)
+        backlog = [
+            write_photo_dicom(fundus_photo, tmp_path / f"b{n}.dcm", patient_id=f"B{n}")
+            and tmp_path / f"b{n}.dcm"
+            for n in range(40)
+        ]
+        urgent = write_photo_dicom(fundus_photo, tmp_path / "u.dcm", patient_id="URGENT")
+        assert storescu(port, backlog).returncode == 0
+        assert storescu(port, [tmp_path / "u.dcm"], calling="ERCAM").returncode == 0
+
+        def urgent_arrived() -> bool:
+            return any(
+                urgent.SOPInstanceUID in p.read_bytes().decode("latin-1") for p in inbox.iterdir()
+            )
+
+        wait_for(urgent_arrived, 120, "the urgent SR", log)
+        assert len(list(inbox.iterdir())) < 30, "the urgent image waited behind the backlog"
+        lane = [
+            line for line in log.read_text().splitlines() if "Task screening.infer_urgent" in line
+        ]
+        assert lane and all(line.split()[2] == "urgent" for line in lane), lane
+    finally:
+        service.send_signal(signal.SIGINT)
+        service.wait(60)
+        pacs.terminate()
+        pacs.wait(10)
