@@ -27,9 +27,12 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        self._spawn("worker", "worker", f"--concurrency={self.workers}")
         if self.settings.urgent_sources:  # a lane of its own: never behind a backlog
             self._spawn("urgent", "worker", "--queues=urgent", "--concurrency=1")
+            main_queues = "--queues=inference,reports,housekeeping"
+        else:
+            main_queues = "--queues=urgent,inference,reports,housekeeping"
+        self._spawn("worker", "worker", f"--concurrency={self.workers}", main_queues)
         self._spawn("gateway", "gateway")
         log.info(
             "eyescreen up: DICOM %s on port %d, data in %s (Ctrl-C stops)",

@@ -52,8 +52,8 @@ def gradcam_grid(predictor: Predictor, samples: list[Sample], out: Path, count: 
         for axis in row:
             axis.axis("off")
     fig.suptitle("Grad-CAM: where the model looked for its most specific finding", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    fig.savefig(out, dpi=72)
     plt.close(fig)
 
 

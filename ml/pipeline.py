@@ -337,8 +337,9 @@ def evaluate_checkpoint(
     if figures:
         from ml.figures import gradcam_grid, tsne_map
 
-        gradcam_grid(predictor, samples, out_dir / "gradcam.png")
-        tsne_map(predictor, samples[:1500], out_dir / "tsne.png")
+        shuffled = [samples[i] for i in np.random.default_rng(0).permutation(len(samples))]
+        gradcam_grid(predictor, shuffled, out_dir / "gradcam.png")
+        tsne_map(predictor, shuffled[:1500], out_dir / "tsne.png")
     return summary
 
 
