@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,16 +32,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 
+from bench.common import DCMTK_ENV, SHARED, free_port, wait_for_echo  # noqa: E402
 from dicom_gateway.photos import photo_to_dataset  # noqa: E402
-
-SHARED = Path(os.environ.get("EYESCREEN_SHARED", REPO.parent / "shared"))
-DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def photos(count: int) -> list[Path]:
@@ -93,12 +84,7 @@ class Pipeline:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]
-        deadline = time.monotonic() + 120
-        while subprocess.run(echo, capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.5)
+        wait_for_echo(self.port)
 
     def send(self, files: list[Path]) -> None:
         command = ["/usr/bin/storescu", "-xy", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,33 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
+from bench.common import DCMTK_ENV, SHARED, free_port, wait_for_echo  # noqa: E402
 from dicom_gateway.photos import photo_to_dataset  # noqa: E402
 from tests.dicom_peers import storescu_config  # noqa: E402
-
-SHARED = Path(os.environ.get("EYESCREEN_SHARED", REPO.parent / "shared"))
-DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (
-            subprocess.run(
-                ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)],
-                capture_output=True,
-                env=DCMTK_ENV,
-            ).returncode
-            == 0
-        ):
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"nothing answered C-ECHO on port {port}")
 
 
 def build_files(count: int, folder: Path, camera_px: int = 0) -> list[Path]:
@@ -106,7 +81,7 @@ def run_storescp(files: list[Path], associations: int, work: Path) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_listening(port)
+        wait_for_echo(port)
         return send(port, files, associations)
     finally:
         proc.terminate()
@@ -132,7 +107,7 @@ def run_gateway(files: list[Path], associations: int, work: Path, profile: str) 
     log = (work / f"gateway-{associations}.log").open("wb")
     proc = subprocess.Popen([*eyescreen, "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_listening(port)
+        wait_for_echo(port)
         return send(port, files, associations)
     finally:
         proc.terminate()

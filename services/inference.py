@@ -106,8 +106,9 @@ class InferenceService:
     def _claim(self, instance_id: int, worker: str, policy: BatchPolicy) -> list[int] | None:
         """Ids this worker now holds, the given one first; None while another worker holds it.
 
-        Claims are conditional UPDATEs, atomic per statement on every backend, so two workers
-        never hold the same image."""
+        The given image is claimed alone and committed; companions are then claimed in one
+        statement over rows locked in id order with SKIP LOCKED (PostgreSQL; SQLite runs one
+        writer at a time), so two workers never hold the same image nor wait on each other."""
         now = utcnow()
         free = or_(Instance.claimed_at.is_(None), Instance.claimed_at < now - policy.lease)
         with transaction(self.sessions) as session:
@@ -122,30 +123,38 @@ class InferenceService:
                 # Done already (or unknown): infer() reports it without work. Else: held.
                 return [instance_id] if state != InstanceState.RECEIVED else None
             route = session.scalar(select(Instance.route).where(Instance.id == instance_id))
-            candidates = select(Instance.id).where(
-                Instance.state == InstanceState.RECEIVED,
-                Instance.route == route,
-                Instance.id != instance_id,
-                free,
-            )
-            candidate_ids = list(
-                session.scalars(candidates.order_by(Instance.id).limit(policy.size - 1))
-            )
-            companions: list[int] = []
-            if candidate_ids:
-                session.execute(
-                    update(Instance)
-                    .where(Instance.id.in_(candidate_ids), Instance.state == InstanceState.RECEIVED)
-                    .where(free)
-                    .values(claimed_by=worker, claimed_at=now)
+        if policy.size == 1:
+            return [instance_id]
+        with transaction(self.sessions) as session:
+            candidates = list(
+                session.scalars(
+                    select(Instance.id)
+                    .where(
+                        Instance.state == InstanceState.RECEIVED,
+                        Instance.route == route,
+                        Instance.id != instance_id,
+                        free,
+                    )
+                    .order_by(Instance.id)
+                    .limit(policy.size - 1)
+                    .with_for_update(skip_locked=True)
                 )
-                companions = list(
-                    session.scalars(
-                        select(Instance.id).where(
-                            Instance.id.in_(candidate_ids), Instance.claimed_by == worker
-                        )
+            )
+            if not candidates:
+                return [instance_id]
+            session.execute(
+                update(Instance)
+                .where(Instance.id.in_(candidates), Instance.state == InstanceState.RECEIVED)
+                .where(free)
+                .values(claimed_by=worker, claimed_at=now)
+            )
+            companions = list(
+                session.scalars(
+                    select(Instance.id).where(
+                        Instance.id.in_(candidates), Instance.claimed_by == worker
                     )
                 )
+            )
         return [instance_id, *companions]
 
     def _release(self, instance_ids: list[int], worker: str) -> None:

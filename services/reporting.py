@@ -13,7 +13,7 @@ attempts, re-sent by an operator (``eyescreen reports retry``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -220,17 +220,9 @@ class ReportService:
         predecessor = session.scalar(
             select(Report).where(Report.case_pk == case_id).order_by(Report.id.desc())
         )
-        study, patient = case.study, case.study.patient
         content = CaseReport(
             case_id=case_id,
-            patient=Patient(
-                patient.name,
-                patient.patient_id,
-                patient.birth_date,
-                patient.sex,
-                study.study_date,
-                study.accession_number,
-            ),
+            patient=_patient(case),
             images=tuple(self._image_result(p) for p in predictions),
             verdict=self._verdict(decision) if decision else None,
             predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
@@ -254,10 +246,7 @@ class ReportService:
             .order_by(Prediction.id)
         ):
             latest[prediction.instance_pk] = prediction
-        order = {"R": 0, "L": 1}
-        return sorted(
-            latest.values(), key=lambda p: (order.get(p.instance.laterality, 2), p.instance_pk)
-        )
+        return _reading_order(latest.values())
 
     def _image_result(self, prediction: Prediction) -> ImageResult:
         instance = prediction.instance
@@ -323,27 +312,13 @@ class ReportService:
 
     def _content_of(self, session: Session, report: Report) -> CaseReport:
         """What an existing report says, rebuilt from its rows (for the PDF)."""
-        case = report.case
-        study, patient = case.study, case.study.patient
         decision = (
             session.get(ArbitrationDecision, report.decision_pk) if report.decision_pk else None
         )
-        order = {"R": 0, "L": 1}
-        predictions = sorted(
-            report.predictions,
-            key=lambda p: (order.get(p.instance.laterality, 2), p.instance_pk),
-        )
         return CaseReport(
-            case_id=case.id,
-            patient=Patient(
-                patient.name,
-                patient.patient_id,
-                patient.birth_date,
-                patient.sex,
-                study.study_date,
-                study.accession_number,
-            ),
-            images=tuple(self._image_result(p) for p in predictions),
+            case_id=report.case_pk,
+            patient=_patient(report.case),
+            images=tuple(self._image_result(p) for p in _reading_order(report.predictions)),
             verdict=self._verdict(decision) if decision else None,
         )
 
@@ -408,6 +383,24 @@ class ReportService:
                 error,
             )
             return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=error)
+
+
+def _patient(case: ScreeningCase) -> Patient:
+    study, patient = case.study, case.study.patient
+    return Patient(
+        patient.name,
+        patient.patient_id,
+        patient.birth_date,
+        patient.sex,
+        study.study_date,
+        study.accession_number,
+    )
+
+
+def _reading_order(predictions: Iterable[Prediction]) -> list[Prediction]:
+    """Right eye first, then left, then images without laterality; by arrival within each."""
+    order = {"R": 0, "L": 1}
+    return sorted(predictions, key=lambda p: (order.get(p.instance.laterality, 2), p.instance_pk))
 
 
 def requeue_dead(session: Session, delivery_ids: Sequence[int] | None = None) -> list[int]:

@@ -7,9 +7,31 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from dicom_gateway.photos import photo_to_dataset
+from reports.sr import encode
+from services.ingest import ReceivedImage
 
 
 def write_photo_dicom(photo: Path, target: Path, **kwargs: object) -> Dataset:
     ds = photo_to_dataset(photo, **kwargs)  # type: ignore[arg-type]
     ds.save_as(target, enforce_file_format=True)
     return ds
+
+
+def received_photo(
+    photo: Path, patient_id: str, calling_ae: str = "", cut_short: bool = False
+) -> ReceivedImage:
+    """What the gateway would hand the ingest service for this photograph (as a fundus OP);
+    ``cut_short`` keeps half the bytes, as a broken transfer would."""
+    ds = photo_to_dataset(photo, patient_id=patient_id)
+    data = encode(ds)
+    return ReceivedImage(
+        sop_instance_uid=ds.SOPInstanceUID,
+        sop_class_uid=ds.SOPClassUID,
+        study_instance_uid=ds.StudyInstanceUID,
+        series_instance_uid=ds.SeriesInstanceUID,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        route="fundus",
+        encoded=data[: len(data) // 2] if cut_short else data,
+        patient_id=patient_id,
+        calling_ae=calling_ae,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,3 +58,27 @@ def eyescreen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
         timeout=120,
         check=False,
     )
+
+
+def service_env(tmp_path: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a service under test: data in ``tmp_path/var``, DICOM on ``port``;
+    ``settings`` are EYESCREEN_* variables without the prefix, in lower case."""
+    env = dict(
+        os.environ,
+        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+        EYESCREEN_DICOM_PORT=str(port),
+        EYESCREEN_DICOM_HOST="127.0.0.1",
+    )
+    env.update({f"EYESCREEN_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+def stop_service(service: subprocess.Popen[bytes]) -> int:
+    """Ctrl-C, as an operator would; killed if it has not stopped within a minute."""
+    service.send_signal(signal.SIGINT)
+    try:
+        return service.wait(60)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait(10)
+        pytest.fail("eyescreen up did not stop on Ctrl-C within 60 s")

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
-from dicom_gateway.photos import photo_to_dataset
-from reports.sr import encode
 from services.db.base import utcnow
 from services.db.models import Instance, InstanceState, Prediction, Report
 from services.db.session import transaction
 from services.inference import BatchPolicy
-from services.ingest import IngestService, ReceivedImage
+from services.ingest import IngestService
 from services.settings import Settings
 from tests.conftest import FUNDUS, needs_shared_data
+from tests.dicom_files import received_photo
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -38,23 +37,10 @@ def runtime(database_url: str, tmp_path: Path) -> Iterator[WorkerRuntime]:
 
 def _receive(runtime: WorkerRuntime, photos: list[Path], corrupt: int | None = None) -> list[int]:
     ingest = IngestService(runtime.sessions, runtime.images)
-    ids = []
-    for n, photo in enumerate(photos):
-        ds = photo_to_dataset(photo, patient_id=f"B{n}")
-        data = encode(ds)
-        if n == corrupt:
-            data = data[: len(data) // 2]  # the pixel data cut short
-        image = ReceivedImage(
-            ds.SOPInstanceUID,
-            ds.SOPClassUID,
-            ds.StudyInstanceUID,
-            ds.SeriesInstanceUID,
-            str(ds.file_meta.TransferSyntaxUID),
-            "fundus",
-            data,
-        )
-        ids.append(ingest.accept(image).instance_id)
-    return ids
+    return [
+        ingest.accept(received_photo(photo, f"B{n}", cut_short=n == corrupt)).instance_id
+        for n, photo in enumerate(photos)
+    ]
 
 
 def _photos(count: int) -> list[Path]:

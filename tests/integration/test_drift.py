@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dicom_gateway.photos import photo_to_dataset
 from eyescreen.database import upgrade
-from reports.sr import encode
 from services import drift
-from services.ingest import IngestService, ReceivedImage
+from services.ingest import IngestService
 from services.settings import Settings
 from tests.conftest import FUNDUS, needs_shared_data
+from tests.dicom_files import received_photo
 from tests.service_harness import eyescreen
 from worker.runtime import WorkerRuntime
 
@@ -44,17 +43,7 @@ def test_a_camera_that_turned_dark_is_flagged(tmp_path: Path) -> None:
                 dim = (np.asarray(picture.convert("RGB")) * 0.45).astype(np.uint8)
             source = tmp_path / f"dim-{n}.png"
             Image.fromarray(dim).save(source)
-        ds = photo_to_dataset(source, patient_id=f"D{n}")
-        image = ReceivedImage(
-            ds.SOPInstanceUID,
-            ds.SOPClassUID,
-            ds.StudyInstanceUID,
-            ds.SeriesInstanceUID,
-            str(ds.file_meta.TransferSyntaxUID),
-            "fundus",
-            encode(ds),
-            calling_ae=camera,
-        )
+        image = received_photo(source, f"D{n}", calling_ae=camera)
         ids.append(ingest.accept(image).instance_id)
     for start in range(0, len(ids), 16):
         runtime.inference().infer(ids[start : start + 16])

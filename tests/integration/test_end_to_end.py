@@ -6,8 +6,6 @@ SQLite broker) and on the production profile (PostgreSQL and Redis).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +16,14 @@ from pydicom import dcmread
 from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
-from tests.service_harness import eyescreen, pacs, start_service, wait_for
+from tests.service_harness import (
+    eyescreen,
+    pacs,
+    service_env,
+    start_service,
+    stop_service,
+    wait_for,
+)
 
 __all__ = ["pacs"]
 
@@ -35,13 +40,7 @@ def test_photo_in_structured_report_out(
 ) -> None:
     pacs_port, inbox = pacs
     port = free_port()
-    env = dict(
-        os.environ,
-        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
-        EYESCREEN_DICOM_PORT=str(port),
-        EYESCREEN_DICOM_HOST="127.0.0.1",
-        EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
-    )
+    env = service_env(tmp_path, port, sr_destinations=f"PACS@127.0.0.1:{pacs_port}")
     if profile == "postgres-redis":
         env["EYESCREEN_DATABASE_URL"] = request.getfixturevalue("postgres_url")
         env["EYESCREEN_BROKER_URL"] = request.getfixturevalue("redis_url")
@@ -85,13 +84,8 @@ def test_photo_in_structured_report_out(
         assert len(list(inbox.iterdir())) == 1  # exactly once
         assert "Doe" not in log.read_text() and "E2E-1" not in log.read_text()  # no PHI in logs
     finally:
-        service.send_signal(signal.SIGINT)
-        try:
-            service.wait(60)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            pytest.fail("eyescreen up did not stop on Ctrl-C within 60 s")
-    assert service.returncode == 0, log.read_text()[-3000:]
+        code = stop_service(service)
+    assert code == 0, log.read_text()[-3000:]
 
 
 def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(
@@ -99,14 +93,12 @@ def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(
 ) -> None:
     pacs_port, port, inbox = free_port(), free_port(), tmp_path / "pacs"
     inbox.mkdir()
-    env = dict(
-        os.environ,
-        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
-        EYESCREEN_DICOM_PORT=str(port),
-        EYESCREEN_DICOM_HOST="127.0.0.1",
-        EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
-        EYESCREEN_SR_RETRY_BASE_S="1",
-        EYESCREEN_PDF_REPORTS="false",
+    env = service_env(
+        tmp_path,
+        port,
+        sr_destinations=f"PACS@127.0.0.1:{pacs_port}",
+        sr_retry_base_s="1",
+        pdf_reports="false",
     )
     log = tmp_path / "service.log"
     service = start_service(env, log)
@@ -132,8 +124,7 @@ def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(
         listing = eyescreen("reports", "list", env=env).stdout
         assert " delivered " in listing
     finally:
-        service.send_signal(signal.SIGINT)
-        service.wait(60)
+        stop_service(service)
         if pacs is not None:
             pacs.terminate()
             pacs.wait(10)
@@ -142,15 +133,13 @@ def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(
 def test_an_urgent_source_overtakes_a_backlog(fundus_photo: Path, tmp_path: Path) -> None:
     pacs_port, port, inbox = free_port(), free_port(), tmp_path / "pacs"
     inbox.mkdir()
-    env = dict(
-        os.environ,
-        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
-        EYESCREEN_DICOM_PORT=str(port),
-        EYESCREEN_DICOM_HOST="127.0.0.1",
-        EYESCREEN_SR_DESTINATIONS=f"PACS@127.0.0.1:{pacs_port}",
-        EYESCREEN_URGENT_SOURCES="ERCAM",
-        EYESCREEN_WORKER_CONCURRENCY="1",
-        EYESCREEN_INFERENCE_BATCH_SIZE="1",
+    env = service_env(
+        tmp_path,
+        port,
+        sr_destinations=f"PACS@127.0.0.1:{pacs_port}",
+        urgent_sources="ERCAM",
+        worker_concurrency="1",
+        inference_batch_size="1",
     )
     log = tmp_path / "service.log"
     service = start_service(env, log)
@@ -182,7 +171,6 @@ def test_an_urgent_source_overtakes_a_backlog(fundus_photo: Path, tmp_path: Path
         ]
         assert lane and all(line.split()[2] == "urgent" for line in lane), lane
     finally:
-        service.send_signal(signal.SIGINT)
-        service.wait(60)
+        stop_service(service)
         pacs.terminate()
         pacs.wait(10)

@@ -5,8 +5,6 @@ test_gateway.py."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from tests.conftest import REDIS_URL, free_port, require_service, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
 from tests.gateway_harness import Gateway
-from tests.service_harness import start_service, wait_for
+from tests.service_harness import start_service, stop_service, wait_for
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -101,10 +99,6 @@ def test_broker_down_image_accepted_and_processed_after_it_returns(
         time.sleep(2)
         assert count(Prediction) == 1
     finally:
-        service.send_signal(signal.SIGINT)
-        try:
-            service.wait(60)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_service(service)
         proxy.down()
         engine.dispose()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,7 @@ from services.settings import Settings
 from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
-from tests.service_harness import start_service, wait_for
+from tests.service_harness import service_env, start_service, stop_service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +37,12 @@ def _metric(text: str, line_start: str) -> float:
 
 def test_metrics_and_health_of_a_running_service(fundus_photo: Path, tmp_path: Path) -> None:
     port, worker_port, gateway_port = free_port(), free_port(), free_port()
-    env = dict(
-        os.environ,
-        EYESCREEN_DATA_DIR=str(tmp_path / "var"),
-        EYESCREEN_DICOM_PORT=str(port),
-        EYESCREEN_DICOM_HOST="127.0.0.1",
-        EYESCREEN_METRICS_PORT=str(worker_port),
-        EYESCREEN_GATEWAY_METRICS_PORT=str(gateway_port),
-        EYESCREEN_PDF_REPORTS="false",
+    env = service_env(
+        tmp_path,
+        port,
+        metrics_port=str(worker_port),
+        gateway_metrics_port=str(gateway_port),
+        pdf_reports="false",
     )
     log = tmp_path / "service.log"
     service = start_service(env, log)
@@ -72,8 +68,7 @@ def test_metrics_and_health_of_a_running_service(fundus_photo: Path, tmp_path: P
             status, body = _get(ops_port, "/healthz")
             assert status == 200 and json.loads(body)["healthy"], body
     finally:
-        service.send_signal(signal.SIGINT)
-        service.wait(60)
+        stop_service(service)
 
 
 def test_health_says_which_dependency_is_down(tmp_path: Path) -> None:
