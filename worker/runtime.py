@@ -205,14 +205,19 @@ class WorkerRuntime:
         with self.sessions() as session:
             report = session.get_one(Report, report_id)
             todo = [
-                (p.id, p.model_version.path, p.instance.sha256, p.findings)
+                (p.id, p.model_version, p.instance.sha256, p.findings)
                 for p in report.predictions
                 if p.heatmap_path is None and p.quality == "gradable"
             ]
         if self._heatmap_maker is None:
             self._heatmap_maker = HeatmapMaker(self.settings.heatmaps_dir)
-        for prediction_id, checkpoint, sha256, findings in todo:
-            predictor = self.predictor_at(Path(checkpoint)).predictor
+        for prediction_id, model, sha256, findings in todo:
+            predictor = self.predictor_at(Path(model.path)).predictor
+            if predictor.sha256 != model.weights_sha256:  # the file was replaced since
+                log.warning(
+                    "prediction %d: its model is no longer on disk; no heatmap", prediction_id
+                )
+                continue
             targets = heatmap_targets(predictor.taxonomy, findings)
             if not targets:
                 continue
