@@ -212,6 +212,9 @@ class WorkerRuntime:
         if self._heatmap_maker is None:
             self._heatmap_maker = HeatmapMaker(self.settings.heatmaps_dir)
         for prediction_id, model, sha256, findings in todo:
+            if not Path(model.path).exists():
+                log.warning("prediction %d: its model file is gone; no heatmap", prediction_id)
+                continue
             predictor = self.predictor_at(Path(model.path)).predictor
             if predictor.sha256 != model.weights_sha256:  # the file was replaced since
                 log.warning(
