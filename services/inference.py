@@ -213,6 +213,9 @@ class InferenceService:
         provenance: dict[str, Any],
     ) -> InferenceOutcome:
         quality = assess(rgb, route)
+        if model.version.endswith("untrained"):
+            # A stand-in without training must never pass anyone: refer, and say why.
+            quality = "ungradable:no_trained_model"
         decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
         received_at = None
         try:

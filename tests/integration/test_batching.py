@@ -148,3 +148,20 @@ def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> N
         pixels = np.asarray(picture.convert("RGB")).astype(int)
     assert pixels.shape[0] == pixels.shape[1] >= 224
     assert pixels[..., 0].std() > 10  # a real map, not a flat overlay
+
+
+def test_a_route_without_a_trained_model_refers_everyone(runtime: WorkerRuntime) -> None:
+    """The anterior route has only an untrained stand-in: its output must never pass anyone."""
+    from dataclasses import replace
+
+    from tests.conftest import ANTERIOR
+
+    photo = sorted((ANTERIOR / "images").rglob("*.jp*g"))[0]
+    ingest = IngestService(runtime.sessions, runtime.images)
+    image = replace(received_photo(photo, "A1"), route="anterior")
+    instance_id = ingest.accept(image).instance_id
+    runtime.inference().infer_batch(instance_id, "w", BatchPolicy())
+    with runtime.sessions() as session:
+        prediction = session.scalars(select(Prediction)).one()
+        assert prediction.model_version.version.endswith("untrained")
+        assert prediction.quality == "ungradable:no_trained_model" and prediction.referral
