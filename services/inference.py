@@ -254,6 +254,8 @@ class InferenceService:
             # Another worker recorded the same (instance, model) first: theirs stands.
             with self.sessions() as session:
                 existing = self._existing(session, instance_id, model.sha256)
+            if existing is None:  # a different conflict: never leave the image unread
+                raise
             return InferenceOutcome(instance_id, existing)
         if quality != GRADABLE:
             log.info("instance %d is %s: referred", instance_id, quality)
@@ -266,7 +268,9 @@ class InferenceService:
         row = session.scalar(
             select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256)
         )
-        if row is None:
+        if row is not None:
+            return row
+        try:
             with session.begin_nested():
                 row = ModelVersion(
                     name=model.name,
@@ -277,7 +281,11 @@ class InferenceService:
                     path=self.model_path_for_route(route),
                 )
                 session.add(row)
-        return row
+            return row
+        except IntegrityError:  # another worker recorded this model at the same moment
+            return session.scalars(
+                select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256)
+            ).one()
 
     @staticmethod
     def _existing(session: Session, instance_id: int, sha256: str) -> int | None:

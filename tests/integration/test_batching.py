@@ -119,7 +119,9 @@ def test_two_workers_on_one_burst_give_each_image_exactly_one_prediction(
     for thread in threads:
         thread.join(120)
     assert errors == []
-    assert _predictions(runtime) == {instance_id: 1 for instance_id in ids}
+    with runtime.sessions() as session:
+        states = session.execute(select(Instance.id, Instance.state, Instance.error)).all()
+    assert _predictions(runtime) == {instance_id: 1 for instance_id in ids}, states
 
 
 def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> None:
