@@ -12,6 +12,7 @@ attempts, re-sent by an operator (``eyescreen reports retry``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -210,9 +211,10 @@ class ReportService:
             .where(ArbitrationDecision.case_pk == case_id)
             .order_by(ArbitrationDecision.id.desc())
         )
-        key = "p:" + ",".join(str(p.id) for p in predictions)
+        said = "p:" + ",".join(str(p.id) for p in predictions)
         if decision is not None:
-            key += f";d:{decision.id}"
+            said += f";d:{decision.id}"
+        key = hashlib.sha256(said.encode()).hexdigest()  # fixed length, however many images
         if session.scalar(
             select(Report.id).where(Report.case_pk == case_id, Report.content_key == key)
         ):

@@ -175,7 +175,7 @@ class Prediction(Base):
     thresholds: Mapped[dict[str, float]] = mapped_column(JSON)
     top3: Mapped[list[str]] = mapped_column(JSON)
     referral: Mapped[bool] = mapped_column(Boolean)
-    quality: Mapped[str] = mapped_column(String(16), default="gradable")
+    quality: Mapped[str] = mapped_column(String(32), default="gradable")
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
     heatmap_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
@@ -242,7 +242,8 @@ class Report(Base):
     decision_pk: Mapped[int | None] = mapped_column(
         ForeignKey("arbitration_decision.id"), nullable=True
     )
-    # What the report says, e.g. "p:12,13;d:4": building the same content twice is a no-op.
+    # What the report says (sha256 of e.g. "p:12,13;d:4"; rows from revision 0002 hold the text
+    # itself): building the same content twice is a no-op.
     content_key: Mapped[str] = mapped_column(String(512))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -307,7 +308,7 @@ class GraderRead(Base):
     grader_pk: Mapped[int] = mapped_column(ForeignKey("person.id"))
     findings: Mapped[dict[str, bool]] = mapped_column(JSON)  # taxonomy code -> present
     referral: Mapped[bool] = mapped_column(Boolean)
-    quality: Mapped[str] = mapped_column(String(16), default="gradable")
+    quality: Mapped[str] = mapped_column(String(32), default="gradable")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
