@@ -53,6 +53,10 @@ def register_model(checkpoint: Path) -> None:
         meta, _ = load_checkpoint(checkpoint)
     except Exception as exc:  # torch and our format checks raise many types
         raise click.ClickException(f"{checkpoint} does not load: {exc}") from None
+    if len(str(meta["name"])) > 64 or len(str(meta["version"])) > 32:
+        raise click.ClickException(
+            f"{checkpoint}: name (at most 64 characters) or version (at most 32) is too long"
+        )
     facts = registry.CheckpointFacts(
         name=str(meta["name"]),
         version=str(meta["version"]),
