@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
@@ -77,6 +77,30 @@ class OutboxDispatcher:
         if ids:
             log.info("outbox sweeper re-sending %d message(s)", len(ids))
         return self.dispatch(ids)
+
+
+def take(sessions: sessionmaker[Session], message_id: int) -> tuple[str, list[Any]] | None:
+    """Claim an unsent row to do its work in this process (marking it sent, so it is not also
+    queued); None if it was sent or taken already. Work taken and then lost to a crash is
+    found again by the stale-work sweep."""
+    with transaction(sessions) as session:
+        taken = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None))
+            .values(sent_at=utcnow())
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        message = session.get_one(OutboxMessage, message_id)
+        return message.task_name, list(message.args)
+
+
+def give_back(sessions: sessionmaker[Session], message_id: int) -> None:
+    """Undo ``take``: the row is unsent again, for the queue."""
+    with transaction(sessions) as session:
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == message_id).values(sent_at=None)
+        )
 
 
 class BackgroundDispatch:

@@ -344,6 +344,9 @@ class ReportService:
             delivery = session.get_one(ReportDelivery, delivery_id)
             if delivery.state != DeliveryState.PENDING:
                 return DeliveryOutcome(delivery.state)
+            wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+            if delivery.attempts and wait > 0:  # backing off: not yet
+                return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
             report = delivery.report
             destination = delivery.destination
         try:

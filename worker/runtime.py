@@ -9,24 +9,26 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import registry
-from services.db.models import DeliveryState, Instance, Prediction, Report, ReportDelivery
+from services.db.models import DeliveryState, Prediction, Report, ReportDelivery
 from services.db.session import make_engine, make_session_factory, transaction
 from services.inference import BatchPolicy, InferenceService
-from services.outbox import OutboxDispatcher, Publish
+from services.outbox import OutboxDispatcher, Publish, give_back, take
 from services.reporting import ReportService
 from services.screening import heatmap_targets
 from services.settings import Settings
 from services.storage import ContentStore
+from services.task_names import DELIVER_TASK, REPORT_TASK
 from services.taxonomy import ROUTES
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class WorkerRuntime:
     _checkpoints: dict[str, Path] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _heatmap_maker: Any = field(default=None, init=False)
+    _unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_session_factory(make_engine(self.settings.effective_database_url))
@@ -179,20 +182,55 @@ class WorkerRuntime:
             lambda route: str(model_for(route).predictor.path),
         )
 
-    def case_of(self, instance_id: int) -> int:
-        with self.sessions() as session:
-            return session.get_one(Instance, instance_id).case_pk
+    def follow_up(self, outbox_ids: Iterable[int]) -> None:
+        """Do the work these outbox rows announce (build the case's report, deliver it) here
+        and now, so that one task carries an image from the model to the PACS without queue
+        round trips. Whatever is not done here (PDFs, a failed or backing-off delivery, an
+        error) is handed to the queue as usual; the rows stay the safety net."""
+        pending = list(outbox_ids)
+        while pending:
+            message_id = pending.pop(0)
+            taken = take(self.sessions, message_id)
+            if taken is None:
+                continue
+            task, args = taken
+            try:
+                done = self._follow(task, args[0], pending)
+            except Exception:  # handed to the queue, which retries with backoff
+                log.exception("inline %s(%s) failed; queued instead", task, args[0])
+                done = False
+            if not done:
+                give_back(self.sessions, message_id)
+                self.dispatcher.dispatch([message_id])
 
-    def pending_deliveries(self, case_id: int) -> list[int]:
+    def _follow(self, task: str, argument: int, pending: list[int]) -> bool:
+        if task == REPORT_TASK:
+            pending.extend(self.reports().build_case(argument))
+            return True
+        if task == DELIVER_TASK:
+            destination = self.delivery_destination(argument)
+            if time.monotonic() < self._unreachable_until.get(destination, 0.0):
+                return False  # failed a moment ago: let the queue's backoff deal with it
+            outcome = self.reports().deliver(argument, self.sender())
+            if outcome.state == DeliveryState.PENDING:
+                self._unreachable_until[destination] = time.monotonic() + 60
+                return False
+            return True
+        return False  # PDFs and the rest: not on the path to the PACS
+
+    def delivery_destination(self, delivery_id: int) -> str:
         with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(ReportDelivery.id)
-                    .join(Report)
-                    .where(Report.case_pk == case_id)
-                    .where(ReportDelivery.state == DeliveryState.PENDING)
-                )
-            )
+            return session.get_one(ReportDelivery, delivery_id).destination
+
+    def sender(self):  # type: ignore[no-untyped-def]
+        """C-STORE to the destinations, over TLS where a destination asks for it."""
+        from dicom_gateway.tls import client_context
+        from reports.delivery import make_sender
+
+        needs_tls = any(node.tls for node in self.settings.sr_destinations)
+        return make_sender(
+            self.settings.ae_title, client_context(self.settings) if needs_tls else None
+        )
 
     def explain_report(self, report_id: int) -> None:
         """Grad-CAM heatmaps for the report's predictions that lack one, each made with the

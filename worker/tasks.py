@@ -35,30 +35,20 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
     def infer(instance_id: int) -> None:
         rt = runtime()
         for outcome in rt.inference().infer_batch(instance_id, rt.worker_id, rt.batch_policy):
-            rt.dispatcher.dispatch(outcome.outbox_ids)
+            rt.follow_up(outcome.outbox_ids)  # report and delivery right here when they can
 
     @app.task(name="screening.infer_urgent", **retry_policy)
     def infer_urgent(instance_id: int) -> None:
-        """The urgent lane: this image alone, then its report built and sent right here rather
-        than queued behind other work (the queued copies of those steps find them done)."""
-        from dicom_gateway.tls import client_context
-        from reports.delivery import make_sender
-
+        """The urgent lane: this image alone, its report built and sent right here."""
         rt = runtime()
         alone = replace(rt.batch_policy, size=1)
         for outcome in rt.inference().infer_batch(instance_id, rt.worker_id, alone):
-            rt.dispatcher.dispatch(outcome.outbox_ids)
-        reports = rt.reports()
-        reports.build_case(rt.case_of(instance_id))
-        needs_tls = any(node.tls for node in rt.settings.sr_destinations)
-        send = make_sender(rt.settings.ae_title, client_context(rt.settings) if needs_tls else None)
-        for delivery_id in rt.pending_deliveries(rt.case_of(instance_id)):
-            reports.deliver(delivery_id, send)
+            rt.follow_up(outcome.outbox_ids)
 
     @app.task(name="reports.build_case", **retry_policy)
     def build_report(case_id: int) -> None:
         rt = runtime()
-        rt.dispatcher.dispatch(rt.reports().build_case(case_id))
+        rt.follow_up(rt.reports().build_case(case_id))
 
     @app.task(name="reports.render_pdf", **retry_policy)
     def render_pdf(report_id: int) -> None:
@@ -68,13 +58,8 @@ def register_tasks(app: Celery, runtime: Callable[[], WorkerRuntime]) -> None:
 
     @app.task(name="reports.deliver", bind=True, **retry_policy)
     def deliver_report(self: Task, delivery_id: int) -> None:
-        from dicom_gateway.tls import client_context
-        from reports.delivery import make_sender
-
         rt = runtime()
-        needs_tls = any(node.tls for node in rt.settings.sr_destinations)
-        tls = client_context(rt.settings) if needs_tls else None
-        outcome = rt.reports().deliver(delivery_id, make_sender(rt.settings.ae_title, tls))
+        outcome = rt.reports().deliver(delivery_id, rt.sender())
         if outcome.state == DeliveryState.PENDING and outcome.retry_in_s is not None:
             raise self.retry(countdown=outcome.retry_in_s, max_retries=None)
 

@@ -112,7 +112,7 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
         database_url=database_url,
         sr_destinations=f"PACS@127.0.0.1:{pacs_port}",  # type: ignore[arg-type]
         sr_delivery_max_attempts=3,
-        sr_retry_base_s=0.01,
+        sr_retry_base_s=0.2,
     )
     settings.ensure_dirs()
     runtime = WorkerRuntime(settings, publish=lambda name, args: None)
@@ -251,7 +251,13 @@ def test_failure_status_is_retried_then_dead_lettered_then_resent(
         session.commit()
         delivery_id = delivery.id
     send = make_sender("EYESCREEN")
-    outcomes = [world.runtime.reports().deliver(delivery_id, send) for _ in range(3)]
+    outcomes = []
+    for _ in range(3):
+        outcomes.append(world.runtime.reports().deliver(delivery_id, send))
+        if outcomes[-1].state == DeliveryState.PENDING:
+            early = world.runtime.reports().deliver(delivery_id, send)  # during the backoff
+            assert early.state == DeliveryState.PENDING and early.retry_in_s
+            time.sleep(outcomes[-1].retry_in_s or 0)
     assert [o.state for o in outcomes] == [
         DeliveryState.PENDING,
         DeliveryState.PENDING,
@@ -351,7 +357,9 @@ def test_delivery_over_dicom_tls_to_dcmtk(world: World, pki: Path, tmp_path: Pat
             delivery = session.scalars(select(ReportDelivery)).one()
             delivery.destination = f"PACS@127.0.0.1:{port}"  # plain TCP to a TLS port
             delivery_id = delivery.id
-        assert world.runtime.reports().deliver(delivery_id, send).state == DeliveryState.PENDING
+        failed = world.runtime.reports().deliver(delivery_id, send)
+        assert failed.state == DeliveryState.PENDING
+        time.sleep(failed.retry_in_s or 0)  # its backoff
         with transaction(world.runtime.sessions) as session:
             session.get_one(ReportDelivery, delivery_id).destination = f"PACS@127.0.0.1:{port}+tls"
         outcome = world.runtime.reports().deliver(delivery_id, send)
