@@ -94,6 +94,7 @@ class WorkerRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _heatmap_maker: Any = field(default=None, init=False)
     _unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
+    _sender: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_session_factory(make_engine(self.settings.effective_database_url))
@@ -223,14 +224,16 @@ class WorkerRuntime:
             return session.get_one(ReportDelivery, delivery_id).destination
 
     def sender(self):  # type: ignore[no-untyped-def]
-        """C-STORE to the destinations, over TLS where a destination asks for it."""
+        """C-STORE to the destinations, over TLS where a destination asks for it; made once
+        per process (loading certificates for every delivery would sit on the hot path)."""
         from dicom_gateway.tls import client_context
         from reports.delivery import make_sender
 
-        needs_tls = any(node.tls for node in self.settings.sr_destinations)
-        return make_sender(
-            self.settings.ae_title, client_context(self.settings) if needs_tls else None
-        )
+        if self._sender is None:
+            needs_tls = any(node.tls for node in self.settings.sr_destinations)
+            tls = client_context(self.settings) if needs_tls else None
+            self._sender = make_sender(self.settings.ae_title, tls)
+        return self._sender
 
     def explain_report(self, report_id: int) -> None:
         """Grad-CAM heatmaps for the report's predictions that lack one, each made with the
