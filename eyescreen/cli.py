@@ -174,7 +174,20 @@ def db_downgrade(revision: str) -> None:
 
 def _training_options(fn):  # type: ignore[no-untyped-def]
     options = [
-        click.option("--manifest", type=click.Path(exists=True, path_type=Path), required=True),
+        click.option(
+            "--manifest",
+            "manifests",
+            type=click.Path(exists=True, path_type=Path),
+            required=True,
+            multiple=True,
+            help="manifest CSV (repeat to combine several; paths relative to each one's folder)",
+        ),
+        click.option(
+            "--label-map",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="JSON mapping your label words to taxonomy codes (default: the shipped one)",
+        ),
         click.option(
             "--images",
             type=click.Path(exists=True, path_type=Path),
@@ -232,32 +245,35 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
     "--thresholds-from",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="metrics.json of a cross-validation: its per-class thresholds and metrics",
+    help="metrics.json of a cross-validation: its operating point, calibration, not-assessed "
+    "classes and metrics",
 )
+@click.option("--flip-tta", is_flag=True, help="average each photograph with its mirror image")
 def train(
-    manifest: Path,
+    manifests: tuple[Path, ...],
+    label_map: Path | None,
     images: Path | None,
     taxonomy_name: str,
     out: Path,
     version: str,
     cache_dir: Path,
     thresholds_from: Path | None,
+    flip_tta: bool,
     **kw: object,
 ) -> None:
     """Train a hierarchical model on a manifest and write a checkpoint."""
     import json
 
     from eyescreen.logging_setup import configure_logging
-    from ml.pipeline import load_samples, train_final
+    from ml.pipeline import load_samples, operating_meta, train_final
     from services.taxonomy import load_taxonomy
 
     configure_logging("train")
     taxonomy = load_taxonomy(taxonomy_name)
-    samples = load_samples(manifest, images, taxonomy)
-    extra = {}
+    samples = load_samples(list(manifests), images, taxonomy, label_map)
+    extra: dict[str, Any] = {"inference": {"flip_tta": flip_tta}}
     if thresholds_from:
-        cv = json.loads(thresholds_from.read_text())
-        extra = {"thresholds": cv["thresholds"], "metrics": {"cross_validation": cv}}
+        extra |= operating_meta(json.loads(thresholds_from.read_text()), flip_tta)
     sha, history = train_final(
         samples,
         taxonomy,
@@ -277,31 +293,74 @@ def train(
 @_training_options
 @click.option("--folds", type=int, default=5)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="results folder")
-@click.option("--target-sensitivity", type=float, default=0.9)
+@click.option(
+    "--target-sensitivity",
+    type=float,
+    default=0.95,
+    help="referral sensitivity the operating point must reach",
+)
+@click.option(
+    "--min-positive",
+    type=int,
+    default=30,
+    help="classes with fewer positive eyes are not assessed",
+)
+@click.option("--by-source", is_flag=True, help="one fold per source: each source held out in turn")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 def cross_validate_cmd(
-    manifest: Path,
+    manifests: tuple[Path, ...],
+    label_map: Path | None,
     images: Path | None,
     taxonomy_name: str,
     folds: int,
     out: Path,
     target_sensitivity: float,
+    min_positive: int,
+    by_source: bool,
+    json_path: Path | None,
     **kw: object,
 ) -> None:
     """Patient-grouped k-fold cross-validation with flat baselines on the same folds."""
+    import shutil
+
     from eyescreen.logging_setup import configure_logging
-    from ml.pipeline import cross_validate, load_samples
+    from ml.crossval import cross_validate
+    from ml.data import source_folds
+    from ml.pipeline import load_samples
     from services.taxonomy import load_taxonomy
 
     configure_logging("cv")
     taxonomy = load_taxonomy(taxonomy_name)
-    samples = load_samples(manifest, images, taxonomy)
-    cross_validate(samples, taxonomy, _train_config(**kw), out, folds, target_sensitivity)
+    samples = load_samples(list(manifests), images, taxonomy, label_map)
+    fold_of = source_folds(samples)[0] if by_source else None
+    cross_validate(
+        samples,
+        taxonomy,
+        _train_config(**kw),
+        out,
+        folds,
+        target_sensitivity,
+        min_positive,
+        folds=fold_of,
+        split="each source held out in turn" if by_source else None,
+    )
+    if json_path is not None:
+        shutil.copyfile(out / "metrics.json", json_path)
     click.echo((out / "metrics.md").read_text())
 
 
 @main.command()
-@click.option("--manifest", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "--manifest",
+    "manifests",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    multiple=True,
+)
 @click.option("--images", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--label-map", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--figures/--no-figures", default=True, help="Grad-CAM grid and t-SNE map")
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),
@@ -311,9 +370,19 @@ def cross_validate_cmd(
 @click.option("--route", type=click.Choice(["fundus", "anterior"]), default="fundus")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def evaluate(
-    manifest: Path, images: Path | None, checkpoint: Path | None, route: str, out: Path
+    manifests: tuple[Path, ...],
+    images: Path | None,
+    label_map: Path | None,
+    json_path: Path | None,
+    figures: bool,
+    checkpoint: Path | None,
+    route: str,
+    out: Path,
 ) -> None:
-    """Evaluate one checkpoint on a manifest (tables, ROC, confusion, calibration)."""
+    """Evaluate one checkpoint on a manifest: referral sensitivity and specificity per eye and
+    patient, tables, ROC, confusion, calibration."""
+    import shutil
+
     from eyescreen.logging_setup import configure_logging
     from ml.pipeline import evaluate_checkpoint, load_samples
     from ml.predictor import resolve_checkpoint
@@ -324,8 +393,10 @@ def evaluate(
     path = checkpoint or resolve_checkpoint(
         route, getattr(settings, f"{route}_checkpoint"), settings.data_path / "models"
     )
-    samples = load_samples(manifest, images, load_taxonomy(route))
-    evaluate_checkpoint(path, samples, out, settings.device)
+    samples = load_samples(list(manifests), images, load_taxonomy(route), label_map)
+    evaluate_checkpoint(path, samples, out, settings.device, figures=figures)
+    if json_path is not None:
+        shutil.copyfile(out / "metrics.json", json_path)
     click.echo((out / "metrics.md").read_text())
 
 

@@ -1,9 +1,13 @@
 """Training manifests: reading, label mapping to a taxonomy, merging rows of one eye.
 
 Manifest columns (``../shared/data/fundus/manifest.csv``): file, patient_id, eye, source,
-folder_label, odir_keywords (``;``-separated). A malformed row raises ``ManifestError`` naming
-its line. Labels become taxonomy codes through a mapping file (``services/taxonomies``); every
-positive code's ancestors are positive too.
+folder_label, odir_keywords (``;``-separated); ``group_id``, ``label`` and ``source_repo`` are
+taken for patient_id, folder_label and source (the anterior manifests' names). A malformed row
+raises ``ManifestError`` naming its line. Labels become taxonomy codes through a label map (the
+package's ``services/taxonomies/<taxonomy>_labels.json``, or a hospital's own file with the
+same keys: ``folder_label``, ``odir_keywords``, ``ignore`` for keywords that add nothing,
+``skip_labels`` for folder labels whose rows are left out); every positive code's ancestors are
+positive too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ import numpy as np
 from services.errors import ManifestError
 from services.taxonomy import Taxonomy
 
+# Each column and the other names it is known by, first found wins.
+COLUMN_ALIASES = {
+    "file": ("file",),
+    "patient_id": ("patient_id", "group_id"),
+    "folder_label": ("folder_label", "label"),
+    "source": ("source", "source_repo"),
+}
 REQUIRED_COLUMNS = ("file", "patient_id", "folder_label")
 
 
@@ -29,45 +40,75 @@ class Sample:
     patient_id: str
     eye: str
     codes: frozenset[str]
+    source: str = ""
 
 
-def load_label_map(taxonomy_name: str) -> dict[str, Any]:
+def load_label_map(taxonomy_name: str, path: Path | None = None) -> dict[str, Any]:
+    """The hospital's label map file if given, else the package's one for the taxonomy."""
+    if path is not None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"{path}: cannot read the label map: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("folder_label"), dict):
+            raise ManifestError(f"{path}: a label map needs a 'folder_label' object")
+        return data
     resource = resources.files("services.taxonomies").joinpath(f"{taxonomy_name}_labels.json")
     if not resource.is_file():
         raise ManifestError(f"no label mapping for taxonomy {taxonomy_name!r}")
     return dict(json.loads(resource.read_text()))
 
 
+def _column_names(fieldnames: list[str]) -> dict[str, str]:
+    found = {}
+    for column, aliases in COLUMN_ALIASES.items():
+        for alias in aliases:
+            if alias in fieldnames:
+                found[column] = alias
+                break
+    missing = [c for c in REQUIRED_COLUMNS if c not in found]
+    if missing:
+        raise ManifestError(f"line 1: missing column(s) {', '.join(missing)}")
+    return found
+
+
 def _codes_for_row(row: dict[str, str], label_map: dict[str, Any], line: int) -> set[str]:
     folder = row["folder_label"].strip()
     if folder not in label_map["folder_label"]:
-        raise ManifestError(f"line {line}: unknown folder_label {folder!r}")
+        raise ManifestError(
+            f"line {line}: unknown folder_label {folder!r}; map it in the label map, or list it "
+            "under 'skip_labels'"
+        )
     codes = set(label_map["folder_label"][folder])
     ignored = set(label_map.get("ignore", []))
     for keyword in filter(None, (k.strip() for k in (row.get("odir_keywords") or "").split(";"))):
         if keyword in ignored:
             continue
-        if keyword not in label_map["odir_keywords"]:
+        if keyword not in label_map.get("odir_keywords", {}):
             raise ManifestError(f"line {line}: unknown keyword {keyword!r}; map it or ignore it")
         codes.update(label_map["odir_keywords"][keyword])
     return codes
 
 
-def read_manifest(manifest: Path, images_dir: Path, taxonomy: Taxonomy) -> list[Sample]:
+def read_manifest(
+    manifest: Path, images_dir: Path, taxonomy: Taxonomy, label_map_path: Path | None = None
+) -> list[Sample]:
     """One sample per eye; rows of the same eye are merged into one multi-label target."""
-    label_map = load_label_map(taxonomy.name)
+    label_map = load_label_map(taxonomy.name, label_map_path)
+    skipped_labels = set(label_map.get("skip_labels", []))
     normal_leaves = {n.code for n in taxonomy.nodes if n.normal}
-    merged: dict[tuple[str, str], tuple[Path, set[str]]] = {}
+    merged: dict[tuple[str, str], tuple[Path, set[str], str]] = {}
     with manifest.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"line 1: missing column(s) {', '.join(missing)}")
-        for line, row in enumerate(reader, start=2):
-            if not row.get("file") or not row.get("patient_id"):
-                raise ManifestError(f"line {line}: file and patient_id must not be empty")
-            if None in row:
+        names = _column_names(list(reader.fieldnames or []))
+        for line, raw in enumerate(reader, start=2):
+            if None in raw:
                 raise ManifestError(f"line {line}: more fields than the header has")
+            row = dict(raw) | {column: raw.get(alias) or "" for column, alias in names.items()}
+            if not row["file"] or not row["patient_id"]:
+                raise ManifestError(f"line {line}: file and patient_id must not be empty")
+            if row["folder_label"].strip() in skipped_labels:
+                continue
             codes = _codes_for_row(row, label_map, line)
             for code in codes:
                 taxonomy.node(code)  # unknown codes in the mapping fail loudly
@@ -77,13 +118,21 @@ def read_manifest(manifest: Path, images_dir: Path, taxonomy: Taxonomy) -> list[
             if key in merged:
                 merged[key][1].update(codes)
             else:
-                merged[key] = (path, codes)
+                merged[key] = (path, codes, (row.get("source") or "").strip())
     samples = []
-    for (patient, eye), (path, codes) in merged.items():
+    for (patient, eye), (path, codes, source) in merged.items():
         if codes - normal_leaves:
             codes -= normal_leaves  # an eye with a disease is not also normal
-        samples.append(Sample(path, patient, eye, frozenset(taxonomy.with_ancestors(codes))))
+        samples.append(
+            Sample(path, patient, eye, frozenset(taxonomy.with_ancestors(codes)), source)
+        )
     return samples
+
+
+def source_folds(samples: list[Sample]) -> tuple[np.ndarray, list[str]]:
+    """One fold per source (each source held out in turn), and the sources in fold order."""
+    sources = sorted({s.source for s in samples})
+    return np.array([sources.index(s.source) for s in samples]), sources
 
 
 def targets(samples: list[Sample], taxonomy: Taxonomy) -> list[np.ndarray]:

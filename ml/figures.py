@@ -37,7 +37,7 @@ def gradcam_grid(predictor: Predictor, samples: list[Sample], out: Path, count: 
     for row, sample in zip(axes, chosen, strict=True):
         rgb = load_rgb(str(sample.path))
         [probabilities] = predictor.predict([rgb])
-        decision = decide(taxonomy, probabilities, predictor.thresholds)
+        decision = decide(taxonomy, probabilities, predictor.operating_point)
         targets = heatmap_targets(taxonomy, decision.findings) or [
             max(taxonomy.level_codes(taxonomy.depth), key=lambda c: probabilities[c])
         ]

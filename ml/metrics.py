@@ -46,7 +46,8 @@ def class_metrics(code: str, y: np.ndarray, p: np.ndarray, threshold: float = 0.
 
 
 def weighted(rows: list[ClassMetrics]) -> dict[str, float]:
-    """Support-weighted mean of each measure over classes with a defined value."""
+    """Support-weighted mean of each measure over classes with a defined value (callers leave
+    out the classes the model does not assess)."""
     out = {}
     for field in ("auc", "accuracy", "precision", "recall", "specificity"):
         values = np.array([getattr(r, field) for r in rows], dtype=float)
@@ -59,11 +60,16 @@ def weighted(rows: list[ClassMetrics]) -> dict[str, float]:
 
 
 def level_metrics(
-    codes: list[str], y: np.ndarray, p: np.ndarray, thresholds: dict[str, float] | None = None
+    codes: list[str],
+    y: np.ndarray,
+    p: np.ndarray,
+    thresholds: dict[str, float] | None = None,
+    not_assessed: frozenset[str] = frozenset(),
 ) -> tuple[list[ClassMetrics], dict[str, float]]:
+    """Every class's row; the weighted average over the assessed classes only."""
     cuts = thresholds or {}
     rows = [class_metrics(c, y[:, i], p[:, i], cuts.get(c, 0.5)) for i, c in enumerate(codes)]
-    return rows, weighted(rows)
+    return rows, weighted([r for r in rows if r.code not in not_assessed])
 
 
 def top_k_accuracy(y: np.ndarray, p: np.ndarray, k: int = 3) -> float:
@@ -95,15 +101,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(ece)
 
 
-def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float = 0.9) -> float:
-    """Highest threshold whose sensitivity on (out-of-fold) predictions reaches ``target``."""
-    positives = np.sort(p[y == 1])
-    if positives.size == 0:
-        return 0.5
-    index = int(np.floor((1 - target) * positives.size))
-    return float(min(0.5, positives[min(index, positives.size - 1)]))
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -124,6 +121,13 @@ def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
         if loss < best_loss:
             best, best_loss = float(temperature), loss
     return best
+
+
+def apply_temperatures(p: np.ndarray, temperatures: list[float] | np.ndarray) -> np.ndarray:
+    """Per-column temperature scaling of an (n, classes) probability matrix."""
+    return np.stack(
+        [apply_temperature(p[:, j], float(t)) for j, t in enumerate(temperatures)], axis=1
+    )
 
 
 def cross_fitted_temperatures(

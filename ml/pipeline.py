@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,40 +12,41 @@ from tqdm import tqdm
 
 from ml import report
 from ml.checkpoint import make_meta, save_checkpoint
-from ml.data import Sample, patient_folds, read_manifest, targets
+from ml.data import Sample, read_manifest, targets
 from ml.metrics import (
-    cross_fitted_temperatures,
     expected_calibration_error,
     hierarchy_violation_rate,
     level_metrics,
-    threshold_for_sensitivity,
     top_k_accuracy,
 )
 from ml.network import ScreeningNet
 from ml.predictor import pick_device
 from ml.train import (
     TrainConfig,
-    build_heads,
     extract_features,
     load_resume,
     make_model,
-    predict_heads,
     save_resume,
     summarise_training,
     train_heads,
     train_unfreezing,
 )
-from services.screening import consistent_thresholds
 from services.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
 
-def constrained(levels: list[np.ndarray], taxonomy: Taxonomy) -> list[np.ndarray]:
-    """The max-constraint on arrays: each parent at least its children (C-HMCNN)."""
+def constrained(
+    levels: list[np.ndarray], taxonomy: Taxonomy, not_assessed: frozenset[str] = frozenset()
+) -> list[np.ndarray]:
+    """The max-constraint on arrays: each parent at least its assessed children (C-HMCNN), as
+    ``services.screening.enforce_hierarchy`` does for one image."""
     out = [p.copy() for p in levels]
     for level in range(taxonomy.depth, 1, -1):
+        codes = taxonomy.level_codes(level)
         for child, parent in enumerate(taxonomy.parent_index(level)):
+            if codes[child] in not_assessed:
+                continue
             out[level - 2][:, parent] = np.maximum(
                 out[level - 2][:, parent], out[level - 1][:, child]
             )
@@ -58,14 +58,18 @@ def evaluate_levels(
     y: list[np.ndarray],
     raw: list[np.ndarray],
     thresholds: dict[str, float] | None = None,
+    not_assessed: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """All measures for one model's predictions (raw = before the hierarchy constraint)."""
-    probs = constrained(raw, taxonomy)
+    """All measures for one model's predictions (raw = before the hierarchy constraint);
+    weighted averages leave out the classes the model does not assess."""
+    probs = constrained(raw, taxonomy, not_assessed)
     names = {n.code: n.name for n in taxonomy.nodes}
-    result: dict[str, Any] = {"levels": {}}
+    result: dict[str, Any] = {"levels": {}, "not_assessed": sorted(not_assessed)}
     for level in range(1, taxonomy.depth + 1):
         codes = taxonomy.level_codes(level)
-        rows, average = level_metrics(codes, y[level - 1], probs[level - 1], thresholds)
+        rows, average = level_metrics(
+            codes, y[level - 1], probs[level - 1], thresholds, not_assessed
+        )
         result["levels"][level] = {
             "classes": rows,
             "weighted": average,
@@ -88,110 +92,6 @@ def evaluate_levels(
     return result
 
 
-def sensitivity_thresholds(
-    taxonomy: Taxonomy, y: list[np.ndarray], raw: list[np.ndarray], target: float
-) -> dict[str, float]:
-    probs = constrained(raw, taxonomy)
-    cuts = {
-        code: threshold_for_sensitivity(y[lvl - 1][:, i], probs[lvl - 1][:, i], target)
-        for lvl in range(1, taxonomy.depth + 1)
-        for i, code in enumerate(taxonomy.level_codes(lvl))
-    }
-    return consistent_thresholds(taxonomy, cuts)
-
-
-def cross_validate(
-    samples: list[Sample],
-    taxonomy: Taxonomy,
-    config: TrainConfig,
-    out_dir: Path,
-    k: int = 5,
-    target_sensitivity: float = 0.9,
-) -> dict[str, Any]:
-    """Patient-grouped k-fold CV of the hierarchical model and the flat baselines, same folds."""
-    from sklearn.ensemble import ExtraTreesClassifier
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
-    backbone, _ = make_model(taxonomy, config)
-    spec = config.preprocessing(backbone, taxonomy.name)
-    features = extract_features(backbone, samples, spec, device, cache_dir=out_dir / "cache")
-    y = targets(samples, taxonomy)
-    folds = patient_folds(samples, taxonomy, k, config.seed)
-    models = ("hierarchical", "flat", "extra_trees")
-    oof = {m: [np.zeros_like(t) for t in y] for m in models}
-    for fold in tqdm(range(k), desc="folds"):
-        train, test = folds != fold, folds == fold
-        for name, flat in (("hierarchical", False), ("flat", True)):
-            fold_config = replace(config, flat=flat, seed=config.seed + fold)
-            torch.manual_seed(fold_config.seed)
-            heads = build_heads(backbone, taxonomy, fold_config)
-            train_heads(
-                heads,
-                features[:, train],
-                [t[train] for t in y],
-                fold_config,
-                device,
-                progress=False,
-            )
-            for lvl, p in enumerate(predict_heads(heads, features[0, test], taxonomy, device)):
-                oof[name][lvl][test] = p
-        trees = ExtraTreesClassifier(
-            n_estimators=300, min_samples_leaf=2, n_jobs=-1, random_state=config.seed
-        )
-        trees.fit(features[0, train], y[-1][train])
-        deepest = _positive_probabilities(trees, features[0, test])
-        parents = constrained(
-            [np.zeros((deepest.shape[0], len(taxonomy.level(1)))), deepest], taxonomy
-        )
-        oof["extra_trees"][0][test], oof["extra_trees"][1][test] = parents[0], deepest
-    thresholds = sensitivity_thresholds(taxonomy, y, oof["hierarchical"], target_sensitivity)
-    results = {m: evaluate_levels(taxonomy, y, oof[m]) for m in models}
-    results["hierarchical_calibrated"] = evaluate_levels(
-        taxonomy, y, oof["hierarchical"], thresholds
-    )
-    calibration = _temperature_calibration(taxonomy, y, oof["hierarchical"], folds)
-    summary = {
-        "calibration": calibration,
-        "folds": k,
-        "split": "by patient, multi-label stratified",
-        "samples": len(samples),
-        "patients": len({s.patient_id for s in samples}),
-        "config": {kk: v for kk, v in vars(config).items() if kk != "extra"},
-        "target_sensitivity": target_sensitivity,
-        "thresholds": thresholds,
-        "results": results,
-    }
-    write_results(out_dir, taxonomy, summary, y, oof)
-    arrays: dict[str, Any] = {f"{m}_l{i + 1}": p for m in models for i, p in enumerate(oof[m])}
-    np.savez(out_dir / "oof.npz", folds=folds, **arrays)
-    return summary
-
-
-def _temperature_calibration(
-    taxonomy: Taxonomy, y: list[np.ndarray], oof: list[np.ndarray], folds: np.ndarray
-) -> dict[str, Any]:
-    """Per-class temperature scaling: ECE before and after (cross-fitted), and the
-    temperatures fitted on all folds."""
-    result: dict[str, Any] = {"temperatures": {}, "ece_before": {}, "ece_after": {}}
-    for level, (truth, probs) in enumerate(zip(y, oof, strict=True), start=1):
-        calibrated, temperatures = cross_fitted_temperatures(truth, probs, folds)
-        result["ece_before"][level] = expected_calibration_error(truth, probs)
-        result["ece_after"][level] = expected_calibration_error(truth, calibrated)
-        codes = taxonomy.level_codes(level)
-        result["temperatures"].update(dict(zip(codes, temperatures, strict=True)))
-    return result
-
-
-def _positive_probabilities(trees: Any, features: np.ndarray) -> np.ndarray:
-    """P(class present) per class; a class never positive in training gets 0."""
-    columns = []
-    for classes, proba in zip(trees.classes_, trees.predict_proba(features), strict=True):
-        positive = np.flatnonzero(classes == 1)
-        columns.append(proba[:, positive[0]] if positive.size else np.zeros(len(features)))
-    return np.stack(columns, axis=1)
-
-
 def write_results(
     out_dir: Path,
     taxonomy: Taxonomy,
@@ -203,15 +103,19 @@ def write_results(
     csv_path = out_dir / "metrics.csv"
     csv_path.unlink(missing_ok=True)
     lines = [
-        f"# Cross-validation ({summary['folds']} folds, {summary['split']})",
+        f"# {summary['split'].capitalize()} ({summary['folds']} fold(s))",
         "",
         f"{summary['samples']} eyes of {summary['patients']} patients.",
         "",
     ]
+    lines += _referral_lines(summary)
     for model, result in summary["results"].items():
+        not_assessed = frozenset(result.get("not_assessed", ()))
         for level, data in result["levels"].items():
             title = f"{model}, level {level}"
-            lines.append(report.markdown_table(title, data["classes"], names, data["weighted"]))
+            lines.append(
+                report.markdown_table(title, data["classes"], names, data["weighted"], not_assessed)
+            )
             lines.append(f"Top-3 accuracy {data['top3_accuracy']:.3f}; ECE {data['ece']:.3f}\n")
             report.write_csv(csv_path, model, level, data["classes"], data["weighted"])
         for level, v in result["hierarchy_violations"].items():
@@ -219,17 +123,11 @@ def write_results(
                 f"Hierarchy violations (level {level}): before constraint "
                 f"{v['before_constraint']:.4f}, after {v['after_constraint']:.4f}\n"
             )
-    calibration = summary.get("calibration")
-    if calibration:
-        lines.append("## Calibration: per-class temperature scaling (cross-fitted)\n")
-        for level, before in calibration["ece_before"].items():
-            after = calibration["ece_after"][level]
-            lines.append(f"Level {level}: ECE {before:.4f} before, {after:.4f} after\n")
-        temps = ", ".join(f"{c} {t:.2f}" for c, t in calibration["temperatures"].items())
-        lines.append(f"Temperatures (all folds): {temps}\n")
     (out_dir / "metrics.md").write_text("\n".join(lines))
     report.write_json(out_dir / "metrics.json", summary)
     probs = {m: constrained(p, taxonomy) for m, p in oof.items()}
+    if any("referral" in result for result in summary["results"].values()):
+        report.plot_referral(out_dir / "referral.png", summary["results"])
     for level in range(1, taxonomy.depth + 1):
         codes = taxonomy.level_codes(level)
         report.plot_roc(
@@ -249,6 +147,63 @@ def write_results(
             probs["hierarchical"][level - 1],
         )
     report.plot_reliability(out_dir / "reliability.png", y[-1], probs["hierarchical"][-1])
+
+
+def operating_meta(cv: dict[str, Any], flip_tta: bool = False) -> dict[str, Any]:
+    """Checkpoint metadata from a cross-validation's metrics.json: the operating point of the
+    model trained the same way (with or without flip TTA), its calibration and the classes
+    it does not assess."""
+    points = cv.get("operating_points", {})
+    point = (
+        points.get("hierarchical_flip_tta" if flip_tta else "hierarchical") or cv["operating_point"]
+    )
+    return {
+        "thresholds": point["thresholds"],
+        "calibration": {"temperatures": point["temperatures"], "ece": point.get("ece")},
+        "assessment": cv["assessment"],
+        "operating_point": {
+            k: point[k] for k in ("target_sensitivity", "scale", "cross_validated")
+        },
+        "metrics": {"cross_validation": cv},
+    }
+
+
+def _referral_lines(summary: dict[str, Any]) -> list[str]:
+    """The referral (refer this patient or not) first: it is what the screening is judged by."""
+    lines = ["## Referral (any assessed disease, or no normal finding, or ungradable)", ""]
+    assessment = summary.get("assessment")
+    if assessment:
+        lines.append(
+            f"Not assessed (fewer than {assessment['min_positive']} positive eyes; no threshold, "
+            "no decision, left out of the weighted averages): "
+            + (", ".join(assessment["not_assessed"]) or "none")
+            + "\n"
+        )
+    point = summary.get("operating_point")
+    if point:
+        lines.append(
+            f"Operating point: target referral sensitivity {point['target_sensitivity']:.2f}, "
+            f"thresholds on the {point['scale']} scale. Figures below are nested: each fold "
+            "referred with thresholds chosen on the other folds.\n"
+        )
+    lines += [
+        "| model | unit | sensitivity (95% CI) | specificity (95% CI) | PPV | NPV |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, result in summary["results"].items():
+        for unit, fig in result.get("referral", {}).items():
+            cells = [_proportion(fig[m]) for m in ("sensitivity", "specificity", "ppv", "npv")]
+            lines.append(f"| {model} | {unit} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _proportion(value: dict[str, Any]) -> str:
+    if not value["n"]:
+        return "–"
+    return (
+        f"{value['estimate']:.3f} ({value['low']:.3f}–{value['high']:.3f}; "
+        f"{value['successes']}/{value['n']})"
+    )
 
 
 def train_final(
@@ -310,20 +265,34 @@ def train_final(
 def evaluate_checkpoint(
     path: Path, samples: list[Sample], out_dir: Path, device: str = "auto", figures: bool = True
 ) -> dict[str, Any]:
+    """A checkpoint on photographs it never saw: per-class tables and the referral it makes
+    (through ``services.screening.decide``, as the service decides), per eye and patient."""
+    from ml.operating_point import referral_figures
     from ml.predictor import Predictor
     from ml.preprocess import load_rgb
+    from services.screening import decide
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(path, device)
     taxonomy = predictor.taxonomy
+    point = predictor.operating_point
     y = targets(samples, taxonomy)
     raw = [np.zeros_like(t) for t in y]
+    referred = np.zeros(len(samples), dtype=bool)
     for start in tqdm(range(0, len(samples), 16), desc="evaluate", unit="batch"):
         chunk = samples[start : start + 16]
         rows = predictor.predict([load_rgb(str(s.path)) for s in chunk])
+        for i, row in enumerate(rows):
+            referred[start + i] = decide(taxonomy, row, point).referral
         for lvl in range(1, taxonomy.depth + 1):
             codes = taxonomy.level_codes(lvl)
             raw[lvl - 1][start : start + len(chunk)] = [[r[c] for c in codes] for r in rows]
+    abnormal = [i for i, c in enumerate(taxonomy.codes) if not taxonomy.node(c).normal]
+    diseased = np.concatenate(y, axis=1)[:, abnormal].max(axis=1) > 0
+    result = evaluate_levels(
+        taxonomy, y, raw, dict(point.thresholds), not_assessed=point.not_assessed
+    )
+    result["referral"] = referral_figures(referred, diseased, [s.patient_id for s in samples])
     summary = {
         "checkpoint": str(path),
         "sha256": predictor.sha256,
@@ -331,7 +300,9 @@ def evaluate_checkpoint(
         "patients": len({s.patient_id for s in samples}),
         "folds": 1,
         "split": "external evaluation",
-        "results": {"checkpoint": evaluate_levels(taxonomy, y, raw, predictor.thresholds)},
+        "probability_scale": point.scale.value,
+        "not_assessed": sorted(point.not_assessed),
+        "results": {"checkpoint": result},
     }
     write_results(out_dir, taxonomy, summary, y, {"hierarchical": raw})
     if figures:
@@ -343,5 +314,16 @@ def evaluate_checkpoint(
     return summary
 
 
-def load_samples(manifest: Path, images: Path | None, taxonomy: Taxonomy) -> list[Sample]:
-    return read_manifest(manifest, images or manifest.parent, taxonomy)
+def load_samples(
+    manifests: Path | list[Path],
+    images: Path | None,
+    taxonomy: Taxonomy,
+    label_map: Path | None = None,
+) -> list[Sample]:
+    """Samples of one or more manifests (each relative to its own folder unless ``images``)."""
+    paths = manifests if isinstance(manifests, list) else [manifests]
+    return [
+        sample
+        for path in paths
+        for sample in read_manifest(path, images or path.parent, taxonomy, label_map)
+    ]

@@ -14,6 +14,7 @@ import torch
 from ml.checkpoint import build_model, file_sha256, load_checkpoint, make_meta, save_checkpoint
 from ml.network import ScreeningNet, level_probabilities
 from ml.preprocess import Preprocessing, prepare
+from services.screening import OperatingPoint, ProbabilityScale
 from services.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,16 @@ class Predictor:
         self._parents: list[list[int]] = [[]] + [
             self.taxonomy.parent_index(i) for i in range(2, self.taxonomy.depth + 1)
         ]
+        self.operating_point = OperatingPoint.from_meta(self.meta)
+        temperatures = (self.meta.get("calibration") or {}).get("temperatures") or {}
+        if self.operating_point.scale == ProbabilityScale.CALIBRATED:
+            # Calibrated probabilities: sigmoid(logit(p) / T) per class, T fitted out of fold.
+            self._temperatures = torch.tensor(
+                [float(temperatures.get(c, 1.0)) for c in self.taxonomy.codes]
+            )
+        else:
+            self._temperatures = torch.ones(len(self.taxonomy.codes))
+        self.flip_tta = bool((self.meta.get("inference") or {}).get("flip_tta", False))
 
     @classmethod
     def load(cls, path: Path, device: str = "auto", precision: str = "fp32") -> Predictor:
@@ -91,23 +102,35 @@ class Predictor:
         return str(self.meta["version"])
 
     @property
-    def thresholds(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.meta.get("thresholds", {}).items()}
+    def stand_in(self) -> bool:
+        """An untrained stand-in (no trained model for the route): it must refer everyone."""
+        return bool(self.meta.get("stand_in", False))
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         return torch.stack([prepare(image, self.preprocessing) for image in images])
 
     @torch.inference_mode()
     def predict_batch(self, batch: torch.Tensor) -> list[dict[str, float]]:
-        """Raw (pre-hierarchy-constraint) probability per taxonomy code, one dict per image."""
+        """Probability per taxonomy code (before the hierarchy constraint), one dict per image,
+        on the operating point's scale (calibrated when the checkpoint has temperatures); with
+        flip TTA the mean of the photograph's and its mirror image's."""
         batch = batch.to(self.device)
         dtype = _AUTOCAST.get(self.precision)
         if dtype is not None:
             batch = batch.to(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
-            logits = [level.float() for level in self.model(batch)]
-        probs = level_probabilities(logits, self._level_sizes, self._parents)
-        flat = torch.cat(probs, dim=1).cpu().numpy()
+        views = [batch, batch.flip(-1)] if self.flip_tta else [batch]
+        total = None
+        for view in views:
+            with torch.autocast(
+                self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)
+            ):
+                logits = [level.float() for level in self.model(view)]
+            probs = torch.cat(level_probabilities(logits, self._level_sizes, self._parents), 1)
+            total = probs if total is None else total + probs
+        assert total is not None
+        raw = (total / len(views)).cpu().clamp(1e-6, 1 - 1e-6)
+        calibrated = torch.sigmoid(torch.logit(raw) / self._temperatures)
+        flat = calibrated.numpy()
         codes = self.taxonomy.codes
         return [dict(zip(codes, map(float, row), strict=True)) for row in flat]
 
@@ -120,6 +143,9 @@ class Predictor:
             "version": self.version,
             "weights_sha256": self.sha256,
             "taxonomy": f"{self.taxonomy.name}/{self.taxonomy.version}",
+            "probability_scale": self.operating_point.scale.value,
+            "flip_tta": self.flip_tta,
+            "not_assessed": sorted(self.operating_point.not_assessed),
             "preprocessing": self.preprocessing.to_dict(),
             "device": str(self.device),
             "dtype": self.precision,
@@ -136,21 +162,31 @@ def untrained_checkpoint(route: str, directory: Path) -> Path:
     Used only when no trained model exists for a route, so the pipeline still runs end to end;
     its version says "untrained" everywhere it is reported.
     """
+    import fcntl
+
     path = directory / f"untrained-{route}.pt"
     if path.exists():
         return path
-    torch.manual_seed(0)
-    taxonomy = load_taxonomy(route)
-    meta = make_meta(
-        name=f"eyescreen-{route}",
-        version="0.0-untrained",
-        route=route,
-        backbone="efficientnet_lite0",
-        taxonomy=taxonomy,
-        preprocessing=Preprocessing(size=224, crop_dark_border=route == "fundus"),
-    )
-    model = build_model(meta, backbone_weights="imagenet")
-    save_checkpoint(path, meta, model)
+    directory.mkdir(parents=True, exist_ok=True)
+    # One stand-in for every process: the first makes it under the lock, the others wait and
+    # read the same file (two random models would read one photograph two ways).
+    with (directory / f".untrained-{route}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return path
+        torch.manual_seed(0)
+        taxonomy = load_taxonomy(route)
+        meta = make_meta(
+            name=f"eyescreen-{route}",
+            version="0.0-untrained",
+            route=route,
+            backbone="efficientnet_lite0",
+            taxonomy=taxonomy,
+            preprocessing=Preprocessing(size=224, crop_dark_border=route == "fundus"),
+        )
+        meta["stand_in"] = True
+        model = build_model(meta, backbone_weights="imagenet")
+        save_checkpoint(path, meta, model)
     return path
 
 

@@ -25,7 +25,11 @@ def _fmt(value: float) -> str:
 
 
 def markdown_table(
-    title: str, rows: list[ClassMetrics], names: dict[str, str], average: dict[str, float]
+    title: str,
+    rows: list[ClassMetrics],
+    names: dict[str, str],
+    average: dict[str, float],
+    not_assessed: frozenset[str] = frozenset(),
 ) -> str:
     lines = [
         f"### {title}",
@@ -34,13 +38,14 @@ def markdown_table(
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        mark = " (not assessed)" if r.code in not_assessed else ""
         lines.append(
-            f"| {names[r.code]} | {r.support} | "
+            f"| {names[r.code]}{mark} | {r.support} | "
             + " | ".join(_fmt(getattr(r, m)) for m in MEASURES)
             + " |"
         )
     lines.append(
-        "| **weighted average** | | "
+        "| **weighted average** (assessed classes) | | "
         + " | ".join(f"**{_fmt(average[m])}**" for m in MEASURES)
         + " |"
     )
@@ -144,6 +149,32 @@ def plot_reliability(path: Path, y: np.ndarray, p: np.ndarray, bins: int = 10) -
     ax.plot([0, 1], [0, 1], "k:")
     ax.plot(centres, observed, "o-")
     ax.set(xlabel="predicted probability", ylabel="observed frequency", title="Reliability")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_referral(path: Path, results: dict[str, Any]) -> None:
+    """Referral sensitivity against specificity per model, with 95 % intervals (per eye)."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for model, result in results.items():
+        eye = result.get("referral", {}).get("eye")
+        if not eye or not eye["sensitivity"]["n"] or not eye["specificity"]["n"]:
+            continue
+        se, sp = eye["sensitivity"], eye["specificity"]
+        ax.errorbar(
+            sp["estimate"],
+            se["estimate"],
+            xerr=[[sp["estimate"] - sp["low"]], [sp["high"] - sp["estimate"]]],
+            yerr=[[se["estimate"] - se["low"]], [se["high"] - se["estimate"]]],
+            fmt="o",
+            capsize=3,
+            label=model,
+        )
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="specificity", ylabel="sensitivity")
+    ax.set_title("Referral per eye (95% Wilson intervals)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

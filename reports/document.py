@@ -37,6 +37,7 @@ class ImageView:
     result: ImageResult
     positives: list[tuple[int, str, float, float]]  # level, name, probability, threshold
     top3: list[str]
+    not_assessed: list[str]  # names of the classes this model cannot assess
 
 
 def _data_uri(rgb: np.ndarray) -> str:
@@ -59,9 +60,12 @@ def _view(image: ImageResult, decode: Callable[[bytes], np.ndarray]) -> ImageVie
         heatmap=heatmap,
         result=image,
         positives=[
-            (f.level, f.name, f.probability, f.threshold) for f in image.findings if f.positive
+            (f.level, f.name, f.probability, f.threshold)
+            for f in image.findings
+            if f.positive and f.threshold is not None
         ],
         top3=[names.get(code, code) for code in image.top3],
+        not_assessed=sorted({f.name for f in image.findings if not f.assessed}),
     )
 
 

@@ -53,6 +53,7 @@ PROCEDURE = {
 REFERRAL = private("REFERRAL", "Referral to ophthalmologist recommended")
 QUALITY = private("QUALITY", "Image quality")
 GRADABLE = private("GRADABLE", "Gradable")
+NOT_ASSESSED = private("NOT-ASSESSED", "Not assessed by this model")
 TOP = [private(f"TOP{i}", f"Diagnosis ranked {i}") for i in (1, 2, 3)]
 
 
@@ -67,6 +68,7 @@ def _algorithm(image: ImageResult) -> hd.sr.AlgorithmIdentification:
         parameters=[
             f"weights-sha256={image.weights_sha256[:40]}",
             f"thresholds={image.threshold_set}"[:64],
+            f"probability-scale={image.probability_scale}",
         ],
     )
 
@@ -79,13 +81,15 @@ def _level_group(
     level: int, findings: Sequence[Finding], image: ImageResult, source: Dataset
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     evaluations = [
-        hd.sr.QualitativeEvaluation(private(f.code, f.name), PRESENT if f.positive else ABSENT)
-        for f in findings
+        hd.sr.QualitativeEvaluation(private(f.code, f.name), _presence(f)) for f in findings
     ]
+    scale = "Calibrated probability" if image.probability_scale == "calibrated" else "Probability"
     measurements = []
     for f in findings:
+        if f.threshold is None:
+            continue  # not assessed: no probability to read, no decision
         for suffix, label, value in (
-            ("P", "Probability of", f.probability),
+            ("P", f"{scale} of", f.probability),
             ("T", "Decision threshold for", f.threshold),
         ):
             measurements.append(
@@ -103,6 +107,12 @@ def _level_group(
         qualitative_evaluations=evaluations,
         measurements=measurements,
     )
+
+
+def _presence(finding: Finding) -> CodedConcept:
+    if finding.positive is None:
+        return NOT_ASSESSED
+    return PRESENT if finding.positive else ABSENT
 
 
 def _summary_group(

@@ -31,7 +31,7 @@ from services.db.models import (
 from services.db.session import transaction
 from services.outbox import add_message
 from services.quality import GRADABLE, assess, image_statistics
-from services.screening import decide
+from services.screening import OperatingPoint, decide
 from services.storage import ContentStore
 from services.task_names import REPORT_TASK
 from services.taxonomy import Taxonomy
@@ -40,13 +40,15 @@ log = logging.getLogger(__name__)
 
 
 class Model(Protocol):
+    """A loaded model: probabilities on its operating point's scale, and that operating point.
+    ``stand_in`` marks an untrained stand-in, which must refer every image."""
+
     name: str
     version: str
     sha256: str
     taxonomy: Taxonomy
-
-    @property
-    def thresholds(self) -> dict[str, float]: ...
+    stand_in: bool
+    operating_point: OperatingPoint
 
     def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]: ...
 
@@ -213,10 +215,10 @@ class InferenceService:
         provenance: dict[str, Any],
     ) -> InferenceOutcome:
         quality = assess(rgb, route)
-        if model.version.endswith("untrained"):
+        if model.stand_in:
             # A stand-in without training must never pass anyone: refer, and say why.
             quality = "ungradable:no_trained_model"
-        decision = decide(model.taxonomy, probabilities, model.thresholds, quality)
+        decision = decide(model.taxonomy, probabilities, model.operating_point, quality)
         received_at = None
         try:
             with transaction(self.sessions) as session:

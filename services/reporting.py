@@ -61,6 +61,7 @@ class ImageResult:
     weights_sha256: str
     threshold_set: str
     heatmap_path: str | None = None
+    probability_scale: str = "raw"  # "calibrated": per-class temperature scaling
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ class ReportService:
             algorithm_version=model.version,
             weights_sha256=model.weights_sha256,
             threshold_set=str(prediction.provenance.get("threshold_set", "checkpoint")),
+            probability_scale=str(prediction.provenance.get("probability_scale", "raw")),
             heatmap_path=prediction.heatmap_path,
         )
 

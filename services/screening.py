@@ -1,42 +1,112 @@
-"""From class probabilities to a screening decision: hierarchy, thresholds, top-3, referral.
+"""From class probabilities to a screening decision: hierarchy, operating point, top-3, referral.
 
-The hierarchy is guaranteed here, whatever the network produced: a parent's probability is the
-maximum of its own and its children's (the max-constraint of C-HMCNN), and a parent's threshold
-is never above a child's, so a positive child always has a positive parent.
+The hierarchy is guaranteed here, whatever the network produced:
+
+- probabilities: a parent's is the maximum of its own and its *assessed* children's (the
+  max-constraint of C-HMCNN); a class the model cannot assess says nothing about its parent;
+- decisions: a parent is present when its own probability reaches its own threshold *or* any
+  child is present. Parents keep their own thresholds (they are not dragged down to the weakest
+  child's), and a positive child still always has a positive parent.
+
+A class the model was not trained well enough to assess has no threshold and no decision
+(``positive is None``) and takes no part in the referral. The referral is "refer unless the
+photograph is gradable, no assessed disease is present and a normal class is present".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
 
 from services.taxonomy import Taxonomy
 
 DEFAULT_THRESHOLD = 0.5
 
 
-def enforce_hierarchy(taxonomy: Taxonomy, probabilities: Mapping[str, float]) -> dict[str, float]:
-    """Raise every ancestor to at least the probability of each of its descendants."""
+class ProbabilityScale(StrEnum):
+    """What the stored and reported probabilities (and thresholds) are."""
+
+    RAW = "raw"  # the network's sigmoid outputs
+    CALIBRATED = "calibrated"  # per-class temperature scaling fitted on out-of-fold predictions
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The decision rule of one model: per-class thresholds of the assessed classes.
+
+    ``thresholds`` and the probabilities they are compared with are on ``scale``; a class in
+    ``not_assessed`` has no threshold and no decision; an assessed class without a threshold
+    uses 0.5."""
+
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    not_assessed: frozenset[str] = frozenset()
+    scale: ProbabilityScale = ProbabilityScale.RAW
+
+    def threshold(self, code: str) -> float | None:
+        if code in self.not_assessed:
+            return None
+        return float(self.thresholds.get(code, DEFAULT_THRESHOLD))
+
+    def with_overrides(self, overrides: Mapping[str, float]) -> OperatingPoint:
+        """A site's thresholds on top of these; a not-assessed class cannot be given one."""
+        refused = sorted(set(overrides) & self.not_assessed)
+        if refused:
+            raise ValueError(f"thresholds given for classes the model does not assess: {refused}")
+        return OperatingPoint({**self.thresholds, **overrides}, self.not_assessed, self.scale)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> OperatingPoint:
+        """From a checkpoint's metadata (older checkpoints: raw scale, every class assessed)."""
+        assessment = meta.get("assessment") or {}
+        point = meta.get("operating_point") or {}
+        return cls(
+            thresholds={k: float(v) for k, v in (meta.get("thresholds") or {}).items()},
+            not_assessed=frozenset(assessment.get("not_assessed", ())),
+            scale=ProbabilityScale(point.get("scale", ProbabilityScale.RAW)),
+        )
+
+
+def enforce_hierarchy(
+    taxonomy: Taxonomy,
+    probabilities: Mapping[str, float],
+    not_assessed: frozenset[str] = frozenset(),
+) -> dict[str, float]:
+    """Raise every ancestor to at least the probability of each of its assessed descendants."""
     result = {code: float(probabilities[code]) for code in taxonomy.codes}
     for level in range(taxonomy.depth, 1, -1):
         for node in taxonomy.level(level):
             assert node.parent is not None
-            result[node.parent] = max(result[node.parent], result[node.code])
+            if node.code not in not_assessed:
+                result[node.parent] = max(result[node.parent], result[node.code])
     return result
 
 
-def consistent_thresholds(
-    taxonomy: Taxonomy, thresholds: Mapping[str, float] | None = None
-) -> dict[str, float]:
-    """Per-class thresholds (default 0.5) lowered so no parent's exceeds any child's."""
-    given = thresholds or {}
-    result = {code: float(given.get(code, DEFAULT_THRESHOLD)) for code in taxonomy.codes}
-    for level in range(taxonomy.depth, 1, -1):
+def decide_presence(
+    taxonomy: Taxonomy, probabilities: Mapping[str, float], point: OperatingPoint
+) -> dict[str, bool | None]:
+    """Per class: present, absent, or None (not assessed); a present child makes its parent
+    present."""
+    present: dict[str, bool | None] = {}
+    for level in range(taxonomy.depth, 0, -1):
         for node in taxonomy.level(level):
-            assert node.parent is not None
-            result[node.parent] = min(result[node.parent], result[node.code])
-    return result
+            cut = point.threshold(node.code)
+            if cut is None:
+                present[node.code] = None
+                continue
+            children = (present[c.code] for c in taxonomy.children(node.code))
+            present[node.code] = probabilities[node.code] >= cut or any(children)
+    return present
+
+
+def refers(taxonomy: Taxonomy, present: Mapping[str, bool | None], quality: str) -> bool:
+    """Refer on bad quality, any assessed disease, or when no normal class is present."""
+    if quality != "gradable":
+        return True
+    disease = any(v for code, v in present.items() if not taxonomy.node(code).normal)
+    normal = any(v for code, v in present.items() if taxonomy.node(code).normal)
+    return disease or not normal
 
 
 class ScoredFinding(Protocol):
@@ -49,7 +119,7 @@ class ScoredFinding(Protocol):
     @property
     def probability(self) -> float: ...
     @property
-    def positive(self) -> bool: ...
+    def positive(self) -> bool | None: ...
 
 
 def heatmap_targets(taxonomy: Taxonomy, findings: Sequence[ScoredFinding]) -> list[str]:
@@ -61,12 +131,18 @@ def heatmap_targets(taxonomy: Taxonomy, findings: Sequence[ScoredFinding]) -> li
 
 @dataclass(frozen=True)
 class Finding:
+    """One class of one image; ``threshold`` and ``positive`` are None when not assessed."""
+
     code: str
     name: str
     level: int
     probability: float
-    threshold: float
-    positive: bool
+    threshold: float | None
+    positive: bool | None
+
+    @property
+    def assessed(self) -> bool:
+        return self.positive is not None
 
 
 @dataclass(frozen=True)
@@ -75,10 +151,15 @@ class ScreeningDecision:
     top3: tuple[str, ...]
     referral: bool
     quality: str
+    scale: ProbabilityScale = ProbabilityScale.RAW
 
     @property
     def positive_codes(self) -> list[str]:
         return [f.code for f in self.findings if f.positive]
+
+    @property
+    def not_assessed_codes(self) -> list[str]:
+        return [f.code for f in self.findings if not f.assessed]
 
     @property
     def probabilities(self) -> dict[str, float]:
@@ -86,33 +167,38 @@ class ScreeningDecision:
 
     @property
     def thresholds(self) -> dict[str, float]:
-        return {f.code: f.threshold for f in self.findings}
+        """Thresholds of the assessed classes."""
+        return {f.code: f.threshold for f in self.findings if f.threshold is not None}
 
 
 def decide(
     taxonomy: Taxonomy,
-    raw_probabilities: Mapping[str, float],
-    thresholds: Mapping[str, float] | None = None,
+    probabilities: Mapping[str, float],
+    point: OperatingPoint | None = None,
     quality: str = "gradable",
 ) -> ScreeningDecision:
-    """Apply hierarchy and thresholds; refer on any abnormal finding, no finding, or bad quality."""
-    probs = enforce_hierarchy(taxonomy, raw_probabilities)
-    cuts = consistent_thresholds(taxonomy, thresholds)
+    """Apply hierarchy and operating point; top-3 among the assessed deepest classes."""
+    point = point or OperatingPoint()
+    probs = enforce_hierarchy(taxonomy, probabilities, point.not_assessed)
+    present = decide_presence(taxonomy, probs, point)
     findings = tuple(
         Finding(
             code=node.code,
             name=node.name,
             level=node.level,
             probability=probs[node.code],
-            threshold=cuts[node.code],
-            positive=probs[node.code] >= cuts[node.code],
+            threshold=point.threshold(node.code),
+            positive=present[node.code],
         )
         for level in range(1, taxonomy.depth + 1)
         for node in taxonomy.level(level)
     )
-    deepest = [f for f in findings if f.level == taxonomy.depth]
+    deepest = [f for f in findings if f.level == taxonomy.depth and f.assessed]
     top3 = tuple(f.code for f in sorted(deepest, key=lambda f: -f.probability)[:3])
-    abnormal = any(f.positive and not taxonomy.node(f.code).normal for f in findings)
-    nothing_found = not any(f.positive for f in findings)
-    referral = abnormal or nothing_found or quality != "gradable"
-    return ScreeningDecision(findings=findings, top3=top3, referral=referral, quality=quality)
+    return ScreeningDecision(
+        findings=findings,
+        top3=top3,
+        referral=refers(taxonomy, present, quality),
+        quality=quality,
+        scale=point.scale,
+    )

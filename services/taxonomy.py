@@ -75,6 +75,9 @@ class Taxonomy:
             parent = self.node(parent).parent
         return chain
 
+    def children(self, code: str) -> list[Node]:
+        return [n for n in self.nodes if n.parent == code]
+
     def with_ancestors(self, codes: set[str] | list[str]) -> set[str]:
         closed = set(codes)
         for code in codes:

@@ -51,7 +51,8 @@ def load_site_thresholds(settings: Settings) -> tuple[dict[str, dict[str, float]
 
 
 class SiteModel:
-    """A loaded model with this site's threshold overrides on top of the checkpoint's."""
+    """A loaded model with this site's threshold overrides on top of the checkpoint's operating
+    point (same probability scale as the checkpoint's; not-assessed classes take none)."""
 
     def __init__(self, predictor: Any, overrides: dict[str, float], threshold_set: str) -> None:
         unknown = [code for code in overrides if not predictor.taxonomy.has(code)]
@@ -60,12 +61,9 @@ class SiteModel:
         self.predictor = predictor
         self.name, self.version, self.sha256 = predictor.name, predictor.version, predictor.sha256
         self.taxonomy = predictor.taxonomy
+        self.stand_in = bool(predictor.stand_in)
         self.threshold_set = threshold_set if overrides else "checkpoint"
-        self._thresholds = predictor.thresholds | overrides
-
-    @property
-    def thresholds(self) -> dict[str, float]:
-        return self._thresholds
+        self.operating_point = predictor.operating_point.with_overrides(overrides)
 
     @property
     def device(self) -> Any:

@@ -188,7 +188,8 @@ class Prediction(Base):
 
 
 class PredictionFinding(Base):
-    """One taxonomy class of one prediction: probability, threshold and the decision."""
+    """One taxonomy class of one prediction: probability, threshold and the decision
+    (threshold and decision NULL when the model does not assess the class)."""
 
     __tablename__ = "prediction_finding"
     __table_args__ = (
@@ -201,8 +202,9 @@ class PredictionFinding(Base):
     code: Mapped[str] = mapped_column(String(32))
     level: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
-    threshold: Mapped[float] = mapped_column(Float)
-    positive: Mapped[bool] = mapped_column(Boolean)
+    # Both NULL for a class the model does not assess: no threshold, no decision.
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    positive: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
     prediction: Mapped[Prediction] = relationship(back_populates="findings")
 
