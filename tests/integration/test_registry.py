@@ -14,6 +14,7 @@ from ml.checkpoint import file_sha256
 from ml.predictor import untrained_checkpoint
 from services.db.models import AuditEvent, Prediction
 from services.settings import Settings
+from services.taxonomy import load_taxonomy
 from tests.conftest import FUNDUS, needs_shared_data
 from tests.integration.test_batching import _receive
 from tests.service_harness import eyescreen
@@ -86,7 +87,8 @@ def test_site_threshold_overrides_are_applied_and_recorded(
     with runtime.sessions() as session:
         prediction = session.scalars(select(Prediction)).one()
         assert prediction.thresholds["F.GLAU.GLAU"] == 0.9
-        assert prediction.thresholds["F.GLAU"] <= 0.9  # the parent's stays consistent
+        positives = {f.code for f in prediction.findings if f.positive}
+        assert load_taxonomy("fundus").with_ancestors(positives) == positives  # hierarchy holds
         assert prediction.provenance["threshold_set"].startswith("site:WEST:")
     overrides.write_text(json.dumps({"fundus": {"NOT.A.CODE": 0.5}}))
     broken = WorkerRuntime(settings, publish=lambda name, args: None)

@@ -18,6 +18,8 @@ from sqlalchemy import select
 
 from dicom_gateway.photos import photo_to_dataset
 from dicom_gateway.tls import client_context
+from ml.checkpoint import load_checkpoint, save_checkpoint
+from ml.predictor import SHIPPED_DIR
 from reports.delivery import make_sender
 from reports.encapsulated import wrap_pdf
 from reports.sr import encode
@@ -29,6 +31,8 @@ from services.db.models import (
     Instance,
     OutboxMessage,
     Person,
+    Prediction,
+    PredictionFinding,
     Report,
     ReportDelivery,
     Role,
@@ -216,6 +220,62 @@ def test_pdf_report_reads_as_text_and_wraps_as_valid_dicom(world: World, tmp_pat
     wrapped.write_bytes(wrap_pdf(pdf, source))
     assert_valid_dicom(wrapped)
     assert dcmread(wrapped).EncapsulatedDocument[: len(pdf)] == pdf
+
+
+def test_a_class_the_model_cannot_assess_says_so_in_the_sr_and_the_pdf(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Checkpoint -> prediction -> SR (dciodvfy, dsrdump, highdicom) -> PDF: "not assessed",
+    never "Absent", for a class below the training minimum."""
+    needs_shared_data()
+    require_binary("/usr/bin/pdftotext")
+    meta, model = load_checkpoint(SHIPPED_DIR / "fundus.pt")
+    meta["assessment"] = {"min_positive": 30, "not_assessed": ["F.VRD.OPT", "F.VRD.RDET"]}
+    meta["operating_point"] = {"scale": "calibrated", "target_sensitivity": 0.95}
+    meta["thresholds"] = {k: v for k, v in meta["thresholds"].items() if k != "F.VRD.OPT"}
+    meta["calibration"] = {"temperatures": dict.fromkeys(meta["thresholds"], 1.5)}
+    checkpoint = tmp_path / "fundus-not-assessed.pt"
+    save_checkpoint(checkpoint, meta, model)
+    settings = Settings(
+        data_dir=tmp_path / "var", database_url=database_url, fundus_checkpoint=checkpoint
+    )
+    settings.ensure_dirs()
+    runtime = WorkerRuntime(settings, publish=lambda name, args: None)
+    world = World(
+        settings, runtime, IngestService(runtime.sessions, runtime.images), generate_uid(), 0
+    )
+    world.read(world.receive(PHOTOS[1], "R"))
+    with runtime.sessions() as session:
+        [finding] = session.scalars(
+            select(PredictionFinding).where(PredictionFinding.code == "F.VRD.OPT")
+        ).all()
+        assert finding.positive is None and finding.threshold is None
+        prediction = session.scalars(select(Prediction)).one()
+        assert "F.VRD.OPT" not in prediction.thresholds
+        assert prediction.provenance["probability_scale"] == "calibrated"
+    runtime.reports().build_case(world.case_id())
+    [report] = world.reports()
+    path = world.sr_file(report, tmp_path)
+    sr = assert_valid_sr(path)
+    evaluations = {
+        item.name.meaning: item.value.meaning
+        for group in sr.content.get_image_measurement_groups()
+        for item in group.get_qualitative_evaluations()
+    }
+    assert evaluations["Optic nerve disease"] == "Not assessed by this model"
+    assert evaluations["Retinal detachment"] == "Not assessed by this model"
+    assert evaluations["Glaucoma"] in {"Present", "Absent"}
+    dump = run(["/usr/bin/dsrdump", str(path)]).stdout
+    assert "Not assessed by this model" in dump and "probability-scale=calibrated" in dump
+    assert "Probability of Optic nerve disease" not in dump  # no number to misread
+    runtime.reports().render_pdf(report.id)
+    [report] = world.reports()
+    assert report.pdf_sha256
+    (tmp_path / "case.pdf").write_bytes(runtime.report_store.read(report.pdf_sha256))
+    text = run(["/usr/bin/pdftotext", str(tmp_path / "case.pdf"), "-"]).stdout
+    assert "Not assessed by this model" in " ".join(text.split())
+    assert "Optic nerve disease" in text and "calibrated probabilities" in " ".join(text.split())
+    runtime.sessions.kw["bind"].dispose()
 
 
 @pytest.fixture
