@@ -148,12 +148,20 @@ def operating_point(
     cuts = search_cuts(selection, target)
     honest = problem(crossfit)
     nested = nested_referral(honest, folds, target)
+    sources = np.array([s.source for s in samples])
+    by_source = {
+        str(source): referral_figures(
+            nested[sources == source], honest.diseased[sources == source]
+        )["eye"]
+        for source in np.unique(sources)
+    }
     return {
         "target_sensitivity": target,
         "scale": ProbabilityScale.CALIBRATED.value,
         "temperatures": dict(zip(taxonomy.codes, temperatures, strict=True)),
         "thresholds": cuts_to_thresholds(taxonomy, selection, cuts, not_assessed),
         "cross_validated": referral_figures(nested, honest.diseased, patients),
+        "cross_validated_by_source": by_source,
         "on_selection_set": referral_figures(
             refer(selection.scores, cuts), selection.diseased, patients
         ),

@@ -194,6 +194,13 @@ def _referral_lines(summary: dict[str, Any]) -> list[str]:
         for unit, fig in result.get("referral", {}).items():
             cells = [_proportion(fig[m]) for m in ("sensitivity", "specificity", "ppv", "npv")]
             lines.append(f"| {model} | {unit} | " + " | ".join(cells) + " |")
+    by_source = (point or {}).get("cross_validated_by_source", {})
+    if len(by_source) > 1:
+        lines += ["", "Hierarchical model, per source (eyes):", ""]
+        lines += ["| source | sensitivity (95% CI) | specificity (95% CI) |", "| --- | --- | --- |"]
+        for source, fig in by_source.items():
+            cells = [_proportion(fig[m]) for m in ("sensitivity", "specificity")]
+            lines.append(f"| {source} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ml import train as train_module
@@ -18,6 +21,7 @@ from ml.preprocess import load_rgb
 from ml.train import TrainConfig
 from services.taxonomy import load_taxonomy
 from tests.conftest import FUNDUS, needs_shared_data
+from tests.service_harness import eyescreen
 
 pytestmark = pytest.mark.slow
 
@@ -99,5 +103,64 @@ def test_evaluation_writes_tables_and_pictures(tmp_path: Path) -> None:
     samples = read_manifest(small_manifest(tmp_path, per_class=8), FUNDUS, tree)
     shipped = Path(__file__).resolve().parents[2] / "ml" / "models" / "fundus.pt"
     evaluate_checkpoint(shipped, samples, tmp_path / "eval", "cpu")
-    for name in ("metrics.md", "metrics.csv", "roc_level2.png", "gradcam.png", "tsne.png"):
+    for name in (
+        "metrics.md",
+        "metrics.csv",
+        "roc_level2.png",
+        "gradcam.png",
+        "tsne.png",
+        "referral.png",
+    ):
         assert (tmp_path / "eval" / name).stat().st_size > 1000, name
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    referral = metrics["results"]["checkpoint"]["referral"]
+    for unit in ("eye", "patient"):
+        for measure in ("sensitivity", "specificity", "ppv", "npv"):
+            value = referral[unit][measure]
+            if value["n"]:  # an NPV has no eyes when every eye is referred
+                assert value["low"] <= value["estimate"] <= value["high"]
+            else:
+                assert measure in ("ppv", "npv") and value["estimate"] is None
+    assert referral["eye"]["n_positive"] + referral["eye"]["n_negative"] == len(samples)
+    assert "Referral" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_cross_validate_command_on_generated_photographs(tmp_path: Path) -> None:
+    """The whole command on a fresh clone's own images: --json, a label map, the referral
+    operating point and the classes left unassessed."""
+    rng = np.random.default_rng(0)
+    rows = ["file,patient_id,folder_label"]
+    for i in range(48):
+        label = ("sick", "well")[i % 2]
+        tone = (150, 60, 40) if label == "sick" else (60, 90, 150)
+        pixels = np.clip(rng.normal(tone, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,p{i // 2},{label}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "labels.json").write_text(
+        '{"folder_label": {"sick": ["A.OSD.CONJ"], "well": ["A.NOR.NOR"]}}'
+    )
+    args = [
+        "cross-validate",
+        "--taxonomy", "anterior",
+        "--manifest", str(tmp_path / "m.csv"),
+        "--label-map", str(tmp_path / "labels.json"),
+        "--image-size", "64",
+        "--head-epochs", "3",
+        "--folds", "2",
+        "--min-positive", "5",
+        "--target-sensitivity", "0.9",
+        "--device", "cpu",
+        "--out", str(tmp_path / "cv"),
+        "--json", str(tmp_path / "cv.json"),
+    ]  # fmt: skip
+    result = eyescreen(*args, env=dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "cv.json").read_text())
+    assert "A.CAT.CAT" in metrics["assessment"]["not_assessed"]  # no photograph of it
+    assert "A.OSD.CONJ" not in metrics["assessment"]["not_assessed"]
+    point = metrics["operating_point"]
+    assert point["scale"] == "calibrated" and "A.CAT.CAT" not in point["thresholds"]
+    referral = metrics["results"]["hierarchical"]["referral"]["eye"]
+    assert referral["n_positive"] == 24 and referral["n_negative"] == 24
+    assert "Referral" in result.stdout and "(not assessed)" in result.stdout

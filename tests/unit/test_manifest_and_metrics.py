@@ -94,3 +94,39 @@ def test_temperature_scaling_fixes_overconfidence() -> None:
     after = expected_calibration_error(y, calibrated)
     assert after < before / 2, (before, after)
     assert fit_temperature(np.ones(10), np.full(10, 0.9)) == 1.0  # one class: left alone
+
+
+def test_a_hospitals_label_map_with_its_own_words(tmp_path: Path) -> None:
+    """The anterior manifests' column names, a hospital's label words, rows left out on purpose,
+    and an unknown word still an error naming its line."""
+    label_map = tmp_path / "labels.json"
+    label_map.write_text(
+        '{"folder_label": {"keratitis": ["A.OSD.CINF"], "clear": ["A.NOR.NOR"]},'
+        ' "skip_labels": ["doubtful"]}'
+    )
+    manifest = tmp_path / "anterior.csv"
+    manifest.write_text(
+        "file,group_id,source_repo,label\n"
+        "a.jpg,g1,site-a,keratitis\nb.jpg,g2,site-b,clear\nc.jpg,g3,site-b,doubtful\n"
+    )
+    tree = load_taxonomy("anterior")
+    samples = read_manifest(manifest, tmp_path, tree, label_map)
+    assert [(s.patient_id, s.source) for s in samples] == [("g1", "site-a"), ("g2", "site-b")]
+    assert samples[0].codes == {"A.OSD", "A.OSD.CINF"}
+    manifest.write_text(manifest.read_text() + "d.jpg,g4,site-b,pterygium\n")
+    with pytest.raises(ManifestError, match="line 5: unknown folder_label 'pterygium'"):
+        read_manifest(manifest, tmp_path, tree, label_map)
+    label_map.write_text("[]")
+    with pytest.raises(ManifestError, match="folder_label"):
+        read_manifest(manifest, tmp_path, tree, label_map)
+
+
+def test_shipped_anterior_label_map_reads_the_shared_manifests_words() -> None:
+    from ml.data import load_label_map
+
+    mapping = load_label_map("anterior")
+    tree = load_taxonomy("anterior")
+    for codes in mapping["folder_label"].values():
+        for code in codes:
+            assert tree.has(code)
+    assert "normal_cornea" in mapping["skip_labels"]  # some of those eyes have cataract
