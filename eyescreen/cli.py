@@ -199,7 +199,7 @@ def _training_options(fn):  # type: ignore[no-untyped-def]
         click.option(
             "--backbone-weights",
             default="imagenet",
-            help="'imagenet' (lite0 only), a state_dict file, or 'none'",
+            help="'imagenet' (EfficientNet-Lite0/1/2), a state_dict file, or 'none'",
         ),
         click.option("--head-epochs", type=int, default=60),
         click.option("--unfreeze-steps", type=int, default=0),

