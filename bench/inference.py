@@ -1,6 +1,7 @@
 """Inference throughput per backbone, batch size and precision, as ratios to fp32 eager batch 1.
 
     .venv/bin/python bench/inference.py [--backbones efficientnet_lite0,inception_v3] [--seconds 3]
+        [--size 320] [--flip-tta] [--precisions fp32,bf16]
 
 Each figure is images per second of the whole network (backbone + hierarchical heads) on random
 input, measured in this run on this machine; the ratio column compares with plain fp32 eager at
@@ -21,8 +22,15 @@ from services.taxonomy import load_taxonomy
 
 
 def images_per_second(
-    model: torch.nn.Module, batch: int, size: int, device: torch.device, bf16: bool, seconds: float
+    model: torch.nn.Module,
+    batch: int,
+    size: int,
+    device: torch.device,
+    bf16: bool,
+    seconds: float,
+    flip_tta: bool = False,
 ) -> float:
+    """Whole images per second; with flip TTA each image is read twice (as served)."""
     x = torch.randn(batch, 3, size, size, device=device)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
@@ -33,6 +41,8 @@ def images_per_second(
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             model(x)
+            if flip_tta:
+                model(x.flip(-1))
             done += batch
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -45,6 +55,11 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", type=int, default=0, help="input pixels (0: backbone's)")
+    parser.add_argument("--flip-tta", action="store_true", help="also read each mirror image")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="bf16 is slow on CPUs without native bf16"
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     tree = load_taxonomy("fundus")
@@ -57,9 +72,15 @@ def main() -> None:
         model = model.to(device).eval()
         baseline = None
         for batch in map(int, args.batches.split(",")):
-            for bf16 in (False, True):
+            for bf16 in (p == "bf16" for p in args.precisions.split(",")):
                 rate = images_per_second(
-                    model, batch, backbone.input_size, device, bf16, args.seconds
+                    model,
+                    batch,
+                    args.size or backbone.input_size,
+                    device,
+                    bf16,
+                    args.seconds,
+                    args.flip_tta,
                 )
                 baseline = baseline or rate
                 label = "bf16+channels_last" if bf16 else "fp32 eager"

@@ -8,7 +8,12 @@ import warnings
 
 
 def configure_logging(role: str) -> None:
-    level = os.environ.get("EYESCREEN_LOG_LEVEL", "INFO").upper()
+    from services.settings import LOG_LEVELS
+
+    # Read before the settings object may exist; validated against the same choices.
+    level = os.environ.get("EYESCREEN_LOG_LEVEL", "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise SystemExit(f"EYESCREEN_LOG_LEVEL: {level!r} is not one of {', '.join(LOG_LEVELS)}")
     logging.basicConfig(
         level=level,
         format=f"%(asctime)s {role:<8} %(levelname)-7s %(name)s: %(message)s",

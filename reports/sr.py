@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from services.quality import Quality
 from services.reporting import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
 from services.screening import Finding
 
@@ -52,7 +53,16 @@ PROCEDURE = {
 }
 REFERRAL = private("REFERRAL", "Referral to ophthalmologist recommended")
 QUALITY = private("QUALITY", "Image quality")
-GRADABLE = private("GRADABLE", "Gradable")
+# One defined code per verdict (at most 16 characters, DICOM SH), never derived from the text.
+QUALITY_CODES = {
+    Quality.GRADABLE: private("GRADABLE", "Gradable"),
+    Quality.EMPTY: private("UNGRAD-EMPTY", "Ungradable: no image content"),
+    Quality.DARK: private("UNGRAD-DARK", "Ungradable: too dark"),
+    Quality.OVEREXPOSED: private("UNGRAD-OVEREXP", "Ungradable: overexposed"),
+    Quality.BLURRED: private("UNGRAD-BLURRED", "Ungradable: blurred"),
+    Quality.NOT_FUNDUS: private("UNGRAD-NOTFUNDUS", "Ungradable: not a fundus photograph"),
+    Quality.NO_TRAINED_MODEL: private("UNGRAD-NOMODEL", "Ungradable: no trained model for it"),
+}
 NOT_ASSESSED = private("NOT-ASSESSED", "Not assessed by this model")
 TOP = [private(f"TOP{i}", f"Diagnosis ranked {i}") for i in (1, 2, 3)]
 
@@ -119,11 +129,7 @@ def _summary_group(
     image: ImageResult, source: Dataset
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     names = {f.code: f.name for f in image.findings}
-    quality = (
-        GRADABLE
-        if image.quality == "gradable"
-        else private(image.quality.upper()[:16], image.quality)
-    )
+    quality = QUALITY_CODES[Quality(image.quality)]
     evaluations = [
         hd.sr.QualitativeEvaluation(REFERRAL, YES if image.referral else NO),
         hd.sr.QualitativeEvaluation(QUALITY, quality),

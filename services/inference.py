@@ -30,7 +30,7 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.outbox import add_message
-from services.quality import GRADABLE, assess, image_statistics
+from services.quality import GRADABLE, Quality, assess, image_statistics
 from services.screening import OperatingPoint, decide
 from services.storage import ContentStore
 from services.task_names import REPORT_TASK
@@ -217,7 +217,7 @@ class InferenceService:
         quality = assess(rgb, route)
         if model.stand_in:
             # A stand-in without training must never pass anyone: refer, and say why.
-            quality = "ungradable:no_trained_model"
+            quality = Quality.NO_TRAINED_MODEL
         decision = decide(model.taxonomy, probabilities, model.operating_point, quality)
         received_at = None
         try:

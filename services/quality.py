@@ -6,9 +6,24 @@ The same statistics feed the drift watch (``services.drift``).
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
 
-GRADABLE = "gradable"
+
+class Quality(StrEnum):
+    """Image-quality verdicts: the stored value, and the SR code each has (``reports/sr.py``)."""
+
+    GRADABLE = "gradable"
+    EMPTY = "ungradable:empty"
+    DARK = "ungradable:dark"
+    OVEREXPOSED = "ungradable:overexposed"
+    BLURRED = "ungradable:blurred"
+    NOT_FUNDUS = "ungradable:not_fundus"
+    NO_TRAINED_MODEL = "ungradable:no_trained_model"  # an untrained stand-in read it
+
+
+GRADABLE = Quality.GRADABLE
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -51,20 +66,20 @@ def _looks_like_fundus(rgb: np.ndarray) -> bool:
     return corners[1] <= 40
 
 
-def assess(rgb: np.ndarray, route: str | None = None) -> str:
+def assess(rgb: np.ndarray, route: str | None = None) -> Quality:
     """ "gradable", or "ungradable:<why>" (empty, dark, overexposed, blurred, or not a photo of
     the routed kind)."""
     grey = _grey(rgb)
     content = grey > 12
     if content.mean() < 0.05:
-        return "ungradable:empty"
+        return Quality.EMPTY
     level = float(grey[content].mean())
     if level < 25:
-        return "ungradable:dark"
+        return Quality.DARK
     if level > 240:
-        return "ungradable:overexposed"
+        return Quality.OVEREXPOSED
     if float(_laplacian(grey)[content[1:-1, 1:-1]].var()) < 2.0:
-        return "ungradable:blurred"
+        return Quality.BLURRED
     if route == "fundus" and not _looks_like_fundus(rgb):
-        return "ungradable:not_fundus"
+        return Quality.NOT_FUNDUS
     return GRADABLE

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,6 +83,10 @@ def _split_list(value: object) -> object:
     return value
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
+
 class Settings(BaseSettings):
     """Settings of the screening service. Unset values give the embedded profile under ./var."""
 
@@ -137,6 +141,12 @@ class Settings(BaseSettings):
     pdf_reports: bool = True  # render each case's PDF report
     send_pdf_to_pacs: bool = False  # also send it as Encapsulated PDF with the SR
     outbox_resend_after_s: float = Field(30.0, gt=0)
+    log_level: LogLevel = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("ae_title")
     @classmethod

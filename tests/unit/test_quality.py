@@ -49,3 +49,14 @@ def test_a_cornea_photo_routed_as_fundus_is_refused_and_statistics_describe_it()
     assert np.mean(refused) > 0.7
     stats = image_statistics(fundus)
     assert 20 < stats["brightness"] < 240 and stats["sharpness"] > 2 and stats["red_green"] > 1
+
+
+def test_every_verdict_has_its_own_defined_sr_code() -> None:
+    """SR codes are defined per verdict (DICOM SH: at most 16 characters), never cut from text."""
+    from reports.sr import QUALITY_CODES
+    from services.quality import Quality
+
+    assert set(QUALITY_CODES) == set(Quality)
+    values = [code.value for code in QUALITY_CODES.values()]
+    assert len(set(values)) == len(values) and all(len(v) <= 16 for v in values)
+    assert QUALITY_CODES[Quality.NO_TRAINED_MODEL].meaning.endswith("no trained model for it")

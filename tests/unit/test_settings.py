@@ -64,3 +64,35 @@ def test_a_destination_may_ask_for_tls() -> None:
     node = DicomNode.parse("PACS@pacs.hospital.org:2762+tls")
     assert node.tls and node.port == 2762 and str(node) == "PACS@pacs.hospital.org:2762+tls"
     assert not DicomNode.parse("PACS@pacs:104").tls
+
+
+def test_log_level_is_validated_like_every_other_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EYESCREEN_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings()
+    monkeypatch.setenv("EYESCREEN_LOG_LEVEL", " debug")
+    assert Settings().log_level == "DEBUG"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    """The README's settings table names each variable (``EYESCREEN_A_B`` / ``_C`` rows name
+    two); a setting missing from it is a defect a newcomer would trip over."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented: set[str] = set()
+    for row in readme.splitlines():
+        if not row.startswith("| `EYESCREEN_"):
+            continue
+        cell = row.split("|")[1]
+        names = re.findall(r"`(EYESCREEN_[A-Z0-9_]+|_[A-Z0-9_]+)`", cell)
+        base = names[0].removeprefix("EYESCREEN_")
+        parts = base.split("_")
+        for name in names:
+            if name.startswith("EYESCREEN_"):
+                documented.add(name.removeprefix("EYESCREEN_"))
+                continue
+            for k in range(1, len(parts) + 1):  # `_X` replaces the last k words of the first
+                documented.add(("_".join(parts[:-k]) + name).lstrip("_"))
+    missing = [name for name in Settings.model_fields if name.upper() not in documented]
+    assert missing == []
