@@ -157,11 +157,13 @@ def plot_reliability(path: Path, y: np.ndarray, p: np.ndarray, bins: int = 10) -
 def plot_referral(path: Path, results: dict[str, Any]) -> None:
     """Referral sensitivity against specificity per model, with 95 % intervals (per eye)."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
+    lowest = [1.0, 1.0]  # specificity, sensitivity: the axes zoom onto the points
     for model, result in results.items():
         eye = result.get("referral", {}).get("eye")
         if not eye or not eye["sensitivity"]["n"] or not eye["specificity"]["n"]:
             continue
         se, sp = eye["sensitivity"], eye["specificity"]
+        lowest = [min(lowest[0], sp["low"]), min(lowest[1], se["low"])]
         ax.errorbar(
             sp["estimate"],
             se["estimate"],
@@ -171,7 +173,12 @@ def plot_referral(path: Path, results: dict[str, Any]) -> None:
             capsize=3,
             label=model,
         )
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="specificity", ylabel="sensitivity")
+    ax.set(
+        xlim=(max(0.0, lowest[0] - 0.1), 1.005),
+        ylim=(max(0.0, lowest[1] - 0.1), 1.005),
+        xlabel="specificity",
+        ylabel="sensitivity",
+    )
     ax.set_title("Referral per eye (95% Wilson intervals)")
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
