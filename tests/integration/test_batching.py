@@ -152,8 +152,7 @@ def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> N
     assert pixels[..., 0].std() > 10  # a real map, not a flat overlay
 
 
-def test_a_route_without_a_trained_model_refers_everyone(runtime: WorkerRuntime) -> None:
-    """The anterior route has only an untrained stand-in: its output must never pass anyone."""
+def _read_anterior(runtime: WorkerRuntime) -> Prediction:
     from dataclasses import replace
 
     from tests.conftest import ANTERIOR
@@ -165,5 +164,51 @@ def test_a_route_without_a_trained_model_refers_everyone(runtime: WorkerRuntime)
     runtime.inference().infer_batch(instance_id, "w", BatchPolicy())
     with runtime.sessions() as session:
         prediction = session.scalars(select(Prediction)).one()
-        assert prediction.model_version.version.endswith("untrained")
-        assert prediction.quality == "ungradable:no_trained_model" and prediction.referral
+        _ = prediction.model_version, prediction.findings
+        return prediction
+
+
+def test_a_route_without_a_trained_model_refers_everyone(database_url: str, tmp_path: Path) -> None:
+    """A route served by an untrained stand-in: its output must never pass anyone."""
+    from ml.predictor import untrained_checkpoint
+
+    needs_shared_data()
+    stand_in = untrained_checkpoint("anterior", tmp_path / "models")
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        pdf_reports=False,
+        anterior_checkpoint=stand_in,
+    )
+    settings.ensure_dirs()
+    prediction = _read_anterior(WorkerRuntime(settings, publish=lambda name, args: None))
+    assert prediction.model_version.version.endswith("untrained")
+    assert prediction.quality == "ungradable:no_trained_model" and prediction.referral
+
+
+def test_the_shipped_anterior_model_gives_real_findings(runtime: WorkerRuntime) -> None:
+    """Anterior photographs are read by a trained model: a gradable read with decisions for
+    the classes it assesses and none for those it cannot (no photographs of them)."""
+    prediction = _read_anterior(runtime)
+    assert prediction.quality == "gradable" and not prediction.model_version.version.endswith(
+        "untrained"
+    )
+    decided = {f.code: f.positive for f in prediction.findings}
+    assert decided["A.NEO.SURF"] is None and decided["A.OSD.SCLER"] is None
+    assert decided["A.CAT.CAT"] is not None and decided["A.OSD.CINF"] is not None
+    assert prediction.provenance["probability_scale"] == "calibrated"
+
+
+def test_one_stand_in_for_every_process(tmp_path: Path) -> None:
+    """Worker processes starting together make one stand-in file, not one each (two random
+    models would read one photograph two ways and revise its SR)."""
+    import multiprocessing
+
+    from ml.checkpoint import file_sha256
+    from ml.predictor import untrained_checkpoint
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        paths = pool.starmap(untrained_checkpoint, [("anterior", tmp_path)] * 3)
+    assert len(set(paths)) == 1
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["untrained-anterior.pt"]
+    assert file_sha256(paths[0]) == file_sha256(tmp_path / "untrained-anterior.pt")
