@@ -31,7 +31,10 @@ TRANSFER_SYNTAXES: dict[str, str] = {
     uid.RLELossless: "RLE Lossless",
 }
 
-# What the service sends (Storage SCU): the screening results, to each configured destination.
+# What the service sends (Storage SCU) to each configured destination: the screening results,
+# and the PDF report when EYESCREEN_SEND_PDF_TO_PACS is set. The sender refuses anything else,
+# so this table, docs/conformance.md and the wire cannot disagree.
 SCU_SOP_CLASSES: dict[str, str] = {
     uid.Comprehensive3DSRStorage: "Comprehensive 3D SR Storage",
+    uid.EncapsulatedPDFStorage: "Encapsulated PDF Storage",
 }

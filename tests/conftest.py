@@ -25,14 +25,26 @@ IN_CI = os.environ.get("CI") == "true"
 
 
 def needs_shared_data() -> None:
+    """For tests that judge the model on real photographs; pipeline tests use generated ones."""
     if not (FUNDUS / "manifest.csv").exists():
         pytest.skip(f"real photographs not found at {FUNDUS} (set EYESCREEN_SHARED)")
 
 
+@pytest.fixture(scope="session")
+def generated_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of generated fundus- and slit-lamp-like JPEGs (``tests/synthetic_photos``)."""
+    from tests.synthetic_photos import fundus_photos, slit_lamp_photos
+
+    folder = tmp_path_factory.mktemp("photos")
+    fundus_photos(folder, 24)
+    slit_lamp_photos(folder, 4)
+    return folder
+
+
 @pytest.fixture
-def fundus_photo() -> Path:
-    needs_shared_data()
-    return FUNDUS / "images" / "cataract" / "0_left.jpg"
+def fundus_photo(generated_photos: Path) -> Path:
+    """A fundus-like photograph: the pipeline needs *a* photograph, not a real one."""
+    return generated_photos / "fundus-400-0.jpg"
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from services.ingest import IngestService
 from services.settings import Settings
 from tests.conftest import FUNDUS, needs_shared_data
 from tests.dicom_files import received_photo
+from tests.synthetic_photos import generated_fundus_photos
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def runtime(database_url: str, tmp_path: Path) -> Iterator[WorkerRuntime]:
-    needs_shared_data()
     settings = Settings(data_dir=tmp_path / "var", database_url=database_url, pdf_reports=False)
     settings.ensure_dirs()
     yield WorkerRuntime(settings, publish=lambda name, args: None)
@@ -44,7 +44,7 @@ def _receive(runtime: WorkerRuntime, photos: list[Path], corrupt: int | None = N
 
 
 def _photos(count: int) -> list[Path]:
-    return sorted((FUNDUS / "images" / "normal").glob("*.jpg"))[:count]
+    return generated_fundus_photos(count)
 
 
 def _predictions(runtime: WorkerRuntime) -> dict[int, int]:
@@ -125,6 +125,7 @@ def test_two_workers_on_one_burst_give_each_image_exactly_one_prediction(
 
 
 def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> None:
+    needs_shared_data()  # a real cataract photograph, so that the model finds something
     cataract = sorted((FUNDUS / "images" / "cataract").glob("*.jpg"))[:1]
     [image] = _receive(runtime, cataract)
     runtime.inference().infer_batch(image, "w", BatchPolicy())
@@ -157,6 +158,7 @@ def _read_anterior(runtime: WorkerRuntime) -> Prediction:
 
     from tests.conftest import ANTERIOR
 
+    needs_shared_data()
     photo = sorted((ANTERIOR / "images").rglob("*.jp*g"))[0]
     ingest = IngestService(runtime.sessions, runtime.images)
     image = replace(received_photo(photo, "A1"), route="anterior")

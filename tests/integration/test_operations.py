@@ -29,10 +29,11 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 
 def _metric(text: str, line_start: str) -> float:
+    """A metric's value; a missing one fails (reading it as 0 would pass "== 0" unregistered)."""
     for line in text.splitlines():
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    raise AssertionError(f"metric {line_start!r} is not exposed")
 
 
 def test_metrics_and_health_of_a_running_service(fundus_photo: Path, tmp_path: Path) -> None:

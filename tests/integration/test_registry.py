@@ -15,9 +15,9 @@ from ml.predictor import untrained_checkpoint
 from services.db.models import AuditEvent, Prediction
 from services.settings import Settings
 from services.taxonomy import load_taxonomy
-from tests.conftest import FUNDUS, needs_shared_data
 from tests.integration.test_batching import _receive
 from tests.service_harness import eyescreen
+from tests.synthetic_photos import generated_fundus_photos
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,6 @@ SHIPPED = Path(__file__).resolve().parents[2] / "ml" / "models" / "fundus.pt"
 
 
 def test_register_activate_and_roll_back_without_restart(database_url: str, tmp_path: Path) -> None:
-    needs_shared_data()
     env = dict(
         os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"), EYESCREEN_DATABASE_URL=database_url
     )
@@ -44,7 +43,7 @@ def test_register_activate_and_roll_back_without_restart(database_url: str, tmp_
 
     new_sha = file_sha256(other)
     assert eyescreen("model", "activate", new_sha[:10], env=env).returncode == 0
-    [first] = _receive(runtime, sorted((FUNDUS / "images" / "normal").glob("*.jpg"))[:1])
+    [first] = _receive(runtime, generated_fundus_photos(1))
     runtime.inference().infer_batch(first, "w", runtime.batch_policy)
     with runtime.sessions() as session:
         used = session.scalars(select(Prediction)).one().provenance["weights_sha256"]
@@ -70,7 +69,6 @@ def test_register_activate_and_roll_back_without_restart(database_url: str, tmp_
 def test_site_threshold_overrides_are_applied_and_recorded(
     database_url: str, tmp_path: Path
 ) -> None:
-    needs_shared_data()
     overrides = tmp_path / "thresholds.json"
     overrides.write_text(json.dumps({"fundus": {"F.GLAU.GLAU": 0.9}}))
     settings = Settings(
@@ -82,7 +80,7 @@ def test_site_threshold_overrides_are_applied_and_recorded(
     )
     settings.ensure_dirs()
     runtime = WorkerRuntime(settings, publish=lambda name, args: None)
-    [image] = _receive(runtime, sorted((FUNDUS / "images" / "glaucoma").glob("*.jpg"))[:1])
+    [image] = _receive(runtime, generated_fundus_photos(1))
     runtime.inference().infer_batch(image, "w", runtime.batch_policy)
     with runtime.sessions() as session:
         prediction = session.scalars(select(Prediction)).one()

@@ -16,6 +16,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
+from dicom_gateway.conformance import SCU_SOP_CLASSES
 from dicom_gateway.photos import photo_to_dataset
 from dicom_gateway.tls import client_context
 from ml.checkpoint import load_checkpoint, save_checkpoint
@@ -42,16 +43,17 @@ from services.ingest import IngestService, ReceivedImage
 from services.recovery import close_quiet_cases
 from services.reporting import requeue_dead
 from services.settings import Settings
-from tests.conftest import FUNDUS, free_port, needs_shared_data, require_binary, run
+from tests.conftest import free_port, require_binary, run
 from tests.pki import pki
 from tests.service_harness import eyescreen
 from tests.sr_checks import assert_valid_dicom, assert_valid_sr
+from tests.synthetic_photos import generated_fundus_photos
 from worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 __all__ = ["pki"]  # the fixture
 
-PHOTOS = ("cataract/0_left.jpg", "normal/1034_left.jpg", "glaucoma/1209_left.jpg")
+PHOTOS = (0, 1, 2)  # generated fundus photographs: a report needs a photograph, not a real one
 
 
 @dataclass
@@ -62,9 +64,9 @@ class World:
     study_uid: str
     pacs_port: int
 
-    def receive(self, photo: str, eye: str) -> int:
+    def receive(self, photo: int, eye: str) -> int:
         ds = photo_to_dataset(
-            FUNDUS / "images" / photo,
+            generated_fundus_photos(3)[photo],
             patient_id="RPT-1",
             patient_name="O'Brien^<i>Ann</i>",
             laterality=eye,
@@ -109,7 +111,6 @@ class World:
 
 @pytest.fixture
 def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    needs_shared_data()
     pacs_port = free_port()
     settings = Settings(
         data_dir=tmp_path / "var",
@@ -142,6 +143,7 @@ def test_one_report_per_case_revised_by_a_late_image_and_by_the_panel(
     [first] = world.reports()
     assert len(first.predictions) == 2 and first.predecessor_pk is None
     sr = assert_valid_sr(world.sr_file(first, tmp_path))
+    assert sr.SOPClassUID in SCU_SOP_CLASSES
     groups = sr.content.get_image_measurement_groups()
     assert len(groups) == 2 * 3  # per eye: level 1, level 2, summary
     with world.runtime.sessions() as session:
@@ -220,6 +222,7 @@ def test_pdf_report_reads_as_text_and_wraps_as_valid_dicom(world: World, tmp_pat
     wrapped.write_bytes(wrap_pdf(pdf, source))
     assert_valid_dicom(wrapped)
     assert dcmread(wrapped).EncapsulatedDocument[: len(pdf)] == pdf
+    assert dcmread(wrapped).SOPClassUID in SCU_SOP_CLASSES  # the conformance statement lists it
 
 
 def test_a_class_the_model_cannot_assess_says_so_in_the_sr_and_the_pdf(
@@ -227,7 +230,6 @@ def test_a_class_the_model_cannot_assess_says_so_in_the_sr_and_the_pdf(
 ) -> None:
     """Checkpoint -> prediction -> SR (dciodvfy, dsrdump, highdicom) -> PDF: "not assessed",
     never "Absent", for a class below the training minimum."""
-    needs_shared_data()
     require_binary("/usr/bin/pdftotext")
     meta, model = load_checkpoint(SHIPPED_DIR / "fundus.pt")
     meta["assessment"] = {"min_positive": 30, "not_assessed": ["F.VRD.OPT", "F.VRD.RDET"]}

@@ -164,3 +164,24 @@ def test_cross_validate_command_on_generated_photographs(tmp_path: Path) -> None
     referral = metrics["results"]["hierarchical"]["referral"]["eye"]
     assert referral["n_positive"] == 24 and referral["n_negative"] == 24
     assert "Referral" in result.stdout and "(not assessed)" in result.stdout
+
+    # the final model carries the operating point, calibration and the unassessed classes
+    train = [
+        arg for arg in args if arg not in ("--folds", "2", "--json", str(tmp_path / "cv.json"))
+    ]
+    train = [a for a in train if a not in ("--min-positive", "5", "--target-sensitivity", "0.9")]
+    train[0] = "train"
+    out = tmp_path / "model.pt"
+    train[train.index("--out") + 1] = str(out)
+    env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"))
+    cache = str(tmp_path / "cache")
+    trained = eyescreen(
+        *train, "--thresholds-from", str(tmp_path / "cv.json"), "--cache-dir", cache, env=env
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    predictor = Predictor.load(out, "cpu")
+    point = predictor.operating_point
+    assert point.scale == "calibrated" and "A.CAT.CAT" in point.not_assessed
+    assert dict(point.thresholds) == metrics["operating_point"]["thresholds"]
+    [row] = predictor.predict([np.zeros((48, 48, 3), np.uint8)])
+    assert set(row) == set(predictor.taxonomy.codes)

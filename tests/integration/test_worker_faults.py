@@ -16,10 +16,11 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine, make_url
 
 from services.db.models import Instance, InstanceState, Prediction
-from tests.conftest import FUNDUS, REDIS_URL, free_port, needs_shared_data, require_service, run
+from tests.conftest import REDIS_URL, free_port, require_service, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
 from tests.service_harness import start_service, wait_for
+from tests.synthetic_photos import generated_fundus_photos
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ class Service:
         wait_for(lambda: run(echo).returncode == 0, 90, "the gateway", self.log)
 
     def send(self, count: int, folder: Path) -> None:
-        photos = sorted((FUNDUS / "images" / "normal").glob("*.jpg"))[:count]
+        photos = generated_fundus_photos(count)
         files = [
             write_photo_dicom(p, folder / f"{n}.dcm") and folder / f"{n}.dcm"
             for n, p in enumerate(photos)
@@ -103,7 +104,6 @@ def redis_broker() -> Iterator[TcpProxy]:
 def test_worker_killed_mid_batch_every_image_read_exactly_once(
     postgres_url: str, redis_broker: TcpProxy, tmp_path: Path
 ) -> None:
-    needs_shared_data()
     service = Service(postgres_url, redis_broker.port, tmp_path)
     try:
         service.send(18, tmp_path)
@@ -129,7 +129,6 @@ def test_worker_killed_mid_batch_every_image_read_exactly_once(
 def test_redis_restarted_with_its_queue_lost_nothing_is_lost(
     postgres_url: str, redis_broker: TcpProxy, tmp_path: Path
 ) -> None:
-    needs_shared_data()
     service = Service(postgres_url, redis_broker.port, tmp_path)
     try:
         service.send(10, tmp_path)

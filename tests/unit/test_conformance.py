@@ -41,8 +41,14 @@ def test_transfer_syntaxes_match_the_scp() -> None:
             assert set(context.transfer_syntax) == set(TRANSFER_SYNTAXES)
 
 
-def test_scu_classes_match() -> None:
+def test_scu_classes_match_what_the_service_sends() -> None:
+    """The documented SCU classes are the sender's allow-list (``reports/delivery.py``); the
+    objects the report service builds are checked against it in tests/integration/test_reports.
+    """
+    from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage
+
     assert {uid: name for name, uid, _ in _table("scu-sop-classes")} == SCU_SOP_CLASSES
+    assert {Comprehensive3DSRStorage, EncapsulatedPDFStorage} <= set(SCU_SOP_CLASSES)
 
 
 def test_statuses_match_the_handlers() -> None:
@@ -54,3 +60,18 @@ def test_statuses_match_the_handlers() -> None:
         if re.fullmatch(r"[A-Z_]+", name) and isinstance(value, int)
     }
     assert codes == set(statuses.MEANINGS)
+
+
+def test_the_sender_refuses_what_the_statement_does_not_list() -> None:
+    """An image (OP) handed to the report sender is refused before any association."""
+    import pytest
+
+    from dicom_gateway.photos import photo_to_dataset
+    from reports.delivery import make_sender
+    from reports.sr import encode
+    from services.reporting import DeliveryError
+    from tests.synthetic_photos import generated_fundus_photos
+
+    photo = encode(photo_to_dataset(generated_fundus_photos(1)[0], patient_id="C1"))
+    with pytest.raises(DeliveryError, match="not in the conformance statement"):
+        make_sender("EYESCREEN")([photo], "PACS@127.0.0.1:9")
