@@ -27,15 +27,16 @@ GRADABLE = Quality.GRADABLE
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
-    grey = rgb.astype(np.float32).mean(axis=2)
+    grey: np.ndarray = rgb.astype(np.float32).mean(axis=2)
     step = max(1, min(grey.shape) // 256)
     return grey[::step, ::step]
 
 
 def _laplacian(grey: np.ndarray) -> np.ndarray:
-    return (
+    result: np.ndarray = (
         -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
     )
+    return result
 
 
 def image_statistics(rgb: np.ndarray) -> dict[str, float]:

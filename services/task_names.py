@@ -1,7 +1,21 @@
 """Names of the queued tasks, shared by whoever writes an outbox row and the worker."""
 
-INFER_TASK = "screening.infer"
-INFER_URGENT_TASK = "screening.infer_urgent"  # the urgent lane: read, report and send at once
-REPORT_TASK = "reports.build_case"  # argument: screening case id
-DELIVER_TASK = "reports.deliver"  # argument: report delivery id
-RENDER_TASK = "reports.render_pdf"  # argument: report id
+from enum import StrEnum
+
+
+class TaskName(StrEnum):
+    INFER = "screening.infer"
+    INFER_URGENT = "screening.infer_urgent"  # the urgent lane: read, report and send at once
+    REPORT = "reports.build_case"  # argument: screening case id
+    DELIVER = "reports.deliver"  # argument: report delivery id
+    RENDER = "reports.render_pdf"  # argument: report id
+
+
+TASK_NAME_LENGTH = 64  # the outbox column holding a task name
+assert max(map(len, TaskName)) <= TASK_NAME_LENGTH
+
+INFER_TASK = TaskName.INFER
+INFER_URGENT_TASK = TaskName.INFER_URGENT
+REPORT_TASK = TaskName.REPORT
+DELIVER_TASK = TaskName.DELIVER
+RENDER_TASK = TaskName.RENDER

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from services.errors import TaxonomyError
 
-ROUTES = ("fundus", "anterior")
+
+class Route(StrEnum):
+    """Which model reads a photograph: one per photo type, each with its taxonomy."""
+
+    FUNDUS = "fundus"
+    ANTERIOR = "anterior"
+
+
+ROUTES: tuple[str, ...] = tuple(Route)
+ROUTE_LENGTH = 16  # database columns holding a route
+assert max(map(len, ROUTES)) <= ROUTE_LENGTH
 
 
 @dataclass(frozen=True)

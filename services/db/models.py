@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from services.db.base import Base, BigId, UtcDateTime, utcnow
+from services.task_names import TASK_NAME_LENGTH
+from services.taxonomy import ROUTE_LENGTH
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -114,7 +116,7 @@ class Instance(Base):
     series_instance_uid: Mapped[str] = mapped_column(String(64))
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     laterality: Mapped[str] = mapped_column(String(4), default="")
-    route: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(ROUTE_LENGTH))
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigId)
@@ -139,7 +141,7 @@ class ModelVersion(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     version: Mapped[str] = mapped_column(String(32))
-    route: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(ROUTE_LENGTH))
     weights_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     taxonomy_version: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
@@ -153,7 +155,7 @@ class ModelActivation(Base):
     __tablename__ = "model_activation"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    route: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(ROUTE_LENGTH))
     site: Mapped[str] = mapped_column(String(64), default="")  # "" = every site
     model_version_pk: Mapped[int] = mapped_column(ForeignKey("model_version.id"))
     activated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
@@ -215,7 +217,7 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    task_name: Mapped[str] = mapped_column(String(64))
+    task_name: Mapped[str] = mapped_column(String(TASK_NAME_LENGTH))
     args: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
