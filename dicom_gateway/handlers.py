@@ -86,6 +86,10 @@ _REFUSALS: tuple[tuple[type[Exception], int], ...] = (
 
 
 def handle_store(event: events.Event, context: StoreContext) -> int | Dataset:
+    """C-STORE: check the data set in a guarded process, route it, keep it durably, answer.
+
+    Success is answered only after the file is fsynced and its row committed; every refusal is
+    a DICOM failure status with an Error Comment (``statuses.py``), never an exception."""
     request = event.request
     assert isinstance(request, C_STORE)
     uid = str(request.AffectedSOPInstanceUID)

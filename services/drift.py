@@ -38,6 +38,7 @@ class Reference:
     def from_samples(
         cls, model_sha256: str, route: str, samples: Iterable[Mapping[str, float]]
     ) -> Reference:
+        """Decile edges of each feature over the reference photographs."""
         rows = list(samples)
         if len(rows) < 20:
             raise ValueError(f"a reference needs at least 20 photographs, got {len(rows)}")
@@ -48,11 +49,13 @@ class Reference:
         return cls(model_sha256, route, edges, len(rows))
 
     def save(self, path: Path) -> None:
+        """Write the reference as JSON beside its model."""
         data = {"format": FORMAT, **self.__dict__}
         path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> Reference:
+        """Read a reference written by ``save``."""
         data = json.loads(path.read_text())
         if data.pop("format", None) != FORMAT:
             raise ValueError(f"{path}: not a drift reference")
@@ -78,6 +81,8 @@ def psi(values: list[float], edges: list[float]) -> float:
 
 @dataclass(frozen=True)
 class DriftRow:
+    """One camera's population stability index per feature against the reference."""
+
     camera: str
     route: str
     count: int
@@ -86,6 +91,7 @@ class DriftRow:
 
     @property
     def drifted(self) -> list[str]:
+        """The features whose PSI is above the threshold."""
         return [name for name, score in self.scores.items() if score > self.threshold]
 
 

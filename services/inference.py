@@ -66,6 +66,8 @@ class BatchPolicy:
 
 @dataclass(frozen=True)
 class InferenceOutcome:
+    """What reading one instance gave: its prediction, the queued work, or an error."""
+
     instance_id: int
     prediction_id: int | None
     outbox_ids: tuple[int, ...] = ()
@@ -73,6 +75,11 @@ class InferenceOutcome:
 
 
 class InferenceService:
+    """Reads received images with their route's model and records each decision once.
+
+    The model, pixel decoder and store are injected; claims with leases keep two workers off
+    the same image (``infer_batch``), and a corrupt image fails alone (``infer``)."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],

@@ -51,12 +51,17 @@ class ReceivedImage:
 
 @dataclass(frozen=True)
 class IngestResult:
+    """The instance a received image became, and whether it was already there."""
+
     instance_id: int
     duplicate: bool
     outbox_ids: tuple[int, ...]
 
 
 class IngestService:
+    """Keeps a received image: bytes stored durably, then instance and outbox rows in one
+    commit; a repeat with the same bytes is acknowledged, with other bytes refused."""
+
     def __init__(self, sessions: sessionmaker[Session], store: ContentStore) -> None:
         self.sessions = sessions
         self.store = store

@@ -48,6 +48,7 @@ class WorkWaiting(Collector):
         self.sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The work waiting, read from the database at scrape time."""
         waiting = GaugeMetricFamily(
             "eyescreen_work_waiting", "Work not yet done, by kind", labels=["kind"]
         )

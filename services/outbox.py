@@ -25,6 +25,7 @@ Publish = Callable[[str, list[Any]], None]
 
 
 def add_message(session: Session, task_name: str, *args: Any) -> OutboxMessage:
+    """An outbox row for a task, committed with the change that calls for it."""
     message = OutboxMessage(task_name=task_name, args=list(args))
     session.add(message)
     session.flush()
@@ -32,6 +33,9 @@ def add_message(session: Session, task_name: str, *args: Any) -> OutboxMessage:
 
 
 class OutboxDispatcher:
+    """Hands committed outbox rows to the broker and marks them sent; what the broker did not
+    take stays unsent for the sweeper."""
+
     def __init__(self, sessions: sessionmaker[Session], publish: Publish) -> None:
         self.sessions = sessions
         self.publish = publish

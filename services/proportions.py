@@ -20,6 +20,7 @@ class Proportion:
     high: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The proportion as a JSON-ready dict."""
         return asdict(self)
 
     def __str__(self) -> str:

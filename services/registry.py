@@ -63,6 +63,7 @@ def register(
 
 
 def find(session: Session, sha256_prefix: str) -> ModelVersion:
+    """The registered model whose weights hash starts with the prefix (unique)."""
     matches = session.scalars(
         select(ModelVersion).where(ModelVersion.weights_sha256.startswith(sha256_prefix.lower()))
     ).all()
@@ -75,6 +76,7 @@ def find(session: Session, sha256_prefix: str) -> ModelVersion:
 def activate(
     session: Session, model: ModelVersion, site: str = "", by: str = ""
 ) -> ModelActivation:
+    """Make a model the one its route uses (at a site, or everywhere); audited."""
     activation = ModelActivation(
         route=model.route, site=site, model_version_pk=model.id, activated_by=by[:64]
     )

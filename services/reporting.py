@@ -80,6 +80,8 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Patient:
+    """The patient and study attributes a report shows (PHI: never logged)."""
+
     name: str
     patient_id: str
     birth_date: str
@@ -100,6 +102,7 @@ class CaseReport:
 
     @property
     def referral(self) -> bool:
+        """The case is referred when any of its images is (or the panel says so)."""
         if self.verdict is not None:
             return self.verdict.referral
         return any(image.referral for image in self.images)
@@ -107,6 +110,8 @@ class CaseReport:
 
 @dataclass(frozen=True)
 class EncodedReport:
+    """A built SR: its bytes and UIDs."""
+
     sop_instance_uid: str
     data: bytes
 
@@ -118,6 +123,8 @@ SendReport = Callable[[Sequence[bytes], str], None]
 
 
 class DeliveryError(Exception):
+    """A delivery that failed: connection refused, timeout, or a failure status."""
+
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -125,6 +132,8 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True)
 class DeliveryOutcome:
+    """What one delivery attempt gave."""
+
     state: DeliveryState
     retry_in_s: float | None = None
     error: str | None = None
@@ -132,6 +141,9 @@ class DeliveryOutcome:
 
 @dataclass
 class ReportService:
+    """One SR per screening case, revised when the case changes, delivered to every
+    destination with retry, backoff and dead-letter; the PDF when the case closes."""
+
     sessions: sessionmaker[Session]
     images: ContentStore
     reports: ContentStore

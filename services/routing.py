@@ -34,15 +34,19 @@ class RoutingFacts:
 
 @dataclass(frozen=True)
 class Router:
+    """Decides which model reads an image from what the gateway knows of it."""
+
     by_ae: Mapping[str, str] = field(default_factory=dict)
     by_station: Mapping[str, str] = field(default_factory=dict)
     default: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
+        """A router from the configured sources, stations and default route."""
         return cls(settings.routes_by_ae, settings.station_routes, settings.default_route)
 
     def route(self, facts: RoutingFacts) -> str:
+        """The route of an image; raises ``NoRoute`` rather than guess."""
         for key, table in ((facts.calling_ae, self.by_ae), (facts.station_name, self.by_station)):
             if key and key.strip() in table:
                 return table[key.strip()]

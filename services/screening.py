@@ -45,6 +45,7 @@ class OperatingPoint:
     scale: ProbabilityScale = ProbabilityScale.RAW
 
     def threshold(self, code: str) -> float | None:
+        """The class's threshold; None when the model does not assess it."""
         if code in self.not_assessed:
             return None
         return float(self.thresholds.get(code, DEFAULT_THRESHOLD))
@@ -142,11 +143,14 @@ class Finding:
 
     @property
     def assessed(self) -> bool:
+        """Whether the model made a decision for this class."""
         return self.positive is not None
 
 
 @dataclass(frozen=True)
 class ScreeningDecision:
+    """Findings, top-3 and referral of one image under one operating point."""
+
     findings: tuple[Finding, ...]
     top3: tuple[str, ...]
     referral: bool
@@ -155,14 +159,17 @@ class ScreeningDecision:
 
     @property
     def positive_codes(self) -> list[str]:
+        """Codes decided present."""
         return [f.code for f in self.findings if f.positive]
 
     @property
     def not_assessed_codes(self) -> list[str]:
+        """Codes the model does not assess."""
         return [f.code for f in self.findings if not f.assessed]
 
     @property
     def probabilities(self) -> dict[str, float]:
+        """Every class's probability, after the hierarchy constraint."""
         return {f.code: f.probability for f in self.findings}
 
     @property

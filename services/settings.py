@@ -33,6 +33,7 @@ class DicomNode:
 
     @classmethod
     def parse(cls, text: str) -> DicomNode:
+        """Parse the text form used in environment variables; a bad value says why."""
         match = _DESTINATION.match(text.strip())
         if not match:
             raise ValueError(f"{text!r} is not a DICOM destination; write it as AE@host:port[+tls]")
@@ -61,6 +62,7 @@ class DicomSource:
 
     @classmethod
     def parse(cls, text: str) -> DicomSource:
+        """Parse the text form used in environment variables; a bad value says why."""
         who, sep, route = text.strip().partition("=")
         route = route.strip()
         if not sep or route not in ROUTE_CHOICES:
@@ -74,6 +76,7 @@ class DicomSource:
         return cls(ae.strip(), route, addresses)
 
     def admits(self, address: str) -> bool:
+        """Whether a caller at this address may use this AE title."""
         return not self.addresses or address in self.addresses
 
 
@@ -201,6 +204,7 @@ class Settings(BaseSettings):
 
     @property
     def routes_by_ae(self) -> dict[str, str]:
+        """The route configured for each known calling AE title."""
         return {s.ae_title: s.route for s in self.dicom_sources if s.route != "auto"}
 
     @model_validator(mode="after")
@@ -213,31 +217,38 @@ class Settings(BaseSettings):
 
     @cached_property
     def data_path(self) -> Path:
+        """The data folder, absolute."""
         return self.data_dir.resolve()
 
     @property
     def images_dir(self) -> Path:
+        """Where received images are kept, by sha256."""
         return self.data_path / "images"
 
     @property
     def reports_dir(self) -> Path:
+        """Where built SRs and PDFs are kept, by sha256."""
         return self.data_path / "reports"
 
     @property
     def heatmaps_dir(self) -> Path:
+        """Where Grad-CAM overlays are kept."""
         return self.data_path / "heatmaps"
 
     @property
     def effective_database_url(self) -> str:
+        """The configured database, else SQLite in the data folder."""
         return self.database_url or f"sqlite:///{self.data_path / 'eyescreen.db'}"
 
     @property
     def effective_broker_url(self) -> str:
+        """The configured broker, else the SQLite broker in the data folder."""
         # kombu's SQLAlchemy transport (tuned in worker.embedded_broker): no server, one file.
         return self.broker_url or f"eyescreen-sqlite+sqlite:///{self.data_path / 'broker.db'}"
 
     @property
     def effective_worker_concurrency(self) -> int:
+        """Worker processes: the setting, or one per CPU up to two."""
         return self.worker_concurrency or min(2, os.cpu_count() or 1)
 
     @property
@@ -248,9 +259,11 @@ class Settings(BaseSettings):
 
     @property
     def is_embedded(self) -> bool:
+        """True when the database is SQLite (the embedded profile)."""
         return self.effective_database_url.startswith("sqlite")
 
     def ensure_dirs(self) -> None:
+        """Create the data folders."""
         for path in (self.data_path, self.images_dir, self.reports_dir, self.heatmaps_dir):
             path.mkdir(parents=True, exist_ok=True)
 

@@ -18,20 +18,27 @@ from services.errors import StorageFull
 
 @dataclass(frozen=True)
 class StoredFile:
+    """A stored file: its sha256, path and size."""
+
     sha256: str
     path: Path
     size: int
 
 
 class ContentStore:
+    """Files stored under their sha256 (temporary file, fsync, rename, directory fsync);
+    below ``min_free_bytes`` of free space new files are refused, never half-written."""
+
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = root
         self.min_free_bytes = min_free_bytes
 
     def path_for(self, sha256: str, suffix: str = ".dcm") -> Path:
+        """The path a file with this hash has (or will have)."""
         return self.root / sha256[:2] / sha256[2:4] / f"{sha256}{suffix}"
 
     def check_space(self, incoming: int = 0) -> None:
+        """Refuse (``StorageFull``) when the file would leave too little free space."""
         self.root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.root).free
         if free - incoming < self.min_free_bytes:
@@ -62,6 +69,7 @@ class ContentStore:
         return StoredFile(digest, target, len(data))
 
     def read(self, sha256: str, suffix: str = ".dcm") -> bytes:
+        """The bytes of a stored file."""
         return self.path_for(sha256, suffix).read_bytes()
 
 

@@ -4,6 +4,8 @@ from enum import StrEnum
 
 
 class TaskName(StrEnum):
+    """The queued tasks; the value is the Celery task name."""
+
     INFER = "screening.infer"
     INFER_URGENT = "screening.infer_urgent"  # the urgent lane: read, report and send at once
     REPORT = "reports.build_case"  # argument: screening case id

@@ -30,6 +30,8 @@ assert max(map(len, ROUTES)) <= ROUTE_LENGTH
 
 @dataclass(frozen=True)
 class Node:
+    """One class of the taxonomy: code, name, parent, level, and whether it means normal."""
+
     code: str
     name: str
     parent: str | None
@@ -40,6 +42,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Taxonomy:
+    """The disease tree of one photo type; the network's heads are generated from it."""
+
     name: str
     version: str
     nodes: tuple[Node, ...]
@@ -51,6 +55,7 @@ class Taxonomy:
 
     @property
     def depth(self) -> int:
+        """The number of levels."""
         return max(n.level for n in self.nodes)
 
     def level(self, level: int) -> list[Node]:
@@ -58,6 +63,7 @@ class Taxonomy:
         return [n for n in self.nodes if n.level == level]
 
     def level_codes(self, level: int) -> list[str]:
+        """The codes of one level, in head column order."""
         return [n.code for n in self.level(level)]
 
     @property
@@ -66,6 +72,7 @@ class Taxonomy:
         return [c for lvl in range(1, self.depth + 1) for c in self.level_codes(lvl)]
 
     def has(self, code: str) -> bool:
+        """Whether the code is in the taxonomy."""
         return code in self._by_code
 
     def level_sizes(self) -> list[int]:
@@ -73,12 +80,14 @@ class Taxonomy:
         return [len(self.level(lvl)) for lvl in range(1, self.depth + 1)]
 
     def node(self, code: str) -> Node:
+        """The node of a code; an unknown code raises ``TaxonomyError``."""
         try:
             return self._by_code[code]
         except KeyError:
             raise TaxonomyError(f"unknown code {code!r} in taxonomy {self.name!r}") from None
 
     def ancestors(self, code: str) -> list[str]:
+        """The code's parent, grandparent, ... up to level 1."""
         chain = []
         parent = self.node(code).parent
         while parent is not None:
@@ -87,9 +96,11 @@ class Taxonomy:
         return chain
 
     def children(self, code: str) -> list[Node]:
+        """The nodes whose parent is the code."""
         return [n for n in self.nodes if n.parent == code]
 
     def with_ancestors(self, codes: set[str] | list[str]) -> set[str]:
+        """The codes and all their ancestors."""
         closed = set(codes)
         for code in codes:
             closed.update(self.ancestors(code))
@@ -101,6 +112,7 @@ class Taxonomy:
         return [parents.index(n.parent) for n in self.level(level) if n.parent is not None]
 
     def to_dict(self) -> dict[str, Any]:
+        """The taxonomy as stored in checkpoints and files."""
         return {
             "name": self.name,
             "version": self.version,

@@ -84,6 +84,9 @@ def device_uid(settings: Settings) -> str:
 
 @dataclass
 class WorkerRuntime:
+    """A worker process's resources (database, stores, models, sender) and the services built
+    on them; made in the process that runs tasks, never at import."""
+
     settings: Settings
     publish: Publish
     sessions: sessionmaker[Session] = field(init=False)

@@ -22,6 +22,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column holds)."""
     return datetime.now(UTC)
 
 
@@ -32,10 +33,13 @@ class UtcDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """SQLite returns naive datetimes: read them back as UTC."""
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
 
 
 class Base(DeclarativeBase):
+    """Declarative base with the constraint naming convention Alembic relies on."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

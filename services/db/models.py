@@ -43,23 +43,31 @@ def _enum(cls: type[enum.Enum]) -> Enum:
 
 
 class InstanceState(enum.StrEnum):
+    """Where a received image is: waiting to be read, read, or unreadable."""
+
     RECEIVED = "received"
     PREDICTED = "predicted"
     FAILED = "failed"
 
 
 class CaseState(enum.StrEnum):
+    """A visit is open while images may still come; closed after the quiet period."""
+
     OPEN = "open"
     CLOSED = "closed"
 
 
 class DeliveryState(enum.StrEnum):
+    """One report's way to one destination: pending (with retries), delivered, dead."""
+
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
 
 
 class Patient(Base):
+    """A patient as the PACS identifies them (PHI: never logged)."""
+
     __tablename__ = "patient"
     __table_args__ = (UniqueConstraint("patient_id", "issuer"),)
 
@@ -75,6 +83,8 @@ class Patient(Base):
 
 
 class Study(Base):
+    """A DICOM study of a patient: the images of one visit."""
+
     __tablename__ = "study"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -261,6 +271,8 @@ class Report(Base):
 
 
 class ReportDelivery(Base):
+    """The delivery of one report to one destination, with its attempts and last status."""
+
     __tablename__ = "report_delivery"
     __table_args__ = (UniqueConstraint("report_pk", "destination"),)
 
@@ -280,6 +292,8 @@ class ReportDelivery(Base):
 
 
 class Role(enum.StrEnum):
+    """What a person may do: grade, arbitrate, administer, analyse."""
+
     GRADER = "grader"
     ARBITER = "arbiter"  # a senior ophthalmologist on the arbitration panel
     STATISTICIAN = "statistician"
@@ -317,6 +331,8 @@ class GraderRead(Base):
 
 
 class ArbitrationState(enum.StrEnum):
+    """An arbitration is open until the panel decides it."""
+
     OPEN = "open"
     DECIDED = "decided"
 
