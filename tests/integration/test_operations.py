@@ -28,12 +28,20 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _metric(text: str, line_start: str) -> float:
-    """A metric's value; a missing one fails (reading it as 0 would pass "== 0" unregistered)."""
+def _exposed(text: str, line_start: str) -> float | None:
+    """A metric's value, or None while it is not exposed (yet)."""
     for line in text.splitlines():
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"metric {line_start!r} is not exposed")
+    return None
+
+
+def _metric(text: str, line_start: str) -> float:
+    """A metric's value; a missing one fails (reading it as 0 would pass "== 0" unregistered)."""
+    value = _exposed(text, line_start)
+    if value is None:
+        raise AssertionError(f"metric {line_start!r} is not exposed")
+    return value
 
 
 def test_metrics_and_health_of_a_running_service(fundus_photo: Path, tmp_path: Path) -> None:
@@ -54,7 +62,7 @@ def test_metrics_and_health_of_a_running_service(fundus_photo: Path, tmp_path: P
         assert storescu(port, [tmp_path / "op.dcm"]).returncode == 0
         read = 'eyescreen_images_read_total{outcome="predicted",route="fundus"}'
         wait_for(
-            lambda: _metric(_get(worker_port, "/metrics")[1], read) == 1.0,
+            lambda: _exposed(_get(worker_port, "/metrics")[1], read) == 1.0,
             120,
             "the worker's metrics",
             log,
