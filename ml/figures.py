@@ -11,10 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image
 
 from ml.data import Sample
-from ml.heatmaps import heatmap_overlay
+from ml.heatmaps import heatmap_overlay, model_view
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb
 from services.screening import decide, heatmap_targets
@@ -42,8 +41,7 @@ def gradcam_grid(predictor: Predictor, samples: list[Sample], out: Path, count: 
             max(taxonomy.level_codes(taxonomy.depth), key=lambda c: probabilities[c])
         ]
         code = targets[0]
-        size = predictor.preprocessing.size
-        row[0].imshow(np.asarray(Image.fromarray(rgb).resize((size, size))))
+        row[0].imshow(model_view(predictor, rgb))
         deepest = [c for c in sorted(sample.codes) if taxonomy.node(c).level == taxonomy.depth]
         names = ", ".join(taxonomy.node(c).name for c in deepest)
         row[0].set_title(f"label: {names}"[:52], fontsize=8)

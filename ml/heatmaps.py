@@ -15,6 +15,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from ml.predictor import Predictor
+from ml.preprocess import to_square_image
 
 
 class _OneLevel(nn.Module):
@@ -35,8 +36,14 @@ def last_conv(module: nn.Module) -> nn.Module:
     return convs[-1]
 
 
+def model_view(predictor: Predictor, rgb: np.ndarray) -> np.ndarray:
+    """The photograph as the network saw it: frame cropped, padded square, input size."""
+    return np.asarray(to_square_image(rgb, predictor.preprocessing))
+
+
 def heatmap_overlay(predictor: Predictor, rgb: np.ndarray, code: str) -> np.ndarray:
-    """RGB uint8 overlay, at the model's input size, of Grad-CAM for ``code``."""
+    """RGB uint8 overlay of Grad-CAM for ``code`` on the image the network saw (same crop and
+    padding), so each hot spot lies on the part of the photograph it explains."""
     node = predictor.taxonomy.node(code)
     index = predictor.taxonomy.level_codes(node.level).index(code)
     network = getattr(predictor.model, "_orig_mod", predictor.model)  # unwrap torch.compile
@@ -48,8 +55,7 @@ def heatmap_overlay(predictor: Predictor, rgb: np.ndarray, code: str) -> np.ndar
         ) as cam,
     ):
         grayscale = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(index)])[0]
-    size = tensor.shape[-1]
-    base = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+    base = model_view(predictor, rgb)
     return show_cam_on_image(base.astype(np.float32) / 255.0, grayscale, use_rgb=True)
 
 
