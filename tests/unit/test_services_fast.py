@@ -1,0 +1,229 @@
+"""The service rules in seconds: ingest, outbox, inference and delivery through the seams they
+already have (model, pixel decoder, report encoder, sender, publisher are injected), with fakes
+for those and a migrated SQLite file for the rows. Integration tests keep to the real peers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from services.db.models import (
+    DeliveryState,
+    Instance,
+    InstanceState,
+    OutboxMessage,
+    Prediction,
+    ReportDelivery,
+)
+from services.db.session import make_engine, make_session_factory
+from services.errors import InstanceConflict
+from services.inference import InferenceService
+from services.ingest import IngestService, ReceivedImage
+from services.outbox import OutboxDispatcher
+from services.reporting import CaseReport, DeliveryError, EncodedReport, ReportService
+from services.screening import OperatingPoint, ProbabilityScale
+from services.storage import ContentStore
+from services.task_names import INFER_TASK, REPORT_TASK
+from services.taxonomy import Taxonomy, load_taxonomy
+from tests.synthetic_photos import fundus_rgb
+
+NORMAL = b"normal-photo"
+GLAUCOMA = b"glaucoma-photo"
+CORRUPT = b"corrupt-photo"
+# What the fake decoder gives for each: a gradable fundus-like picture, different per photo
+PIXELS = {NORMAL: fundus_rgb(128, seed=0), GLAUCOMA: fundus_rgb(128, seed=1)}
+
+
+@dataclass
+class FakeModel:
+    """Probabilities chosen by the photo's bytes (the fake decoder passes them through)."""
+
+    taxonomy: Taxonomy = field(default_factory=lambda: load_taxonomy("fundus"))
+    name: str = "fake-fundus"
+    version: str = "1"
+    sha256: str = "f" * 64
+    stand_in: bool = False
+    operating_point: OperatingPoint = field(
+        default_factory=lambda: OperatingPoint(
+            {"F.GLAU": 0.5, "F.GLAU.GLAU": 0.4, "F.NOR": 0.5, "F.NOR.NOR": 0.5},
+            frozenset({"F.VRD.OPT"}),
+            ProbabilityScale.CALIBRATED,
+        )
+    )
+    calls: list[int] = field(default_factory=list)
+
+    def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]:
+        self.calls.append(len(images))
+        rows = []
+        for image in images:
+            row = dict.fromkeys(self.taxonomy.codes, 0.02)
+            if np.array_equal(image, PIXELS[GLAUCOMA]):
+                row |= {"F.GLAU.GLAU": 0.8, "F.NOR.NOR": 0.1}
+            else:
+                row |= {"F.NOR.NOR": 0.9, "F.VRD.OPT": 0.99}  # noise on an unassessed class
+            rows.append(row)
+        return rows
+
+    def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
+        return {"batch_size": batch_size, "probability_scale": "calibrated"}
+
+
+def fake_decode(data: bytes) -> np.ndarray:
+    if data not in PIXELS:
+        raise ValueError("not an image")
+    return PIXELS[data].copy()
+
+
+@dataclass
+class World:
+    ingest: IngestService
+    inference: InferenceService
+    reports: ReportService
+    model: FakeModel
+    published: list[tuple[str, list[Any]]]
+    sessions: Any
+
+    def receive(self, data: bytes, uid: str, study: str = "1.2.3") -> int:
+        image = ReceivedImage(
+            sop_instance_uid=uid,
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.77.1.5.1",
+            study_instance_uid=study,
+            series_instance_uid=study + ".1",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            route="fundus",
+            encoded=data,
+            patient_id="FAST-1",
+            laterality="R",
+        )
+        return self.ingest.accept(image).instance_id
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    from eyescreen.database import upgrade
+
+    url = f"sqlite:///{tmp_path / 'fast.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    store = ContentStore(tmp_path / "images")
+    model = FakeModel()
+    encoded: list[CaseReport] = []
+
+    def encode(content: CaseReport) -> EncodedReport:
+        encoded.append(content)
+        return EncodedReport(f"2.25.{len(encoded)}", f"sr-{len(encoded)}".encode())
+
+    yield World(
+        ingest=IngestService(sessions, store),
+        inference=InferenceService(sessions, store, fake_decode, lambda r: model, lambda r: "-"),
+        reports=ReportService(
+            sessions,
+            store,
+            ContentStore(tmp_path / "reports"),
+            encode,
+            destinations=["PACS@127.0.0.1:104"],
+            max_attempts=3,
+            base_delay_s=2.0,
+        ),
+        model=model,
+        published=[],
+        sessions=sessions,
+    )
+    engine.dispose()
+
+
+def test_a_repeat_is_acknowledged_and_other_bytes_under_the_same_uid_refused(
+    world: World,
+) -> None:
+    first = world.receive(NORMAL, "1.2.3.4")
+    assert world.receive(NORMAL, "1.2.3.4") == first
+    with pytest.raises(InstanceConflict):
+        world.receive(GLAUCOMA, "1.2.3.4")
+    with world.sessions() as session:
+        tasks = session.scalars(select(OutboxMessage.task_name)).all()
+    assert list(tasks) == [INFER_TASK]  # one inference message, not one per receipt
+
+
+def test_each_image_is_read_once_and_a_corrupt_one_fails_alone(world: World) -> None:
+    ids = [world.receive(data, f"1.2.3.{i}") for i, data in enumerate((NORMAL, CORRUPT, GLAUCOMA))]
+    outcomes = sorted(world.inference.infer(ids), key=lambda o: o.instance_id)
+    assert [o.error is not None for o in outcomes] == [False, True, False]
+    assert world.model.calls == [2]  # the two good images in one forward pass
+    world.inference.infer(ids)  # a repeated message: nothing read twice
+    assert world.model.calls == [2]
+    with world.sessions() as session:
+        states = dict(session.execute(select(Instance.id, Instance.state)).all())
+        predictions = {p.instance_pk: p for p in session.scalars(select(Prediction))}
+        for p in predictions.values():
+            _ = p.findings
+    assert states[ids[1]] == InstanceState.FAILED
+    normal, glaucoma = predictions[ids[0]], predictions[ids[2]]
+    assert normal.referral is False and glaucoma.referral is True
+    optic = next(f for f in normal.findings if f.code == "F.VRD.OPT")
+    assert optic.positive is None and optic.threshold is None  # not assessed, whatever its p
+    assert normal.probabilities["F.VRD"] < 0.5  # and it does not raise its parent
+
+
+def test_delivery_backs_off_doubling_then_dead_letters(world: World) -> None:
+    world.inference.infer([world.receive(NORMAL, "1.2.3.9")])
+    with world.sessions() as session:
+        case_id = session.scalars(select(Instance.case_pk)).one()
+    [outbox_id] = world.reports.build_case(case_id)
+    with world.sessions() as session:
+        delivery_id = session.scalars(select(ReportDelivery.id)).one()
+        assert session.get_one(OutboxMessage, outbox_id).args == [delivery_id]
+    attempts: list[str] = []
+
+    def refusing(objects: Sequence[bytes], destination: str) -> None:
+        attempts.append(destination)
+        raise DeliveryError("association refused", 0xA700)
+
+    first = world.reports.deliver(delivery_id, refusing)
+    assert first.state == DeliveryState.PENDING and first.retry_in_s == 2.0
+    early = world.reports.deliver(delivery_id, refusing)  # backing off: not sent again yet
+    assert early.state == DeliveryState.PENDING and len(attempts) == 1
+    _make_due(world, delivery_id)
+    assert world.reports.deliver(delivery_id, refusing).retry_in_s == 4.0
+    _make_due(world, delivery_id)
+    assert world.reports.deliver(delivery_id, refusing).state == DeliveryState.DEAD
+    assert len(attempts) == 3
+    with world.sessions() as session:
+        dead = session.get_one(ReportDelivery, delivery_id)
+        assert dead.last_status == 0xA700 and dead.attempts == 3
+
+
+def _make_due(world: World, delivery_id: int) -> None:
+    from services.db.base import utcnow
+    from services.db.session import transaction
+
+    with transaction(world.sessions) as session:
+        session.get_one(ReportDelivery, delivery_id).next_attempt_at = utcnow() - timedelta(1)
+
+
+def test_outbox_rows_wait_for_the_broker_and_are_sent_once_it_is_back(world: World) -> None:
+    world.receive(NORMAL, "1.2.3.5")
+    broker_up = False
+    sent: list[str] = []
+
+    def publish(task: str, args: list[Any]) -> None:
+        if not broker_up:
+            raise ConnectionError("broker down")
+        sent.append(task)
+
+    dispatcher = OutboxDispatcher(world.sessions, publish)
+    assert dispatcher.sweep(older_than=timedelta(0)) == 0  # down: the row stays unsent
+    broker_up = True
+    assert dispatcher.sweep(older_than=timedelta(0)) == 1
+    assert dispatcher.sweep(older_than=timedelta(0)) == 0  # sent once, not again
+    assert sent == [INFER_TASK]
+    with world.sessions() as session:
+        row = session.scalars(select(OutboxMessage)).one()
+        assert row.sent_at is not None and row.attempts == 2 and row.task_name != REPORT_TASK
