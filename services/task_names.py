@@ -11,6 +11,7 @@ class TaskName(StrEnum):
     REPORT = "reports.build_case"  # argument: screening case id
     DELIVER = "reports.deliver"  # argument: report delivery id
     RENDER = "reports.render_pdf"  # argument: report id
+    HOUSEKEEPING = "housekeeping.sweep"  # Celery beat: outbox, quiet cases, stale work
 
 
 TASK_NAME_LENGTH = 64  # the outbox column holding a task name

@@ -10,7 +10,7 @@ from celery.signals import task_failure, task_retry, worker_process_init
 from kombu import Queue
 
 from services.settings import Settings
-from services.task_names import INFER_URGENT_TASK
+from services.task_names import INFER_URGENT_TASK, TaskName
 from worker import embedded_broker
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> Celery:
         # sweeps too, so the embedded profile needs no beat.
         beat_schedule={
             "housekeeping": {
-                "task": "housekeeping.sweep",
+                "task": TaskName.HOUSEKEEPING.value,
                 "schedule": 30.0,
                 "options": {"queue": "housekeeping", "expires": 60},
             }
