@@ -156,10 +156,9 @@ def test_a_positive_finding_gets_a_grad_cam_heatmap(runtime: WorkerRuntime) -> N
 def _read_anterior(runtime: WorkerRuntime) -> Prediction:
     from dataclasses import replace
 
-    from tests.conftest import ANTERIOR
+    from tests.synthetic_photos import slit_lamp_rgb, write_photo
 
-    needs_shared_data()
-    photo = sorted((ANTERIOR / "images").rglob("*.jp*g"))[0]
+    photo = write_photo(slit_lamp_rgb(seed=1), runtime.settings.data_path / "slit-lamp.jpg")
     ingest = IngestService(runtime.sessions, runtime.images)
     image = replace(received_photo(photo, "A1"), route="anterior")
     instance_id = ingest.accept(image).instance_id
@@ -174,7 +173,6 @@ def test_a_route_without_a_trained_model_refers_everyone(database_url: str, tmp_
     """A route served by an untrained stand-in: its output must never pass anyone."""
     from ml.predictor import untrained_checkpoint
 
-    needs_shared_data()
     stand_in = untrained_checkpoint("anterior", tmp_path / "models")
     settings = Settings(
         data_dir=tmp_path / "var",
