@@ -14,8 +14,14 @@ import torch
 from tqdm import tqdm
 
 from ml.data import Sample, patient_folds, targets
-from ml.metrics import apply_temperatures, cross_fitted_temperatures, expected_calibration_error
+from ml.metrics import (
+    apply_temperatures,
+    cross_fitted_temperatures,
+    expected_calibration_error,
+    fit_temperature,
+)
 from ml.operating_point import (
+    ReferralProblem,
     cuts_to_thresholds,
     nested_referral,
     refer,
@@ -140,18 +146,24 @@ def operating_point(
     crossfit, temperatures = cross_fitted_temperatures(labels, raw_flat, folds)
     patients = [s.patient_id for s in samples]
 
-    def problem(matrix: np.ndarray) -> Any:
+    def problem(matrix: np.ndarray) -> ReferralProblem:
         probs = flat_levels(constrained(split_levels(matrix, taxonomy), taxonomy, not_assessed))
         return referral_problem(taxonomy, probs, labels, not_assessed)
 
+    def problem_fitted_on(train: np.ndarray) -> ReferralProblem:
+        fitted = [
+            fit_temperature(labels[train, j], raw_flat[train, j]) for j in range(len(labels[0]))
+        ]
+        return problem(apply_temperatures(raw_flat, fitted))
+
     selection = problem(apply_temperatures(raw_flat, temperatures))
     cuts = search_cuts(selection, target)
-    honest = problem(crossfit)
-    nested = nested_referral(honest, folds, target)
+    nested = nested_referral(problem_fitted_on, folds, target)
+    diseased = selection.diseased
     sources = np.array([s.source for s in samples])
     by_source = {
         str(source): referral_figures(
-            nested[sources == source], honest.diseased[sources == source]
+            nested[sources == source], diseased[sources == source]
         )["eye"]
         for source in np.unique(sources)
     }
@@ -160,7 +172,7 @@ def operating_point(
         "scale": ProbabilityScale.CALIBRATED.value,
         "temperatures": dict(zip(taxonomy.codes, temperatures, strict=True)),
         "thresholds": cuts_to_thresholds(taxonomy, selection, cuts, not_assessed),
-        "cross_validated": referral_figures(nested, honest.diseased, patients),
+        "cross_validated": referral_figures(nested, diseased, patients),
         "cross_validated_by_source": by_source,
         "on_selection_set": referral_figures(
             refer(selection.scores, cuts), selection.diseased, patients

@@ -17,7 +17,7 @@ flatter them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,11 +188,17 @@ def _figures(referred: np.ndarray, diseased: np.ndarray) -> dict[str, Any]:
     }
 
 
-def nested_referral(problem: ReferralProblem, folds: np.ndarray, target: float) -> np.ndarray:
-    """Each fold referred with cuts chosen on the other folds: an honest referral per eye."""
+def nested_referral(
+    problem_for: Callable[[np.ndarray], ReferralProblem], folds: np.ndarray, target: float
+) -> np.ndarray:
+    """Each fold referred with cuts chosen on the other folds: an honest referral per eye.
+
+    ``problem_for(train)`` gives the problem with everything fitted on the ``train`` eyes only
+    (the calibration temperatures too), so the held-out fold's labels shape nothing."""
     referred = np.zeros(len(folds), dtype=bool)
     for fold in np.unique(folds):
         test = folds == fold
+        problem = problem_for(~test)
         train = ReferralProblem(problem.scores[~test], problem.diseased[~test], problem.rules)
         referred[test] = refer(problem.scores[test], search_cuts(train, target))
     return referred

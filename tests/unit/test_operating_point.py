@@ -82,7 +82,14 @@ def test_nested_figures_are_measured_on_held_out_folds() -> None:
     tree = load_taxonomy("fundus")
     labels, probs, folds = synthetic_oof()
     problem = referral_problem(tree, probs, labels, NOT_ASSESSED)
-    nested = nested_referral(problem, folds, 0.95)
+    seen: list[int] = []
+
+    def problem_for(train: np.ndarray):  # type: ignore[no-untyped-def]
+        seen.append(int(train.sum()))
+        return problem
+
+    nested = nested_referral(problem_for, folds, 0.95)
+    assert len(seen) == 5 and all(n < len(folds) for n in seen)  # fitted without the held out
     figures = referral_figures(nested, problem.diseased, [str(i // 2) for i in range(len(folds))])
     # near the target, but not forced to it (chosen elsewhere); patient level has half the units
     assert 0.9 <= figures["eye"]["sensitivity"]["estimate"] <= 1.0
