@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from services.db.base import utcnow
@@ -15,6 +15,7 @@ from services.db.models import (
     DeliveryState,
     Instance,
     InstanceState,
+    OutboxMessage,
     Prediction,
     Report,
     ReportDelivery,
@@ -40,8 +41,22 @@ def housekeeping(
     with transaction(sessions) as session:
         ids = requeue_stale_work(session, stale_after, render_pdfs)
         ids += close_quiet_cases(session, case_quiet, render_pdfs)
+        prune_sent_messages(session, SENT_RETENTION)
     dispatcher.dispatch(ids)
     dispatcher.sweep(outbox_grace)
+
+
+SENT_RETENTION = timedelta(days=7)  # sent outbox rows kept this long, for tracing
+
+
+def prune_sent_messages(session: Session, retention: timedelta) -> int:
+    """Delete outbox rows sent longer ago than ``retention``; unsent rows are never pruned."""
+    result = session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at < utcnow() - retention
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def close_quiet_cases(session: Session, quiet: timedelta, render_pdfs: bool = False) -> list[int]:
@@ -78,15 +93,32 @@ def close_quiet_cases(session: Session, quiet: timedelta, render_pdfs: bool = Fa
 def requeue_stale_work(
     session: Session, grace: timedelta = timedelta(minutes=10), render_pdfs: bool = False
 ) -> list[int]:
-    """Add outbox rows for work not done ``grace`` after it should have been; returns their ids."""
+    """Add outbox rows for work not done ``grace`` after it should have been; returns their ids.
+
+    Once per stale period: work already re-queued within the last ``grace`` is left alone, so a
+    sweep every 30 s does not add a message per stale item each time (a backlog is not stale
+    work, and duplicates only lengthen it)."""
     cutoff = utcnow() - grace
-    ids = []
+    recent = {
+        (task, tuple(args))
+        for task, args in session.execute(
+            select(OutboxMessage.task_name, OutboxMessage.args).where(
+                OutboxMessage.created_at >= cutoff
+            )
+        )
+    }
+    ids: list[int] = []
+
+    def requeue(task: str, argument: int) -> None:
+        if (task, (argument,)) not in recent:
+            ids.append(add_message(session, task, argument).id)
+
     for instance_id in session.scalars(
         select(Instance.id)
         .where(Instance.state == InstanceState.RECEIVED, Instance.received_at < cutoff)
         .limit(500)
     ):
-        ids.append(add_message(session, INFER_TASK, instance_id).id)
+        requeue(INFER_TASK, instance_id)
     reported = exists().where(report_prediction.c.prediction_pk == Prediction.id)
     newer = aliased(Prediction)
     superseded = exists().where(
@@ -99,7 +131,7 @@ def requeue_stale_work(
         .distinct()
         .limit(500)
     ):
-        ids.append(add_message(session, REPORT_TASK, case_id).id)
+        requeue(REPORT_TASK, case_id)
     for delivery_id in session.scalars(
         select(ReportDelivery.id)
         .where(
@@ -107,7 +139,7 @@ def requeue_stale_work(
         )
         .limit(500)
     ):
-        ids.append(add_message(session, DELIVER_TASK, delivery_id).id)
+        requeue(DELIVER_TASK, delivery_id)
     if render_pdfs:  # closed cases whose latest report still has no PDF
         latest = select(func.max(Report.id)).group_by(Report.case_pk).scalar_subquery()
         for report_id in session.scalars(
@@ -117,5 +149,5 @@ def requeue_stale_work(
             .where(ScreeningCase.state == CaseState.CLOSED, ScreeningCase.closed_at < cutoff)
             .limit(500)
         ):
-            ids.append(add_message(session, RENDER_TASK, report_id).id)
+            requeue(RENDER_TASK, report_id)
     return ids

@@ -227,3 +227,43 @@ def test_outbox_rows_wait_for_the_broker_and_are_sent_once_it_is_back(world: Wor
     with world.sessions() as session:
         row = session.scalars(select(OutboxMessage)).one()
         assert row.sent_at is not None and row.attempts == 2 and row.task_name != REPORT_TASK
+
+
+def test_stale_work_is_requeued_once_per_period_and_old_sent_rows_are_pruned(
+    world: World,
+) -> None:
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.recovery import prune_sent_messages, requeue_stale_work
+
+    instance_id = world.receive(NORMAL, "1.2.3.7")
+    grace = timedelta(minutes=10)
+    with transaction(world.sessions) as session:  # received long ago and never read
+        session.execute(update(Instance).values(received_at=utcnow() - timedelta(hours=1)))
+        session.execute(update(OutboxMessage).values(created_at=utcnow() - timedelta(hours=1)))
+
+    def sweep() -> list[int]:
+        with transaction(world.sessions) as session:
+            return requeue_stale_work(session, grace)
+
+    first, second, third = sweep(), sweep(), sweep()
+    assert len(first) == 1 and second == [] and third == []  # one message per stale period
+    with transaction(world.sessions) as session:  # a period later, still not done: once more
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == first[0])
+            .values(created_at=utcnow() - timedelta(minutes=11))
+        )
+    assert len(sweep()) == 1
+    with transaction(world.sessions) as session:
+        args = session.scalars(select(OutboxMessage.args)).all()
+        assert args.count([instance_id]) == 3  # the original and two re-queues
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == first[0])
+            .values(sent_at=utcnow() - timedelta(days=8))
+        )
+        assert prune_sent_messages(session, timedelta(days=7)) == 1  # unsent rows stay
+        assert len(session.scalars(select(OutboxMessage)).all()) == 2
