@@ -58,6 +58,7 @@ def referral_problem(
 
 
 def refer(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Per eye: whether any rule reaches its cut."""
     return np.any(scores >= cuts[None, :], axis=1)
 
 
