@@ -38,6 +38,13 @@ class ReferralProblem:
     rules: tuple[str, ...]  # disease codes, then "normal" if the taxonomy has normal classes
 
 
+def diseased_eyes(taxonomy: Taxonomy, labels: np.ndarray) -> np.ndarray:
+    """Per eye, whether any disease label holds ((n_eyes, codes) 0/1 labels in taxonomy order);
+    not-assessed diseases count too: the referral must catch those eyes as well."""
+    every_disease = [i for i, c in enumerate(taxonomy.codes) if not taxonomy.node(c).normal]
+    return np.asarray(labels[:, every_disease].max(axis=1) > 0)
+
+
 def referral_problem(
     taxonomy: Taxonomy,
     probs: np.ndarray,
@@ -51,10 +58,8 @@ def referral_problem(
     columns = [probs[:, codes.index(c)] for c in disease]
     if normal:
         columns.append(-probs[:, [codes.index(c) for c in normal]].max(axis=1))
-    every_disease = [i for i, c in enumerate(codes) if not taxonomy.node(c).normal]
-    diseased = labels[:, every_disease].max(axis=1) > 0  # not-assessed diseases count too
     rules = tuple(disease + (["normal"] if normal else []))
-    return ReferralProblem(np.stack(columns, axis=1), diseased, rules)
+    return ReferralProblem(np.stack(columns, axis=1), diseased_eyes(taxonomy, labels), rules)
 
 
 def refer(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:

@@ -274,7 +274,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """A checkpoint on photographs it never saw: per-class tables and the referral it makes
     (through ``services.screening.decide``, as the service decides), per eye and patient."""
-    from ml.operating_point import referral_figures
+    from ml.operating_point import diseased_eyes, referral_figures
     from ml.predictor import Predictor
     from ml.preprocess import load_rgb
     from services.screening import decide
@@ -294,8 +294,7 @@ def evaluate_checkpoint(
         for lvl in range(1, taxonomy.depth + 1):
             codes = taxonomy.level_codes(lvl)
             raw[lvl - 1][start : start + len(chunk)] = [[r[c] for c in codes] for r in rows]
-    abnormal = [i for i, c in enumerate(taxonomy.codes) if not taxonomy.node(c).normal]
-    diseased = np.concatenate(y, axis=1)[:, abnormal].max(axis=1) > 0
+    diseased = diseased_eyes(taxonomy, np.concatenate(y, axis=1))
     result = evaluate_levels(
         taxonomy, y, raw, dict(point.thresholds), not_assessed=point.not_assessed
     )
