@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import timedelta
 from types import FrameType
 
 from dicom_gateway.server import start_gateway
 from services.db.session import make_engine, make_session_factory
 from services.ingest import IngestService
 from services.outbox import BackgroundDispatch, OutboxDispatcher
-from services.recovery import housekeeping
+from services.recovery import sweep
 from services.routing import Router
 from services.settings import Settings
 from services.storage import ContentStore
@@ -31,7 +30,7 @@ def run_gateway(settings: Settings) -> None:
     dispatcher = OutboxDispatcher(sessions, app.eyescreen_runtime.publish)  # type: ignore[attr-defined]
     background = BackgroundDispatch(dispatcher)
     router = Router.from_settings(settings)
-    gateway = start_gateway(settings, IngestService(sessions, store), background, router)
+    gateway = start_gateway(settings, IngestService(sessions, store, settings.site), background, router)
     if settings.gateway_metrics_port:
         from eyescreen.ops_server import make_registry, serve, standard_checks
 
@@ -48,14 +47,7 @@ def run_gateway(settings: Settings) -> None:
     try:
         while not stop.wait(SWEEP_EVERY_S):
             try:
-                housekeeping(
-                    sessions,
-                    dispatcher,
-                    timedelta(seconds=settings.outbox_resend_after_s),
-                    timedelta(minutes=settings.case_quiet_minutes),
-                    timedelta(seconds=settings.stale_after_s),
-                    settings.pdf_reports,
-                )
+                sweep(settings, sessions, dispatcher)
             except Exception:  # the database may be down for a while: keep serving, try again
                 log.exception("sweep failed; will retry")
     finally:

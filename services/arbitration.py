@@ -28,9 +28,10 @@ def record_decision(
     findings: dict[str, bool],
     referral: bool,
     comment: str = "",
+    eyes: dict[str, list[str]] | None = None,
 ) -> ArbitrationDecision:
     """Store the decision, close the arbitration, audit it and queue the revised report."""
-    if arbiter.role != Role.ARBITER or not arbiter.active:
+    if arbiter.role not in (Role.ARBITER, Role.SENIOR_ARBITER) or not arbiter.active:
         raise NotAnArbiter(f"{arbiter.username} is not an active member of the panel")
     decision = ArbitrationDecision(
         arbitration_pk=arbitration.id,
@@ -49,7 +50,7 @@ def record_decision(
             person_pk=arbiter.id,
             action="arbitration.decide",
             case_pk=arbitration.case_pk,
-            detail={"decision": decision.id, "referral": referral},
+            detail={"decision": decision.id, "referral": referral, "eyes": eyes or {}},
         )
     )
     add_message(session, REPORT_TASK, arbitration.case_pk)

@@ -62,9 +62,10 @@ class IngestService:
     """Keeps a received image: bytes stored durably, then instance and outbox rows in one
     commit; a repeat with the same bytes is acknowledged, with other bytes refused."""
 
-    def __init__(self, sessions: sessionmaker[Session], store: ContentStore) -> None:
+    def __init__(self, sessions: sessionmaker[Session], store: ContentStore, site: str = "") -> None:
         self.sessions = sessions
         self.store = store
+        self.site = site  # the site new cases belong to: who may see them in the web application
         self.quarantine = ContentStore(store.root.parent / "quarantine", store.min_free_bytes)
 
     def accept(self, image: ReceivedImage) -> IngestResult:
@@ -125,8 +126,7 @@ class IngestService:
             f"(quarantined {kept.sha256[:12]})"
         )
 
-    @staticmethod
-    def _case_for(session: Session, image: ReceivedImage) -> ScreeningCase:
+    def _case_for(self, session: Session, image: ReceivedImage) -> ScreeningCase:
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == image.study_instance_uid)
         )
@@ -155,6 +155,8 @@ class IngestService:
             session.flush()
         case = session.scalar(select(ScreeningCase).where(ScreeningCase.study_pk == study.id))
         if case is None:
-            case = ScreeningCase(study_pk=study.id)
+            case = ScreeningCase(study_pk=study.id, site=self.site, urgent=image.urgent)
             session.add(case)
+        elif image.urgent:
+            case.urgent = True
         return case

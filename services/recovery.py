@@ -24,9 +24,37 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.outbox import OutboxDispatcher, add_message
+from services.settings import Settings
 from services.task_names import DELIVER_TASK, INFER_TASK, RENDER_TASK, REPORT_TASK
 
 log = logging.getLogger(__name__)
+
+
+def sweep(settings: Settings, sessions: sessionmaker[Session], dispatcher: OutboxDispatcher) -> None:
+    """One housekeeping round with this installation's settings (the gateway's loop and the
+    worker's beat task both call this)."""
+    housekeeping(
+        sessions,
+        dispatcher,
+        timedelta(seconds=settings.outbox_resend_after_s),
+        timedelta(minutes=settings.case_quiet_minutes),
+        timedelta(seconds=settings.stale_after_s),
+        settings.pdf_reports,
+    )
+    triage_waiting(settings, sessions)
+
+
+def triage_waiting(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    """Triage the cases whose model result came after the grader's read; escalate overdue
+    arbitrations to a senior arbiter."""
+    from services.panel import escalate_overdue
+    from services.triage import Rule, TriagePolicy, triage_case, untriaged_cases
+
+    policy = TriagePolicy(Rule(settings.discrepancy_rule), settings.qc_sample_rate, settings.qc_seed)
+    with transaction(sessions) as session:
+        for case_id in untriaged_cases(session):
+            triage_case(session, case_id, policy)
+        escalate_overdue(session, timedelta(hours=settings.escalate_after_hours))
 
 
 def housekeeping(

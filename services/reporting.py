@@ -252,16 +252,7 @@ class ReportService:
 
     @staticmethod
     def _latest_predictions(session: Session, case_id: int) -> list[Prediction]:
-        """The newest prediction of each read image, right eye first (reading order)."""
-        latest: dict[int, Prediction] = {}
-        for prediction in session.scalars(
-            select(Prediction)
-            .join(Instance)
-            .where(Instance.case_pk == case_id, Instance.state == InstanceState.PREDICTED)
-            .order_by(Prediction.id)
-        ):
-            latest[prediction.instance_pk] = prediction
-        return _reading_order(latest.values())
+        return latest_predictions(session, case_id)
 
     def _image_result(self, prediction: Prediction) -> ImageResult:
         instance = prediction.instance
@@ -402,6 +393,19 @@ class ReportService:
                 error,
             )
             return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=error)
+
+
+def latest_predictions(session: Session, case_id: int) -> list[Prediction]:
+    """The newest prediction of each read image of a case, right eye first (reading order)."""
+    latest: dict[int, Prediction] = {}
+    for prediction in session.scalars(
+        select(Prediction)
+        .join(Instance)
+        .where(Instance.case_pk == case_id, Instance.state == InstanceState.PREDICTED)
+        .order_by(Prediction.id)
+    ):
+        latest[prediction.instance_pk] = prediction
+    return _reading_order(latest.values())
 
 
 def _patient(case: ScreeningCase) -> Patient:

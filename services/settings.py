@@ -146,6 +146,21 @@ class Settings(BaseSettings):
     outbox_resend_after_s: float = Field(30.0, gt=0)
     log_level: LogLevel = "INFO"
 
+    # The clinicians' web application (graders, arbitration panel, admins, statisticians).
+    web_host: str = "0.0.0.0"
+    web_port: int = Field(8080, ge=0, le=65535)  # 0: no web application
+    web_certificate: Path | None = None  # with web_private_key: HTTPS
+    web_private_key: Path | None = None
+    web_session_idle_minutes: float = Field(30.0, gt=0)  # signed out after this long idle
+    read_lease_minutes: float = Field(15.0, gt=0)  # a case opened for reading is held this long
+    turnaround_hours: float = Field(72.0, gt=0)  # the worklist's target from arrival to read
+    blind_reads: bool = True  # graders see the model's output only after their own read
+    discrepancy_rule: Literal["level1", "level2", "referral"] = "level2"
+    qc_sample_rate: float = Field(0.10, ge=0, le=1)  # concordant cases also sent to the panel
+    qc_seed: int = 20211  # the QC draw is reproducible: the same seed draws the same cases
+    arbitration_quorum: int = Field(1, ge=1)  # agreeing arbiters needed for a decision
+    escalate_after_hours: float = Field(72.0, gt=0)  # undecided this long: senior arbiter
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import registry
-from services.db.models import DeliveryState, Prediction, Report, ReportDelivery
+from services.db.models import Prediction, Report, ReportDelivery
 from services.db.session import make_engine, make_session_factory, transaction
 from services.inference import BatchPolicy, InferenceService
 from services.outbox import OutboxDispatcher, Publish, give_back, take
@@ -28,7 +28,7 @@ from services.reporting import ReportService
 from services.screening import heatmap_targets
 from services.settings import Settings
 from services.storage import ContentStore
-from services.task_names import DELIVER_TASK, REPORT_TASK
+from services.task_names import TaskName
 from services.taxonomy import ROUTES
 
 log = logging.getLogger(__name__)
@@ -206,19 +206,21 @@ class WorkerRuntime:
                 self.dispatcher.dispatch([message_id])
 
     def _follow(self, task: str, argument: int, pending: list[int]) -> bool:
-        if task == REPORT_TASK:
-            pending.extend(self.reports().build_case(argument))
-            return True
-        if task == DELIVER_TASK:
-            destination = self.delivery_destination(argument)
-            if time.monotonic() < self._unreachable_until.get(destination, 0.0):
-                return False  # failed a moment ago: let the queue's backoff deal with it
-            outcome = self.reports().deliver(argument, self.sender())
-            if outcome.state == DeliveryState.PENDING:
+        from worker.handlers import HANDLERS, INLINE
+
+        name = TaskName(task)
+        if name not in INLINE:
+            return False
+        destination = self.delivery_destination(argument) if name == TaskName.DELIVER else ""
+        if destination and time.monotonic() < self._unreachable_until.get(destination, 0.0):
+            return False  # failed a moment ago: let the queue's backoff deal with it
+        handled = HANDLERS[name](self, argument)
+        if handled.retry_in_s is not None:
+            if destination:
                 self._unreachable_until[destination] = time.monotonic() + 60
-                return False
-            return True
-        return False  # PDFs and the rest: not on the path to the PACS
+            return False
+        pending.extend(handled.follow)
+        return True
 
     def delivery_destination(self, delivery_id: int) -> str:
         with self.sessions() as session:

@@ -109,6 +109,11 @@ class ScreeningCase(Base):
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_image_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    site: Mapped[str] = mapped_column(String(64), default="", index=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Opening a case for reading leases it to one grader for a while.
+    leased_to_pk: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     study: Mapped[Study] = relationship()
     instances: Mapped[list[Instance]] = relationship(back_populates="case")
@@ -296,6 +301,7 @@ class Role(enum.StrEnum):
 
     GRADER = "grader"
     ARBITER = "arbiter"  # a senior ophthalmologist on the arbitration panel
+    SENIOR_ARBITER = "senior_arbiter"  # decides what the panel could not agree on
     STATISTICIAN = "statistician"
     ADMIN = "admin"
 
@@ -312,6 +318,76 @@ class Person(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # A new grader's reads all go to arbitration until an admin signs the grader off.
+    arbitrate_all: Mapped[bool] = mapped_column(Boolean, default=False)
+    api_token_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+
+    sites: Mapped[list[PersonSite]] = relationship(cascade="all, delete-orphan")
+
+    @property
+    def site_names(self) -> set[str]:
+        return {s.site for s in self.sites}
+
+
+class PersonSite(Base):
+    """A site whose cases a person may see; data access is checked against these rows."""
+
+    __tablename__ = "person_site"
+
+    person_pk: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds the token, the table only its hash."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    person_pk: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    address: Mapped[str] = mapped_column(String(64), default="")
+
+    person: Mapped[Person] = relationship()
+
+
+class ReadSource(enum.StrEnum):
+    """Where a grader's read came from."""
+
+    WEB = "web"
+    CSV = "csv"
+    API = "api"
+
+
+class CaseRead(Base):
+    """A grader's read of a whole visit: per eye, level-2 codes, or normal, or ungradable with a
+    reason. Level-1 codes and the referral are derived by rule. Never updated: an amendment is a
+    new version pointing at the one it replaces."""
+
+    __tablename__ = "case_read"
+    __table_args__ = (UniqueConstraint("case_pk", "grader_pk", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), index=True)
+    grader_pk: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # {"R": {"codes": [...level 2...], "ungradable": reason or null}, "L": {...}}
+    eyes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    findings: Mapped[dict[str, list[str]]] = mapped_column(JSON)  # eye -> codes, all levels
+    referral: Mapped[bool] = mapped_column(Boolean)
+    reading_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[ReadSource] = mapped_column(_enum(ReadSource), default=ReadSource.WEB)
+    amends_pk: Mapped[int | None] = mapped_column(ForeignKey("case_read.id"), nullable=True)
+    amend_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    grader: Mapped[Person] = relationship()
 
 
 class GraderRead(Base):
@@ -350,6 +426,50 @@ class ArbitrationCase(Base):
     )
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    conflict: Mapped[str] = mapped_column(String(24), default="")  # a services.triage.Conflict
+    rule_version: Mapped[str] = mapped_column(String(32), default="")
+    read_pk: Mapped[int | None] = mapped_column(ForeignKey("case_read.id"), nullable=True)
+    # The chance this case was sent to the panel: 1 for a discrepancy, the QC share otherwise.
+    inclusion_probability: Mapped[float] = mapped_column(Float, default=1.0)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)  # ungradable cases
+
+    case: Mapped[ScreeningCase] = relationship()
+    read: Mapped[CaseRead | None] = relationship()
+
+
+class Triage(Base):
+    """The one-time verdict on a case with both a model result and a grader's read: concordant
+    or not under the rule of the day, sampled for QC or not, and the inclusion probability the
+    study's verification-bias correction needs (kept for every triaged case, sent or not)."""
+
+    __tablename__ = "triage"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), unique=True)
+    read_pk: Mapped[int] = mapped_column(ForeignKey("case_read.id"))
+    rule_version: Mapped[str] = mapped_column(String(32))
+    conflict: Mapped[str] = mapped_column(String(24))  # "" when concordant
+    sampled: Mapped[bool] = mapped_column(Boolean, default=False)
+    inclusion_probability: Mapped[float] = mapped_column(Float)
+    to_arbitration: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ArbitrationVote(Base):
+    """One arbiter's signed vote; a quorum of agreeing votes decides, disagreement escalates."""
+
+    __tablename__ = "arbitration_vote"
+    __table_args__ = (UniqueConstraint("arbitration_pk", "arbiter_pk"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    arbitration_pk: Mapped[int] = mapped_column(ForeignKey("arbitration_case.id"), index=True)
+    arbiter_pk: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    choice: Mapped[str] = mapped_column(String(8))  # A, B or other
+    findings: Mapped[dict[str, list[str]]] = mapped_column(JSON)  # eye -> codes, all levels
+    referral: Mapped[bool] = mapped_column(Boolean)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class ArbitrationDecision(Base):
@@ -382,3 +502,5 @@ class AuditEvent(Base):
         ForeignKey("screening_case.id"), nullable=True, index=True
     )
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    request_id: Mapped[str] = mapped_column(String(36), default="")

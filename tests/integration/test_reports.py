@@ -313,19 +313,29 @@ def test_failure_status_is_retried_then_dead_lettered_then_resent(
         session.commit()
         delivery_id = delivery.id
     send = make_sender("EYESCREEN")
-    outcomes = []
-    for _ in range(3):
-        outcomes.append(world.runtime.reports().deliver(delivery_id, send))
-        if outcomes[-1].state == DeliveryState.PENDING:
-            early = world.runtime.reports().deliver(delivery_id, send)  # during the backoff
-            assert early.state == DeliveryState.PENDING and early.retry_in_s
-            time.sleep(outcomes[-1].retry_in_s or 0)
-    assert [o.state for o in outcomes] == [
+    failures = []  # the real attempts; answers during a backoff are kept apart
+    backoffs = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        outcome = world.runtime.reports().deliver(delivery_id, send)
+        if outcome.error is None and outcome.state == DeliveryState.PENDING:
+            backoffs.append(outcome)  # asked too early: nothing sent, told how long to wait
+            time.sleep(outcome.retry_in_s or 0)
+            continue
+        failures.append(outcome)
+        if outcome.state == DeliveryState.DEAD:
+            break
+        early = world.runtime.reports().deliver(delivery_id, send)  # straight away: backing off
+        assert early.state == DeliveryState.PENDING and early.error is None and early.retry_in_s
+        backoffs.append(early)
+    assert [o.state for o in failures] == [
         DeliveryState.PENDING,
         DeliveryState.PENDING,
         DeliveryState.DEAD,
     ]
-    assert outcomes[0].retry_in_s is not None and outcomes[1].retry_in_s > outcomes[0].retry_in_s  # type: ignore[operator]
+    delays = [o.retry_in_s for o in failures[:2]]
+    assert delays[0] is not None and delays[1] is not None and delays[1] > delays[0]
+    assert all(o.retry_in_s and o.retry_in_s <= delays[1] for o in backoffs)
     with world.runtime.sessions() as session:
         dead = session.get_one(ReportDelivery, delivery_id)
         assert dead.last_status == 0xA700 and "A700" in (dead.last_error or "")
