@@ -12,6 +12,7 @@ from eyescreen.cli_common import settings_or_exit as _settings
 from eyescreen.drift_commands import drift_group
 from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
+from eyescreen.web_commands import users_group, web_command
 from services.settings import DicomNode, Settings
 
 
@@ -23,7 +24,7 @@ def main() -> None:
 @main.command()
 @click.option("--workers", type=int, default=None, help="worker processes (default: settings)")
 def up(workers: int | None) -> None:
-    """Migrate the database, then run gateway and worker(s) until Ctrl-C."""
+    """Migrate the database, then run gateway, worker(s) and web application until Ctrl-C."""
     from eyescreen.database import upgrade
     from eyescreen.logging_setup import configure_logging
     from eyescreen.supervisor import Supervisor
@@ -403,3 +404,5 @@ def evaluate(
 main.add_command(reports_group)
 main.add_command(model_group)
 main.add_command(drift_group)
+main.add_command(users_group)
+main.add_command(web_command)

@@ -34,6 +34,8 @@ class Supervisor:
             main_queues = "--queues=urgent,inference,reports,housekeeping"
         self._spawn("worker", "worker", f"--concurrency={self.workers}", main_queues)
         self._spawn("gateway", "gateway")
+        if self.settings.web_port:
+            self._spawn("web", "web")
         log.info(
             "eyescreen up: DICOM %s on port %d, data in %s (Ctrl-C stops)",
             self.settings.ae_title,

@@ -68,6 +68,7 @@ def service_env(tmp_path: Path, port: int, **settings: str) -> dict[str, str]:
         EYESCREEN_DATA_DIR=str(tmp_path / "var"),
         EYESCREEN_DICOM_PORT=str(port),
         EYESCREEN_DICOM_HOST="127.0.0.1",
+        EYESCREEN_WEB_PORT="0",  # no web application unless a test asks for one
     )
     env.update({f"EYESCREEN_{name.upper()}": value for name, value in settings.items()})
     return env

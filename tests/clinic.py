@@ -1,0 +1,130 @@
+"""A screening clinic for web application tests: a migrated database, the worker runtime with
+the shipped models, cases made of generated photographs, and people at two sites."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+
+from dicom_gateway.photos import photo_to_dataset
+from reports.sr import encode
+from services import people
+from services.db.models import Instance, Role
+from services.db.session import transaction
+from services.ingest import IngestService, ReceivedImage
+from services.settings import Settings
+from services.triage import model_read
+from tests.synthetic_photos import generated_fundus_photos
+from webapp.app import create_app
+from worker.runtime import WorkerRuntime
+
+PASSWORD = "correct horse battery"
+SITE, OTHER_SITE = "NORTH", "SOUTH"
+USERS = {  # username: role, site
+    "admin": (Role.ADMIN, SITE),
+    "grace": (Role.GRADER, SITE),
+    "arthur": (Role.ARBITER, SITE),
+    "sonia": (Role.SENIOR_ARBITER, SITE),
+    "stan": (Role.STATISTICIAN, SITE),
+    "oscar": (Role.GRADER, OTHER_SITE),
+}
+
+
+@dataclass
+class Clinic:
+    settings: Settings
+    runtime: WorkerRuntime
+    ingest: dict[str, IngestService] = field(default_factory=dict)
+
+    def case(self, patient_name: str = "Doe^Jane", site: str = SITE, eyes: str = "RL") -> int:
+        """A visit with a generated fundus photograph of each eye, read by the model."""
+        study_uid = generate_uid()
+        photos = generated_fundus_photos(2)
+        ids = []
+        for number, eye in enumerate(eyes):
+            ds = photo_to_dataset(
+                photos[number], patient_id="P-" + study_uid[-6:], patient_name=patient_name,
+                laterality=eye, study_uid=study_uid,
+            )
+            result = self.ingest[site].accept(
+                ReceivedImage(
+                    sop_instance_uid=ds.SOPInstanceUID,
+                    sop_class_uid=ds.SOPClassUID,
+                    study_instance_uid=ds.StudyInstanceUID,
+                    series_instance_uid=ds.SeriesInstanceUID,
+                    transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
+                    route="fundus",
+                    encoded=encode(ds),
+                    patient_id=str(ds.PatientID),
+                    patient_name=patient_name,
+                    laterality=eye,
+                )
+            )
+            ids.append(result.instance_id)
+        for outcome in self.runtime.inference().infer(ids):
+            assert outcome.prediction_id is not None, outcome.error
+        with self.runtime.sessions() as session:
+            return session.get_one(Instance, ids[0]).case_pk
+
+    def model(self, case_id: int):  # type: ignore[no-untyped-def]
+        with self.runtime.sessions() as session:
+            return model_read(session, case_id)
+
+    def study_uid(self, case_id: int) -> str:
+        from services.db.models import ScreeningCase
+
+        with self.runtime.sessions() as session:
+            return session.get_one(ScreeningCase, case_id).study.study_instance_uid
+
+    def client(self) -> TestClient:
+        return TestClient(create_app(self.settings, self.runtime.sessions), follow_redirects=False)
+
+    def login(self, username: str) -> tuple[TestClient, str]:
+        """A client signed in as the user, and the session's CSRF token."""
+        client = self.client()
+        answer = client.post("/login", data={"username": username, "password": PASSWORD})
+        assert answer.status_code == 303, answer.text
+        page = client.get("/dashboard")
+        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert match, page.text
+        return client, match.group(1)
+
+
+def other_read(model, eyes: str = "RL") -> dict:  # type: ignore[no-untyped-def]
+    """A read that differs from the model's: normal where it referred, a finding otherwise."""
+    if model.referral:
+        return {eye: {"codes": [], "ungradable": None} for eye in eyes}
+    return {eye: {"codes": ["F.VRD.MAC"], "ungradable": None} for eye in eyes}
+
+
+@pytest.fixture
+def clinic(postgres_url: str, tmp_path: Path) -> Iterator[Clinic]:
+    from eyescreen.database import upgrade
+
+    upgrade(postgres_url)
+    settings = Settings(
+        data_dir=tmp_path / "var", database_url=postgres_url, qc_sample_rate=0.0, heatmaps=False,
+        pdf_reports=False,
+    )
+    settings.ensure_dirs()
+    runtime = WorkerRuntime(settings, publish=lambda name, args: None)
+    clinic = Clinic(settings, runtime)
+    for site in (SITE, OTHER_SITE):
+        clinic.ingest[site] = IngestService(runtime.sessions, runtime.images, site)
+    with transaction(runtime.sessions) as session:
+        for username, (role, site) in USERS.items():
+            people.add_person(session, username, f"{username.title()}^Test", role, [site], PASSWORD)
+    yield clinic
+    runtime.sessions.kw["bind"].dispose()
+
+
+def instance_ids(clinic: Clinic, case_id: int) -> list[int]:
+    with clinic.runtime.sessions() as session:
+        return list(session.scalars(select(Instance.id).where(Instance.case_pk == case_id)))

@@ -1,0 +1,1 @@
+"""The clinicians' web application: graders, the arbitration panel, admins, statisticians."""

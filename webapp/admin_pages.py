@@ -1,0 +1,159 @@
+"""Admins' and everyone's overview pages: the dashboard with grader QA, users, the audit trail."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services import audit, dashboard, people
+from services.db.models import AuditEvent, Person, PersonSite, Role
+from services.reporting import requeue_dead
+from webapp.app import render
+from webapp.security import Principal, csrf_checked, db, require, signed_in
+
+router = APIRouter()
+ADMIN = require(Role.ADMIN)
+
+
+@router.get("/dashboard")
+def dashboard_page(
+    request: Request,
+    principal: Principal = Depends(signed_in),
+    session: Session = Depends(db),
+) -> Response:
+    sites = principal.person.site_names
+    named = principal.person.role == Role.ADMIN
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "me": principal,
+            "overview": dashboard.overview(session, sites),
+            "graders": dashboard.grader_quality(session, sites, principal.person, named),
+            "named": named,
+        },
+    )
+
+
+@router.post("/dashboard/resend/{delivery_id}")
+def resend(
+    delivery_id: int,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db),
+) -> Response:
+    if principal.person.role != Role.ADMIN:
+        raise HTTPException(403, "only an admin re-sends reports")
+    requeue_dead(session, [delivery_id])
+    audit.record(session, principal.actor, "delivery.resend", delivery=delivery_id)
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.get("/admin/users")
+def users_page(
+    request: Request, principal: Principal = Depends(ADMIN), session: Session = Depends(db)
+) -> Response:
+    everyone = session.scalars(select(Person).order_by(Person.username)).all()
+    return render(request, "users.html", {"me": principal, "people": everyone, "roles": list(Role),
+                                          "token": None, "error": None})
+
+
+@router.post("/admin/users")
+async def add_user(
+    request: Request, principal: Principal = Depends(csrf_checked), session: Session = Depends(db)
+) -> Response:
+    if principal.person.role != Role.ADMIN:
+        raise HTTPException(403, "only an admin manages users")
+    form = await request.form()
+    sites = [s.strip() for s in str(form.get("sites") or "").split(",")]
+    try:
+        person = people.add_person(
+            session,
+            str(form.get("username") or "").strip(),
+            str(form.get("display_name") or "").strip(),
+            Role(str(form.get("role") or "")),
+            sites,
+            str(form.get("password") or ""),
+            arbitrate_all=form.get("arbitrate_all") == "on",
+        )
+    except (people.AccountError, ValueError) as exc:
+        everyone = session.scalars(select(Person).order_by(Person.username)).all()
+        return render(request, "users.html", {"me": principal, "people": everyone, "roles": list(Role),
+                                              "token": None, "error": str(exc)}, status_code=422)
+    audit.record(session, principal.actor, "user.add", user=person.username, role=person.role.value,
+                 sites=sorted(person.site_names))
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/admin/users/{person_id}/{action}")
+async def change_user(
+    request: Request,
+    person_id: int,
+    action: str,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db),
+) -> Response:
+    if principal.person.role != Role.ADMIN:
+        raise HTTPException(403, "only an admin manages users")
+    person = session.get(Person, person_id)
+    if person is None:
+        raise HTTPException(404, "no such user")
+    form = await request.form()
+    token = None
+    if action == "disable":
+        person.active = False
+    elif action == "enable":
+        person.active = True
+    elif action == "sign-off":
+        person.arbitrate_all = False
+    elif action == "reset-password":
+        try:
+            people.reset_password(person, str(form.get("password") or ""))
+        except people.AccountError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    elif action == "token":
+        token = people.new_api_token(person)
+    elif action == "sites":
+        person.sites = [PersonSite(site=s.strip()) for s in str(form.get("sites") or "").split(",")]
+    else:
+        raise HTTPException(404, "no such action")
+    audit.record(session, principal.actor, f"user.{action}", user=person.username)
+    if token is None:
+        return RedirectResponse("/admin/users", status_code=303)
+    everyone = session.scalars(select(Person).order_by(Person.username)).all()
+    return render(request, "users.html", {"me": principal, "people": everyone, "roles": list(Role),
+                                          "token": (person.username, token), "error": None})
+
+
+@router.get("/admin/audit")
+def audit_page(
+    request: Request,
+    action: str = "",
+    case: str = "",
+    format: str = "html",
+    principal: Principal = Depends(ADMIN),
+    session: Session = Depends(db),
+) -> Response:
+    query = select(AuditEvent, Person.username).outerjoin(Person, Person.id == AuditEvent.person_pk)
+    if action:
+        query = query.where(AuditEvent.action.startswith(action))
+    case_id = int(case) if case.strip().isdigit() else None
+    if case_id is not None:
+        query = query.where(AuditEvent.case_pk == case_id)
+    rows = session.execute(query.order_by(AuditEvent.id.desc()).limit(5000 if format == "csv" else 200)).all()
+    audit.record(session, principal.actor, "audit.export" if format == "csv" else "audit.view",
+                 filter_action=action, filter_case=case_id)
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["id", "at", "user", "action", "case", "address", "request_id", "detail"])
+        for event, username in rows:
+            writer.writerow([event.id, event.at.isoformat(), username or "", event.action,
+                             event.case_pk or "", event.address, event.request_id, event.detail])
+        return Response(out.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=audit.csv"})
+    return render(request, "audit.html", {"me": principal, "rows": rows, "action": action, "case": case_id})

@@ -1,0 +1,84 @@
+"""The FastAPI application: settings and database in, routes, templates and static files."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db.session import make_engine, make_session_factory
+from services.settings import Settings
+from services.storage import ContentStore
+from webapp.security import NotSignedIn
+
+HERE = Path(__file__).parent
+API_PREFIXES = ("/api/", "/images/", "/heatmaps/")
+
+# Pages may load only this server's scripts, styles and images; nothing framed, nothing inline.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> FastAPI:
+    app = FastAPI(title="eyescreen", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.sessions = sessions or make_session_factory(
+        make_engine(settings.effective_database_url)
+    )
+    app.state.images = ContentStore(settings.images_dir, 0)
+    app.state.templates = Jinja2Templates(directory=HERE / "templates")
+    app.state.secure_cookies = settings.web_certificate is not None
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def request_id_and_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.request_id = str(uuid.uuid4())
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers["X-Request-Id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(NotSignedIn)
+    async def to_login(request: Request, _: NotSignedIn) -> Response:
+        if request.url.path.startswith(API_PREFIXES) or request.method != "GET":
+            return JSONResponse({"detail": "sign in first"}, status_code=401)
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.startswith(API_PREFIXES):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
+                      status_code=exc.status_code)
+
+    from webapp import admin_pages, api, grading_pages, login_pages, panel_pages
+
+    for module in (login_pages, grading_pages, panel_pages, admin_pages, api):
+        app.include_router(module.router)
+    return app
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, template, context, status_code=status_code)

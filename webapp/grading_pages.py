@@ -1,0 +1,245 @@
+"""The graders' pages: worklist, the case (both eyes, every photograph), the read, images."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from services import audit, grading
+from services.db.models import Instance, Prediction, Role
+from services.grading import ImportFailed, ReadError
+from services.triage import Rule, TriagePolicy, model_read, triage_case
+from webapp.app import render
+from webapp.images import heatmap_png, to_png
+from webapp.security import READERS, Principal, case_for, csrf_checked, db, require, signed_in
+
+router = APIRouter()
+
+
+def policy_of(request: Request) -> TriagePolicy:
+    settings = request.app.state.settings
+    return TriagePolicy(Rule(settings.discrepancy_rule), settings.qc_sample_rate, settings.qc_seed)
+
+
+@router.get("/")
+def home(principal: Principal = Depends(signed_in)) -> Response:
+    role = principal.person.role
+    target = {
+        Role.GRADER: "/worklist",
+        Role.ARBITER: "/arbitration",
+        Role.SENIOR_ARBITER: "/arbitration",
+    }.get(role, "/dashboard")
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/worklist")
+def worklist_page(
+    request: Request,
+    page: int = 0,
+    principal: Principal = Depends(require(*READERS)),
+    session: Session = Depends(db),
+) -> Response:
+    settings = request.app.state.settings
+    turnaround = timedelta(hours=settings.turnaround_hours)
+    items, counts = grading.worklist(session, principal.person, turnaround, 50, page * 50)
+    stuck = grading.stuck_cases(session, principal.person.site_names, timedelta(hours=1))
+    return render(
+        request,
+        "worklist.html",
+        {
+            "me": principal,
+            "items": items,
+            "counts": counts,
+            "page": page,
+            "stuck": stuck,
+            "turnaround_hours": settings.turnaround_hours,
+        },
+    )
+
+
+@router.get("/cases/next")
+def next_case(
+    after: int | None = None,
+    principal: Principal = Depends(require(*READERS)),
+    session: Session = Depends(db),
+) -> Response:
+    case_id = grading.next_case(session, principal.person, after)
+    return RedirectResponse(f"/cases/{case_id}" if case_id else "/worklist", status_code=303)
+
+
+def _photos(session: Session, case_id: int) -> dict[str, list[dict[str, Any]]]:
+    eyes: dict[str, list[dict[str, Any]]] = {}
+    for instance in session.scalars(
+        select(Instance).where(Instance.case_pk == case_id).order_by(Instance.id)
+    ):
+        eyes.setdefault(grading.eye_of(instance.laterality), []).append(
+            {"id": instance.id, "route": instance.route, "state": instance.state.value}
+        )
+    return {eye: eyes[eye] for eye in grading.EYES if eye in eyes}
+
+
+@router.get("/cases/{case_id}")
+def case_page(
+    request: Request,
+    case_id: int,
+    principal: Principal = Depends(require(*READERS)),
+    session: Session = Depends(db),
+) -> Response:
+    case = case_for(session, principal, case_id)
+    settings = request.app.state.settings
+    mine = grading.latest_read(session, case_id, principal.person.id)
+    held = True
+    if mine is None:
+        held = grading.lease(session, case_id, principal.person, settings.read_lease_minutes)
+    audit.record(session, principal.actor, "case.view", case_id)
+    unblinded = mine is not None or not settings.blind_reads
+    findings = grading.gradable_findings()
+    eyes = grading.case_eyes(session, case_id)
+    return render(
+        request,
+        "case.html",
+        {
+            "me": principal,
+            "case": case,
+            "patient": case.study.patient,
+            "study": case.study,
+            "photos": _photos(session, case_id),
+            "eyes": eyes,
+            "findings": findings,
+            "numbered": {e: [f for f in findings if f.route in routes] for e, routes in eyes.items()},
+            "mine": mine,
+            "held": held,
+            "model": model_read(session, case_id) if unblinded else None,
+            "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
+        },
+    )
+
+
+def _eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    for eye in eyes:
+        state = form.get(f"eye_{eye}_state") or ""
+        codes = [str(c) for c in form.getlist(f"eye_{eye}_code")]
+        reason = str(form.get(f"eye_{eye}_reason") or "")
+        if state == "ungradable":
+            given[eye] = {"codes": [], "ungradable": reason or "unspecified"}
+        elif state == "normal":
+            given[eye] = {"codes": [], "ungradable": None}
+        else:
+            given[eye] = {"codes": codes, "ungradable": None}
+    return given
+
+
+@router.post("/cases/{case_id}/read")
+async def submit_read(
+    request: Request,
+    case_id: int,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db),
+) -> Response:
+    if principal.person.role not in READERS:
+        raise HTTPException(403, "your role does not allow this")
+    case = case_for(session, principal, case_id)
+    form = await request.form()
+    eyes = list(grading.case_eyes(session, case_id))
+    try:
+        reading_ms = int(str(form.get("reading_ms") or "0")) or None
+    except ValueError:
+        reading_ms = None
+    try:
+        read = grading.submit_read(
+            session,
+            case,
+            principal.person,
+            _eyes_from_form(form, eyes),
+            reading_ms,
+            amend_reason=str(form.get("amend_reason") or ""),
+        )
+    except ReadError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    audit.record(
+        session, principal.actor, "read.amend" if read.version > 1 else "read.submit", case_id,
+        read=read.id, version=read.version,
+    )
+    triage_case(session, case_id, policy_of(request))
+    target = f"/cases/next?after={case_id}" if form.get("then") == "next" else f"/cases/{case_id}"
+    return RedirectResponse(target, status_code=303)
+
+
+def _instance_for(session: Session, principal: Principal, instance_id: int) -> Instance:
+    instance = session.get(Instance, instance_id)
+    if instance is None:
+        raise HTTPException(404, "no such image")
+    case_for(session, principal, instance.case_pk)
+    return instance
+
+
+@router.get("/images/{instance_id}.png")
+def image(
+    request: Request,
+    instance_id: int,
+    view: str = "plain",
+    principal: Principal = Depends(signed_in),
+    session: Session = Depends(db),
+) -> Response:
+    if principal.person.role not in READERS:
+        raise HTTPException(403, "your role does not allow this")
+    instance = _instance_for(session, principal, instance_id)
+    audit.record(session, principal.actor, "image.view", instance.case_pk, instance=instance_id, view=view)
+    data = request.app.state.images.read(instance.sha256)
+    return Response(to_png(data, "redfree" if view == "redfree" else "plain"), media_type="image/png",
+                    headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/heatmaps/{instance_id}.png")
+def heatmap(
+    instance_id: int,
+    principal: Principal = Depends(signed_in),
+    session: Session = Depends(db),
+) -> Response:
+    """The model's Grad-CAM: for the panel, and for a grader only after their own read."""
+    instance = _instance_for(session, principal, instance_id)
+    role = principal.person.role
+    if role not in READERS or (
+        role == Role.GRADER
+        and grading.latest_read(session, instance.case_pk, principal.person.id) is None
+    ):
+        raise HTTPException(403, "the model's output is shown after your own read")
+    path = session.scalar(
+        select(Prediction.heatmap_path)
+        .where(Prediction.instance_pk == instance_id, Prediction.heatmap_path.is_not(None))
+        .order_by(Prediction.id.desc())
+    )
+    if path is None:
+        raise HTTPException(404, "no heatmap for this image")
+    audit.record(session, principal.actor, "heatmap.view", instance.case_pk, instance=instance_id)
+    return Response(heatmap_png(path), media_type="image/png")
+
+
+@router.post("/reads/import")
+async def import_reads(
+    request: Request,
+    upload: UploadFile,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db),
+) -> Response:
+    if principal.person.role != Role.ADMIN:
+        raise HTTPException(403, "only an admin imports reads")
+    text = (await upload.read()).decode("utf-8-sig", errors="replace")
+    try:
+        with session.begin_nested():
+            reads = grading.import_csv(session, text, principal.person.site_names)
+    except ImportFailed as exc:
+        return render(request, "import_result.html",
+                      {"me": principal, "problems": exc.problems, "count": 0}, status_code=422)
+    for read in reads:
+        triage_case(session, read.case_pk, policy_of(request))
+    audit.record(session, principal.actor, "reads.import", count=len(reads))
+    return render(request, "import_result.html", {"me": principal, "problems": [], "count": len(reads)})
+

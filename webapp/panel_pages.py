@@ -1,0 +1,120 @@
+"""The arbitration panel's pages: the queue, the case with Read A and Read B, the signed vote,
+and the outcome queue for ungradable cases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from services import audit, grading, panel
+from services.db.models import ArbitrationCase
+from services.panel import DecisionError
+from services.triage import Conflict
+from webapp.app import render
+from webapp.grading_pages import _eyes_from_form, _photos
+from webapp.security import PANEL, Principal, case_for, csrf_checked, db, require
+
+router = APIRouter()
+
+
+def _arbitration(session: Session, principal: Principal, arbitration_id: int) -> ArbitrationCase:
+    arbitration = session.get(ArbitrationCase, arbitration_id)
+    if arbitration is None:
+        raise HTTPException(404, "no such arbitration")
+    case_for(session, principal, arbitration.case_pk)  # refuses another site's case
+    return arbitration
+
+
+@router.get("/arbitration")
+def queue_page(
+    request: Request,
+    conflict: str = "",
+    outcomes: bool = False,
+    principal: Principal = Depends(require(*PANEL)),
+    session: Session = Depends(db),
+) -> Response:
+    items = panel.queue(session, principal.person, conflict or None, outcomes)
+    return render(
+        request,
+        "arbitration_queue.html",
+        {
+            "me": principal,
+            "items": items,
+            "conflicts": [c.value for c in Conflict if c != Conflict.UNGRADABLE],
+            "conflict": conflict,
+            "outcomes": outcomes,
+        },
+    )
+
+
+@router.get("/arbitration/{arbitration_id}")
+def arbitration_page(
+    request: Request,
+    arbitration_id: int,
+    principal: Principal = Depends(require(*PANEL)),
+    session: Session = Depends(db),
+) -> Response:
+    arbitration = _arbitration(session, principal, arbitration_id)
+    audit.record(session, principal.actor, "arbitration.view", arbitration.case_pk,
+                 arbitration=arbitration.id)
+    seed = request.app.state.settings.qc_seed
+    findings = grading.gradable_findings()
+    eyes = grading.case_eyes(session, arbitration.case_pk)
+    outcome_queue = arbitration.conflict == Conflict.UNGRADABLE
+    return render(
+        request,
+        "arbitration_case.html",
+        {
+            "me": principal,
+            "arbitration": arbitration,
+            "case": arbitration.case,
+            "patient": arbitration.case.study.patient,
+            "photos": _photos(session, arbitration.case_pk),
+            "reads": [] if outcome_queue else panel.shown_reads(session, arbitration, seed),
+            "ungradable_read": arbitration.read,
+            "outcome_queue": outcome_queue,
+            "outcomes": panel.OUTCOMES,
+            "eyes": eyes,
+            "numbered": {e: [f for f in findings if f.route in routes] for e, routes in eyes.items()},
+            "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
+        },
+    )
+
+
+@router.post("/arbitration/{arbitration_id}/vote")
+async def vote(
+    request: Request,
+    arbitration_id: int,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db),
+) -> Response:
+    if principal.person.role not in PANEL:
+        raise HTTPException(403, "only the arbitration panel decides")
+    arbitration = _arbitration(session, principal, arbitration_id)
+    form = await request.form()
+    settings = request.app.state.settings
+    password = str(form.get("password") or "")
+    try:
+        if arbitration.conflict == Conflict.UNGRADABLE:
+            outcome = str(form.get("outcome") or "")
+            panel.decide_outcome(session, arbitration, principal.person, password, outcome)
+            result = "decided"
+            audit.record(session, principal.actor, "arbitration.outcome", arbitration.case_pk,
+                         arbitration=arbitration.id, outcome=outcome)
+        else:
+            choice = str(form.get("choice") or "")
+            eyes = list(grading.case_eyes(session, arbitration.case_pk))
+            other = _eyes_from_form(form, eyes) if choice == "other" else None
+            result = panel.vote(
+                session, arbitration, principal.person, password, choice, other,
+                str(form.get("comment") or ""), settings.arbitration_quorum, settings.qc_seed,
+            )
+            audit.record(session, principal.actor, "arbitration.vote", arbitration.case_pk,
+                         arbitration=arbitration.id, choice=choice, result=result)
+    except (DecisionError, grading.ReadError) as exc:
+        audit.record(session, principal.actor, "arbitration.refused", arbitration.case_pk,
+                     arbitration=arbitration.id, reason=str(exc)[:200])
+        # Rendered, not raised: the refusal's audit row is committed with the request.
+        return render(request, "error.html", {"status": 422, "message": str(exc)}, status_code=422)
+    return RedirectResponse(f"/arbitration?done={arbitration.id}&result={result}", status_code=303)

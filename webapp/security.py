@@ -1,0 +1,90 @@
+"""Who is asking: the signed-in person behind a request, their roles and sites, CSRF checks.
+Everything but the log-in page goes through ``signed_in``; every case goes through
+``case_for`` so another site's case is refused on the server, whatever the page or URL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from services import web_sessions
+from services.audit import Actor
+from services.db.models import Person, Role, ScreeningCase, WebSession
+
+COOKIE = "eyescreen_session"
+
+
+class NotSignedIn(Exception):
+    """No live session: pages redirect to the log-in page, the API and images answer 401."""
+
+
+@dataclass
+class Principal:
+    person: Person
+    web_session: WebSession
+    actor: Actor
+
+    @property
+    def csrf(self) -> str:
+        return self.web_session.csrf_token
+
+
+def db(request: Request) -> Iterator[Session]:
+    """One session per request, committed when the handler returns without error."""
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    with sessions() as session, session.begin():
+        yield session
+
+
+def actor_of(request: Request, person_pk: int | None) -> Actor:
+    address = request.client.host if request.client else ""
+    return Actor(person_pk, address, request.state.request_id)
+
+
+def signed_in(request: Request, session: Session = Depends(db)) -> Principal:
+    token = request.cookies.get(COOKIE)
+    idle = timedelta(minutes=request.app.state.settings.web_session_idle_minutes)
+    row = web_sessions.current(session, token, idle) if token else None
+    if row is None:
+        raise NotSignedIn()
+    return Principal(row.person, row, actor_of(request, row.person.id))
+
+
+def require(*roles: Role) -> Callable[..., Principal]:
+    """A dependency admitting only people with one of these roles."""
+
+    def check(principal: Principal = Depends(signed_in)) -> Principal:
+        if principal.person.role not in roles:
+            raise HTTPException(403, "your role does not allow this")
+        return principal
+
+    return check
+
+
+async def csrf_checked(request: Request, principal: Principal = Depends(signed_in)) -> Principal:
+    """For every POST from a page: the form's (or header's) token must be the session's."""
+    token = request.headers.get("x-csrf-token")
+    if token is None:
+        form = await request.form()
+        value = form.get("csrf_token")
+        token = value if isinstance(value, str) else None
+    if not web_sessions.csrf_matches(principal.web_session, token):
+        raise HTTPException(403, "the form's security token is missing or stale: reload the page")
+    return principal
+
+
+def case_for(session: Session, principal: Principal, case_id: int) -> ScreeningCase:
+    """The case, if it belongs to one of the person's sites; otherwise 404 (so another site's
+    case ids do not even show that they exist)."""
+    case = session.get(ScreeningCase, case_id)
+    if case is None or case.site not in principal.person.site_names:
+        raise HTTPException(404, "no such case at your sites")
+    return case
+
+
+READERS = (Role.GRADER, Role.ARBITER, Role.SENIOR_ARBITER)
+PANEL = (Role.ARBITER, Role.SENIOR_ARBITER)
