@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -104,25 +106,34 @@ def other_read(model, eyes: str = "RL") -> dict:  # type: ignore[no-untyped-def]
     return {eye: {"codes": ["F.VRD.MAC"], "ungradable": None} for eye in eyes}
 
 
-@pytest.fixture
-def clinic(postgres_url: str, tmp_path: Path) -> Iterator[Clinic]:
+@contextmanager
+def open_clinic(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[Clinic]:
+    """A clinic on a fresh database; ``settings`` override the defaults (no QC draw, no
+    heatmaps or PDFs: these tests are about people, not pictures)."""
     from eyescreen.database import upgrade
 
-    upgrade(postgres_url)
-    settings = Settings(
-        data_dir=tmp_path / "var", database_url=postgres_url, qc_sample_rate=0.0, heatmaps=False,
-        pdf_reports=False,
-    )
-    settings.ensure_dirs()
-    runtime = WorkerRuntime(settings, publish=lambda name, args: None)
-    clinic = Clinic(settings, runtime)
+    upgrade(database_url)
+    chosen: dict[str, Any] = dict(qc_sample_rate=0.0, heatmaps=False, pdf_reports=False)
+    chosen.update(settings)
+    config = Settings(data_dir=tmp_path / "var", database_url=database_url, **chosen)
+    config.ensure_dirs()
+    runtime = WorkerRuntime(config, publish=lambda name, args: None)
+    clinic = Clinic(config, runtime)
     for site in (SITE, OTHER_SITE):
         clinic.ingest[site] = IngestService(runtime.sessions, runtime.images, site)
     with transaction(runtime.sessions) as session:
         for username, (role, site) in USERS.items():
             people.add_person(session, username, f"{username.title()}^Test", role, [site], PASSWORD)
-    yield clinic
-    runtime.sessions.kw["bind"].dispose()
+    try:
+        yield clinic
+    finally:
+        runtime.sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def clinic(postgres_url: str, tmp_path: Path) -> Iterator[Clinic]:
+    with open_clinic(postgres_url, tmp_path) as opened:
+        yield opened
 
 
 def instance_ids(clinic: Clinic, case_id: int) -> list[int]:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -70,11 +70,16 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         return render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
                       status_code=exc.status_code)
 
+    for router in routers():
+        app.include_router(router)
+    return app
+
+
+def routers() -> list[APIRouter]:
+    """Every router of the application (the access tests walk all their routes)."""
     from webapp import admin_pages, api, grading_pages, login_pages, panel_pages
 
-    for module in (login_pages, grading_pages, panel_pages, admin_pages, api):
-        app.include_router(module.router)
-    return app
+    return [m.router for m in (login_pages, grading_pages, panel_pages, admin_pages, api)]
 
 
 def render(
