@@ -30,7 +30,9 @@ def run_gateway(settings: Settings) -> None:
     dispatcher = OutboxDispatcher(sessions, app.eyescreen_runtime.publish)  # type: ignore[attr-defined]
     background = BackgroundDispatch(dispatcher)
     router = Router.from_settings(settings)
-    gateway = start_gateway(settings, IngestService(sessions, store, settings.site), background, router)
+    gateway = start_gateway(
+        settings, IngestService(sessions, store, settings.site), background, router
+    )
     if settings.gateway_metrics_port:
         from eyescreen.ops_server import make_registry, serve, standard_checks
 

@@ -60,19 +60,27 @@ def _password(prompt: bool) -> str:
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--site", "sites", multiple=True, required=True, help="a site whose cases they see")
 @click.option("--arbitrate-all", is_flag=True, help="a new grader: every read goes to the panel")
-def add_user(username: str, display_name: str, role: str, sites: tuple[str, ...], arbitrate_all: bool) -> None:
+def add_user(
+    username: str, display_name: str, role: str, sites: tuple[str, ...], arbitrate_all: bool
+) -> None:
     """Add an account; the password is read from standard input (or prompted for)."""
     from services import audit, people
 
     with _session() as session:
         try:
-            person = people.add_person(
+            people.add_person(
                 session, username, display_name, Role(role), sites, _password(False), arbitrate_all
             )
         except people.AccountError as exc:
             raise click.ClickException(str(exc)) from exc
-        audit.record(session, audit.Actor(None, "cli"), "user.add", user=username, role=role,
-                     sites=sorted(sites))
+        audit.record(
+            session,
+            audit.Actor(None, "cli"),
+            "user.add",
+            user=username,
+            role=role,
+            sites=sorted(sites),
+        )
     click.echo(f"added {username} ({role}) at {', '.join(sorted(sites))}")
 
 

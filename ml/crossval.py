@@ -162,9 +162,7 @@ def operating_point(
     diseased = selection.diseased
     sources = np.array([s.source for s in samples])
     by_source = {
-        str(source): referral_figures(
-            nested[sources == source], diseased[sources == source]
-        )["eye"]
+        str(source): referral_figures(nested[sources == source], diseased[sources == source])["eye"]
         for source in np.unique(sources)
     }
     return {

@@ -38,25 +38,43 @@ def overview(session: Session, sites: set[str]) -> dict[str, Any]:
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     of_sites = ScreeningCase.site.in_(sites)
     cases_today = session.scalar(
-        select(func.count()).select_from(ScreeningCase).where(of_sites, ScreeningCase.opened_at >= today)
+        select(func.count())
+        .select_from(ScreeningCase)
+        .where(of_sites, ScreeningCase.opened_at >= today)
     )
     decided = select(ScreeningCase.referral).where(of_sites, ScreeningCase.referral.is_not(None))
-    referrals = [r for (r,) in session.execute(decided)]
+    referrals = [bool(r) for (r,) in session.execute(decided)]
     graded = list(session.scalars(select(CaseRead.eyes).join(ScreeningCase).where(of_sites)))
     eyes = [eye for read in graded for eye in read.values()]
     steps = [
-        _step(session, "waiting for the model",
-              select(func.count(Instance.id), func.min(Instance.received_at))
-              .join(ScreeningCase).where(of_sites, Instance.state == InstanceState.RECEIVED)),
-        _step(session, "waiting for a grader",
-              select(func.count(ScreeningCase.id), func.min(ScreeningCase.opened_at))
-              .where(of_sites, ~select(CaseRead.id).where(CaseRead.case_pk == ScreeningCase.id).exists())),
-        _step(session, "waiting for the panel",
-              select(func.count(ArbitrationCase.id), func.min(ArbitrationCase.opened_at))
-              .join(ScreeningCase).where(of_sites, ArbitrationCase.state == ArbitrationState.OPEN)),
-        _step(session, "reports waiting for the PACS",
-              select(func.count(ReportDelivery.id), func.min(ReportDelivery.next_attempt_at))
-              .where(ReportDelivery.state == DeliveryState.PENDING)),
+        _step(
+            session,
+            "waiting for the model",
+            select(func.count(Instance.id), func.min(Instance.received_at))
+            .join(ScreeningCase)
+            .where(of_sites, Instance.state == InstanceState.RECEIVED),
+        ),
+        _step(
+            session,
+            "waiting for a grader",
+            select(func.count(ScreeningCase.id), func.min(ScreeningCase.opened_at)).where(
+                of_sites, ~select(CaseRead.id).where(CaseRead.case_pk == ScreeningCase.id).exists()
+            ),
+        ),
+        _step(
+            session,
+            "waiting for the panel",
+            select(func.count(ArbitrationCase.id), func.min(ArbitrationCase.opened_at))
+            .join(ScreeningCase)
+            .where(of_sites, ArbitrationCase.state == ArbitrationState.OPEN),
+        ),
+        _step(
+            session,
+            "reports waiting for the PACS",
+            select(func.count(ReportDelivery.id), func.min(ReportDelivery.next_attempt_at)).where(
+                ReportDelivery.state == DeliveryState.PENDING
+            ),
+        ),
     ]
     dead = session.execute(
         select(ReportDelivery.id, ReportDelivery.destination, ReportDelivery.last_error)
@@ -101,7 +119,11 @@ def cohen_kappa(pairs: list[tuple[bool, bool]]) -> float | None:
 
 
 def grader_quality(
-    session: Session, sites: set[str], viewer: Person, named: bool, since: timedelta = timedelta(days=365)
+    session: Session,
+    sites: set[str],
+    viewer: Person,
+    named: bool,
+    since: timedelta = timedelta(days=365),
 ) -> list[GraderQuality]:
     """Per grader: volume, reading time, referral sensitivity and specificity against the
     panel's decision where there is one, and kappa with other graders of the same cases.
@@ -120,7 +142,9 @@ def grader_quality(
         names[read.grader_pk] = username
     reference = dict(
         session.execute(
-            select(ArbitrationDecision.case_pk, ArbitrationDecision.referral).order_by(ArbitrationDecision.id)
+            select(ArbitrationDecision.case_pk, ArbitrationDecision.referral).order_by(
+                ArbitrationDecision.id
+            )
         ).all()
     )
     by_case: dict[int, dict[int, bool]] = defaultdict(dict)
@@ -140,14 +164,18 @@ def grader_quality(
             for peer, other in reads_of_case.items()
             if peer != grader_pk
         ]
-        label = names[grader_pk] if named else ("you" if grader_pk == viewer.id else f"Grader {number}")
+        label = (
+            names[grader_pk] if named else ("you" if grader_pk == viewer.id else f"Grader {number}")
+        )
         result.append(
             GraderQuality(
                 label=label,
                 reads=len(mine),
                 median_reading_s=statistics.median(times) if times else None,
                 sensitivity=sum(positives) / len(positives) if positives else None,
-                specificity=(len(negatives) - sum(negatives)) / len(negatives) if negatives else None,
+                specificity=(len(negatives) - sum(negatives)) / len(negatives)
+                if negatives
+                else None,
                 verified=len(verified),
                 kappa_with_peers=cohen_kappa(pairs),
             )

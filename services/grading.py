@@ -86,7 +86,9 @@ def case_eyes(session: Session, case_id: int) -> dict[str, list[str]]:
     return {eye: eyes[eye] for eye in EYES if eye in eyes}
 
 
-def normalise(eyes_given: Mapping[str, Any], eyes_present: Mapping[str, list[str]]) -> dict[str, Any]:
+def normalise(
+    eyes_given: Mapping[str, Any], eyes_present: Mapping[str, list[str]]
+) -> dict[str, Any]:
     """Check a read against the case's eyes and the taxonomy; returns its canonical form."""
     missing = [eye for eye in eyes_present if eye not in eyes_given]
     if missing:
@@ -104,7 +106,9 @@ def normalise(eyes_given: Mapping[str, Any], eyes_present: Mapping[str, list[str
             raise ReadError(f"eye {eye}: not a level-2 finding: {', '.join(unknown)}")
         off_route = [c for c in codes if allowed[c].route not in eyes_present[eye]]
         if off_route:
-            raise ReadError(f"eye {eye}: no photograph of the kind that shows {', '.join(off_route)}")
+            raise ReadError(
+                f"eye {eye}: no photograph of the kind that shows {', '.join(off_route)}"
+            )
         if ungradable and codes:
             raise ReadError(f"eye {eye}: ungradable, yet findings recorded")
         canonical[eye] = {"codes": codes, "ungradable": ungradable}
@@ -220,7 +224,9 @@ def worklist(
         exists().where(Instance.case_pk == ScreeningCase.id),
     )
     images = (
-        select(func.count(Instance.id)).where(Instance.case_pk == ScreeningCase.id).scalar_subquery()
+        select(func.count(Instance.id))
+        .where(Instance.case_pk == ScreeningCase.id)
+        .scalar_subquery()
     )
     rows = session.execute(
         select(
@@ -296,9 +302,13 @@ def stuck_cases(session: Session, sites: set[str], older_than: timedelta) -> lis
     stuck += [(case_id, "waiting for the model") for case_id in session.scalars(waiting_model)]
     failed = select(ScreeningCase.id).where(
         ScreeningCase.site.in_(sites),
-        exists().where(Instance.case_pk == ScreeningCase.id, Instance.state == InstanceState.FAILED),
+        exists().where(
+            Instance.case_pk == ScreeningCase.id, Instance.state == InstanceState.FAILED
+        ),
     )
-    stuck += [(case_id, "an image could not be read by the model") for case_id in session.scalars(failed)]
+    stuck += [
+        (case_id, "an image could not be read by the model") for case_id in session.scalars(failed)
+    ]
     return stuck[:200]
 
 

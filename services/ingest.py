@@ -62,7 +62,9 @@ class IngestService:
     """Keeps a received image: bytes stored durably, then instance and outbox rows in one
     commit; a repeat with the same bytes is acknowledged, with other bytes refused."""
 
-    def __init__(self, sessions: sessionmaker[Session], store: ContentStore, site: str = "") -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], store: ContentStore, site: str = ""
+    ) -> None:
         self.sessions = sessions
         self.store = store
         self.site = site  # the site new cases belong to: who may see them in the web application

@@ -23,7 +23,7 @@ from services.db.models import (
     Role,
     ScreeningCase,
 )
-from services.grading import derive, normalise, case_eyes
+from services.grading import case_eyes, derive, normalise
 from services.people import password_matches
 from services.triage import Conflict, model_read
 
@@ -196,7 +196,9 @@ def _decide(
     adopted = reads[choice].is_model if choice in reads else None
     note = comment.strip()
     if adopted is not None:
-        note = (note + " " if note else "") + f"[adopted the {'model' if adopted else 'grader'}'s read]"
+        note = (
+            note + " " if note else ""
+        ) + f"[adopted the {'model' if adopted else 'grader'}'s read]"
     present = {code: True for codes in findings.values() for code in codes}
     record_decision(session, arbitration, arbiter, present, referral, note, eyes=findings)
 

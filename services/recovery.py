@@ -30,7 +30,9 @@ from services.task_names import DELIVER_TASK, INFER_TASK, RENDER_TASK, REPORT_TA
 log = logging.getLogger(__name__)
 
 
-def sweep(settings: Settings, sessions: sessionmaker[Session], dispatcher: OutboxDispatcher) -> None:
+def sweep(
+    settings: Settings, sessions: sessionmaker[Session], dispatcher: OutboxDispatcher
+) -> None:
     """One housekeeping round with this installation's settings (the gateway's loop and the
     worker's beat task both call this)."""
     housekeeping(
@@ -50,7 +52,9 @@ def triage_waiting(settings: Settings, sessions: sessionmaker[Session]) -> None:
     from services.panel import escalate_overdue
     from services.triage import Rule, TriagePolicy, triage_case, untriaged_cases
 
-    policy = TriagePolicy(Rule(settings.discrepancy_rule), settings.qc_sample_rate, settings.qc_seed)
+    policy = TriagePolicy(
+        Rule(settings.discrepancy_rule), settings.qc_sample_rate, settings.qc_seed
+    )
     with transaction(sessions) as session:
         for case_id in untriaged_cases(session):
             triage_case(session, case_id, policy)

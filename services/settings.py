@@ -209,6 +209,18 @@ class Settings(BaseSettings):
             routes[station.strip()] = route.strip()
         return routes
 
+    @field_validator("web_certificate", "web_private_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # docker-compose passes an unset certificate as an empty string: no HTTPS, not "."
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_web_tls_pair(self) -> Settings:
+        if (self.web_certificate is None) != (self.web_private_key is None):
+            raise ValueError("HTTPS needs both EYESCREEN_WEB_CERTIFICATE and _PRIVATE_KEY")
+        return self
+
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:
         if (self.tls_certificate is None) != (self.tls_private_key is None):

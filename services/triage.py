@@ -83,7 +83,9 @@ def model_read(session: Session, case_id: int) -> ModelRead | None:
         gradable[eye] = gradable.get(eye, False) or is_gradable
         if is_gradable:
             codes |= {
-                f.code for f in prediction.findings if f.positive and not taxonomy.node(f.code).normal
+                f.code
+                for f in prediction.findings
+                if f.positive and not taxonomy.node(f.code).normal
             }
     return ModelRead(
         findings={eye: sorted(codes) for eye, codes in findings.items()},
@@ -103,7 +105,10 @@ def conflict(model: ModelRead, read: CaseRead, rule: Rule) -> Conflict | None:
     for eye, grader_codes in read.findings.items():
         ours, theirs = set(grader_codes), set(model.findings.get(eye, []))
         if rule == Rule.LEVEL1:
-            ours, theirs = {c for c in ours if _level(c) == 1}, {c for c in theirs if _level(c) == 1}
+            ours, theirs = (
+                {c for c in ours if _level(c) == 1},
+                {c for c in theirs if _level(c) == 1},
+            )
         if ours - theirs:
             return Conflict.MISSED_FINDING
         if theirs - ours:

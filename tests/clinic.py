@@ -52,8 +52,11 @@ class Clinic:
         ids = []
         for number, eye in enumerate(eyes):
             ds = photo_to_dataset(
-                photos[number], patient_id="P-" + study_uid[-6:], patient_name=patient_name,
-                laterality=eye, study_uid=study_uid,
+                photos[number],
+                patient_id="P-" + study_uid[-6:],
+                patient_name=patient_name,
+                laterality=eye,
+                study_uid=study_uid,
             )
             result = self.ingest[site].accept(
                 ReceivedImage(

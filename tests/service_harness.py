@@ -48,11 +48,14 @@ def wait_for(predicate, timeout: float, what: str, log: Path) -> None:  # type: 
     pytest.fail(f"timed out waiting for {what}; service log:\n{log.read_text()[-4000:]}")
 
 
-def eyescreen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def eyescreen(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run an ``eyescreen`` command as an operator would, with this interpreter."""
     return subprocess.run(
         [sys.executable, "-m", "eyescreen", *args],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,

@@ -24,7 +24,7 @@ ADMIN = require(Role.ADMIN)
 def dashboard_page(
     request: Request,
     principal: Principal = Depends(signed_in),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     sites = principal.person.site_names
     named = principal.person.role == Role.ADMIN
@@ -44,7 +44,7 @@ def dashboard_page(
 def resend(
     delivery_id: int,
     principal: Principal = Depends(csrf_checked),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role != Role.ADMIN:
         raise HTTPException(403, "only an admin re-sends reports")
@@ -55,16 +55,23 @@ def resend(
 
 @router.get("/admin/users")
 def users_page(
-    request: Request, principal: Principal = Depends(ADMIN), session: Session = Depends(db)
+    request: Request,
+    principal: Principal = Depends(ADMIN),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     everyone = session.scalars(select(Person).order_by(Person.username)).all()
-    return render(request, "users.html", {"me": principal, "people": everyone, "roles": list(Role),
-                                          "token": None, "error": None})
+    return render(
+        request,
+        "users.html",
+        {"me": principal, "people": everyone, "roles": list(Role), "token": None, "error": None},
+    )
 
 
 @router.post("/admin/users")
 async def add_user(
-    request: Request, principal: Principal = Depends(csrf_checked), session: Session = Depends(db)
+    request: Request,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role != Role.ADMIN:
         raise HTTPException(403, "only an admin manages users")
@@ -82,10 +89,26 @@ async def add_user(
         )
     except (people.AccountError, ValueError) as exc:
         everyone = session.scalars(select(Person).order_by(Person.username)).all()
-        return render(request, "users.html", {"me": principal, "people": everyone, "roles": list(Role),
-                                              "token": None, "error": str(exc)}, status_code=422)
-    audit.record(session, principal.actor, "user.add", user=person.username, role=person.role.value,
-                 sites=sorted(person.site_names))
+        return render(
+            request,
+            "users.html",
+            {
+                "me": principal,
+                "people": everyone,
+                "roles": list(Role),
+                "token": None,
+                "error": str(exc),
+            },
+            status_code=422,
+        )
+    audit.record(
+        session,
+        principal.actor,
+        "user.add",
+        user=person.username,
+        role=person.role.value,
+        sites=sorted(person.site_names),
+    )
     return RedirectResponse("/admin/users", status_code=303)
 
 
@@ -95,7 +118,7 @@ async def change_user(
     person_id: int,
     action: str,
     principal: Principal = Depends(csrf_checked),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role != Role.ADMIN:
         raise HTTPException(403, "only an admin manages users")
@@ -125,8 +148,17 @@ async def change_user(
     if token is None:
         return RedirectResponse("/admin/users", status_code=303)
     everyone = session.scalars(select(Person).order_by(Person.username)).all()
-    return render(request, "users.html", {"me": principal, "people": everyone, "roles": list(Role),
-                                          "token": (person.username, token), "error": None})
+    return render(
+        request,
+        "users.html",
+        {
+            "me": principal,
+            "people": everyone,
+            "roles": list(Role),
+            "token": (person.username, token),
+            "error": None,
+        },
+    )
 
 
 @router.get("/admin/audit")
@@ -136,7 +168,7 @@ def audit_page(
     case: str = "",
     format: str = "html",
     principal: Principal = Depends(ADMIN),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     query = select(AuditEvent, Person.username).outerjoin(Person, Person.id == AuditEvent.person_pk)
     if action:
@@ -144,16 +176,38 @@ def audit_page(
     case_id = int(case) if case.strip().isdigit() else None
     if case_id is not None:
         query = query.where(AuditEvent.case_pk == case_id)
-    rows = session.execute(query.order_by(AuditEvent.id.desc()).limit(5000 if format == "csv" else 200)).all()
-    audit.record(session, principal.actor, "audit.export" if format == "csv" else "audit.view",
-                 filter_action=action, filter_case=case_id)
+    rows = session.execute(
+        query.order_by(AuditEvent.id.desc()).limit(5000 if format == "csv" else 200)
+    ).all()
+    audit.record(
+        session,
+        principal.actor,
+        "audit.export" if format == "csv" else "audit.view",
+        filter_action=action,
+        filter_case=case_id,
+    )
     if format == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["id", "at", "user", "action", "case", "address", "request_id", "detail"])
         for event, username in rows:
-            writer.writerow([event.id, event.at.isoformat(), username or "", event.action,
-                             event.case_pk or "", event.address, event.request_id, event.detail])
-        return Response(out.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=audit.csv"})
-    return render(request, "audit.html", {"me": principal, "rows": rows, "action": action, "case": case_id})
+            writer.writerow(
+                [
+                    event.id,
+                    event.at.isoformat(),
+                    username or "",
+                    event.action,
+                    event.case_pk or "",
+                    event.address,
+                    event.request_id,
+                    event.detail,
+                ]
+            )
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": "attachment; filename=audit.csv"},
+        )
+    return render(
+        request, "audit.html", {"me": principal, "rows": rows, "action": action, "case": case_id}
+    )

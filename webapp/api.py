@@ -20,7 +20,9 @@ router = APIRouter(prefix="/api")
 
 
 def token_holder(
-    request: Request, authorization: str = Header(""), session: Session = Depends(db)
+    request: Request,
+    authorization: str = Header(""),
+    session: Session = Depends(db, scope="function"),
 ) -> Person:
     scheme, _, token = authorization.partition(" ")
     person = people.person_for_token(session, token) if scheme.lower() == "bearer" else None
@@ -45,7 +47,9 @@ class ReadIn(BaseModel):
 
 @router.get("/worklist")
 def worklist(
-    request: Request, person: Person = Depends(token_holder), session: Session = Depends(db)
+    request: Request,
+    person: Person = Depends(token_holder),
+    session: Session = Depends(db, scope="function"),
 ) -> dict[str, Any]:
     turnaround = timedelta(hours=request.app.state.settings.turnaround_hours)
     items, counts = grading.worklist(session, person, turnaround, limit=500)
@@ -77,7 +81,7 @@ def post_read(
     request: Request,
     body: ReadIn,
     person: Person = Depends(token_holder),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> dict[str, Any]:
     case = session.scalar(
         select(ScreeningCase).join(Study).where(Study.study_instance_uid == body.study_instance_uid)
@@ -91,8 +95,15 @@ def post_read(
         )
     except grading.ReadError as exc:
         raise HTTPException(422, str(exc)) from exc
-    audit.record(session, actor_of(request, person.id), "read.submit", case.id, read=read.id,
-                 version=read.version, source="api")
+    audit.record(
+        session,
+        actor_of(request, person.id),
+        "read.submit",
+        case.id,
+        read=read.id,
+        version=read.version,
+        source="api",
+    )
     triaged = triage_case(session, case.id, policy_of(request))
     return {
         "read": read.id,

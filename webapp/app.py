@@ -67,8 +67,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if request.url.path.startswith(API_PREFIXES):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        return render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
-                      status_code=exc.status_code)
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status_code, "message": exc.detail},
+            status_code=exc.status_code,
+        )
 
     for router in routers():
         app.include_router(router)

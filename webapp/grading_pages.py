@@ -43,7 +43,7 @@ def worklist_page(
     request: Request,
     page: int = 0,
     principal: Principal = Depends(require(*READERS)),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     settings = request.app.state.settings
     turnaround = timedelta(hours=settings.turnaround_hours)
@@ -67,7 +67,7 @@ def worklist_page(
 def next_case(
     after: int | None = None,
     principal: Principal = Depends(require(*READERS)),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     case_id = grading.next_case(session, principal.person, after)
     return RedirectResponse(f"/cases/{case_id}" if case_id else "/worklist", status_code=303)
@@ -89,7 +89,7 @@ def case_page(
     request: Request,
     case_id: int,
     principal: Principal = Depends(require(*READERS)),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     case = case_for(session, principal, case_id)
     settings = request.app.state.settings
@@ -112,7 +112,9 @@ def case_page(
             "photos": _photos(session, case_id),
             "eyes": eyes,
             "findings": findings,
-            "numbered": {e: [f for f in findings if f.route in routes] for e, routes in eyes.items()},
+            "numbered": {
+                e: [f for f in findings if f.route in routes] for e, routes in eyes.items()
+            },
             "mine": mine,
             "held": held,
             "model": model_read(session, case_id) if unblinded else None,
@@ -141,7 +143,7 @@ async def submit_read(
     request: Request,
     case_id: int,
     principal: Principal = Depends(csrf_checked),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role not in READERS:
         raise HTTPException(403, "your role does not allow this")
@@ -164,8 +166,12 @@ async def submit_read(
     except ReadError as exc:
         raise HTTPException(422, str(exc)) from exc
     audit.record(
-        session, principal.actor, "read.amend" if read.version > 1 else "read.submit", case_id,
-        read=read.id, version=read.version,
+        session,
+        principal.actor,
+        "read.amend" if read.version > 1 else "read.submit",
+        case_id,
+        read=read.id,
+        version=read.version,
     )
     triage_case(session, case_id, policy_of(request))
     target = f"/cases/next?after={case_id}" if form.get("then") == "next" else f"/cases/{case_id}"
@@ -186,22 +192,27 @@ def image(
     instance_id: int,
     view: str = "plain",
     principal: Principal = Depends(signed_in),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role not in READERS:
         raise HTTPException(403, "your role does not allow this")
     instance = _instance_for(session, principal, instance_id)
-    audit.record(session, principal.actor, "image.view", instance.case_pk, instance=instance_id, view=view)
+    audit.record(
+        session, principal.actor, "image.view", instance.case_pk, instance=instance_id, view=view
+    )
     data = request.app.state.images.read(instance.sha256)
-    return Response(to_png(data, "redfree" if view == "redfree" else "plain"), media_type="image/png",
-                    headers={"Cache-Control": "private, no-store"})
+    return Response(
+        to_png(data, "redfree" if view == "redfree" else "plain"),
+        media_type="image/png",
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 @router.get("/heatmaps/{instance_id}.png")
 def heatmap(
     instance_id: int,
     principal: Principal = Depends(signed_in),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     """The model's Grad-CAM: for the panel, and for a grader only after their own read."""
     instance = _instance_for(session, principal, instance_id)
@@ -227,7 +238,7 @@ async def import_reads(
     request: Request,
     upload: UploadFile,
     principal: Principal = Depends(csrf_checked),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role != Role.ADMIN:
         raise HTTPException(403, "only an admin imports reads")
@@ -236,10 +247,15 @@ async def import_reads(
         with session.begin_nested():
             reads = grading.import_csv(session, text, principal.person.site_names)
     except ImportFailed as exc:
-        return render(request, "import_result.html",
-                      {"me": principal, "problems": exc.problems, "count": 0}, status_code=422)
+        return render(
+            request,
+            "import_result.html",
+            {"me": principal, "problems": exc.problems, "count": 0},
+            status_code=422,
+        )
     for read in reads:
         triage_case(session, read.case_pk, policy_of(request))
     audit.record(session, principal.actor, "reads.import", count=len(reads))
-    return render(request, "import_result.html", {"me": principal, "problems": [], "count": len(reads)})
-
+    return render(
+        request, "import_result.html", {"me": principal, "problems": [], "count": len(reads)}
+    )

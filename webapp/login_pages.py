@@ -29,7 +29,7 @@ def login(
     username: str = Form(...),
     password: str = Form(...),
     next: str = Form("/"),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     person = people.authenticate(session, username.strip(), password)
     if person is None:
@@ -37,7 +37,10 @@ def login(
         return render(
             request,
             "login.html",
-            {"next": _safe_next(next), "error": "Wrong user name or password, or the account is locked."},
+            {
+                "next": _safe_next(next),
+                "error": "Wrong user name or password, or the account is locked.",
+            },
             status_code=401,
         )
     token, _ = web_sessions.start(session, person, actor_of(request, person.id).address)
@@ -58,7 +61,7 @@ def login(
 def logout(
     request: Request,
     principal: Principal = Depends(csrf_checked),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     row = session.merge(principal.web_session)
     web_sessions.end(row)

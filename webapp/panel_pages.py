@@ -32,7 +32,7 @@ def queue_page(
     conflict: str = "",
     outcomes: bool = False,
     principal: Principal = Depends(require(*PANEL)),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     items = panel.queue(session, principal.person, conflict or None, outcomes)
     return render(
@@ -53,11 +53,16 @@ def arbitration_page(
     request: Request,
     arbitration_id: int,
     principal: Principal = Depends(require(*PANEL)),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     arbitration = _arbitration(session, principal, arbitration_id)
-    audit.record(session, principal.actor, "arbitration.view", arbitration.case_pk,
-                 arbitration=arbitration.id)
+    audit.record(
+        session,
+        principal.actor,
+        "arbitration.view",
+        arbitration.case_pk,
+        arbitration=arbitration.id,
+    )
     seed = request.app.state.settings.qc_seed
     findings = grading.gradable_findings()
     eyes = grading.case_eyes(session, arbitration.case_pk)
@@ -76,7 +81,9 @@ def arbitration_page(
             "outcome_queue": outcome_queue,
             "outcomes": panel.OUTCOMES,
             "eyes": eyes,
-            "numbered": {e: [f for f in findings if f.route in routes] for e, routes in eyes.items()},
+            "numbered": {
+                e: [f for f in findings if f.route in routes] for e, routes in eyes.items()
+            },
             "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
         },
     )
@@ -87,7 +94,7 @@ async def vote(
     request: Request,
     arbitration_id: int,
     principal: Principal = Depends(csrf_checked),
-    session: Session = Depends(db),
+    session: Session = Depends(db, scope="function"),
 ) -> Response:
     if principal.person.role not in PANEL:
         raise HTTPException(403, "only the arbitration panel decides")
@@ -100,21 +107,47 @@ async def vote(
             outcome = str(form.get("outcome") or "")
             panel.decide_outcome(session, arbitration, principal.person, password, outcome)
             result = "decided"
-            audit.record(session, principal.actor, "arbitration.outcome", arbitration.case_pk,
-                         arbitration=arbitration.id, outcome=outcome)
+            audit.record(
+                session,
+                principal.actor,
+                "arbitration.outcome",
+                arbitration.case_pk,
+                arbitration=arbitration.id,
+                outcome=outcome,
+            )
         else:
             choice = str(form.get("choice") or "")
             eyes = list(grading.case_eyes(session, arbitration.case_pk))
             other = _eyes_from_form(form, eyes) if choice == "other" else None
             result = panel.vote(
-                session, arbitration, principal.person, password, choice, other,
-                str(form.get("comment") or ""), settings.arbitration_quorum, settings.qc_seed,
+                session,
+                arbitration,
+                principal.person,
+                password,
+                choice,
+                other,
+                str(form.get("comment") or ""),
+                settings.arbitration_quorum,
+                settings.qc_seed,
             )
-            audit.record(session, principal.actor, "arbitration.vote", arbitration.case_pk,
-                         arbitration=arbitration.id, choice=choice, result=result)
+            audit.record(
+                session,
+                principal.actor,
+                "arbitration.vote",
+                arbitration.case_pk,
+                arbitration=arbitration.id,
+                choice=choice,
+                result=result,
+            )
     except (DecisionError, grading.ReadError) as exc:
-        audit.record(session, principal.actor, "arbitration.refused", arbitration.case_pk,
-                     arbitration=arbitration.id, reason=str(exc)[:200])
+        audit.record(
+            session,
+            principal.actor,
+            "arbitration.refused",
+            arbitration.case_pk,
+            arbitration=arbitration.id,
+            reason=str(exc)[:200],
+        )
         # Rendered, not raised: the refusal's audit row is committed with the request.
         return render(request, "error.html", {"status": 422, "message": str(exc)}, status_code=422)
     return RedirectResponse(f"/arbitration?done={arbitration.id}&result={result}", status_code=303)

@@ -34,7 +34,9 @@ class Principal:
 
 
 def db(request: Request) -> Iterator[Session]:
-    """One session per request, committed when the handler returns without error."""
+    """One session per request, committed when the handler returns without error. Used as
+    ``Depends(db, scope="function")`` so the commit happens before the response is sent: a
+    redirect after a POST never reaches the browser ahead of the data it points at."""
     sessions: sessionmaker[Session] = request.app.state.sessions
     with sessions() as session, session.begin():
         yield session
@@ -45,7 +47,7 @@ def actor_of(request: Request, person_pk: int | None) -> Actor:
     return Actor(person_pk, address, request.state.request_id)
 
 
-def signed_in(request: Request, session: Session = Depends(db)) -> Principal:
+def signed_in(request: Request, session: Session = Depends(db, scope="function")) -> Principal:
     token = request.cookies.get(COOKIE)
     idle = timedelta(minutes=request.app.state.settings.web_session_idle_minutes)
     row = web_sessions.current(session, token, idle) if token else None

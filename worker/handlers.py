@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from services.db.models import DeliveryState
 from services import recovery
+from services.db.models import DeliveryState
 from services.task_names import TaskName
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def infer_urgent(rt: WorkerRuntime, instance_id: int) -> Handled:
 
 
 def build_report(rt: WorkerRuntime, case_id: int) -> Handled:
-    return Handled(rt.reports().build_case(case_id))
+    return Handled(list(rt.reports().build_case(case_id)))
 
 
 def render_pdf(rt: WorkerRuntime, report_id: int) -> Handled:

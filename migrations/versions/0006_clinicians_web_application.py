@@ -41,7 +41,9 @@ def upgrade() -> None:
             type_=sa.Enum(*ROLES_NEW, name="role", native_enum=False, length=24),
             existing_nullable=False,
         )
-        batch.add_column(sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0")
+        )
         batch.add_column(sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(
             sa.Column("arbitrate_all", sa.Boolean(), nullable=False, server_default=sa.false())
@@ -50,8 +52,12 @@ def upgrade() -> None:
         batch.create_unique_constraint("uq_person_api_token_sha256", ["api_token_sha256"])
     op.create_table(
         "person_site",
-        sa.Column("person_pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                  sa.ForeignKey("person.id"), primary_key=True),
+        sa.Column(
+            "person_pk",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.ForeignKey("person.id"),
+            primary_key=True,
+        ),
         sa.Column("site", sa.String(64), primary_key=True),
     )
     big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -68,7 +74,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("screening_case") as batch:
         batch.add_column(sa.Column("site", sa.String(64), nullable=False, server_default=""))
-        batch.add_column(sa.Column("urgent", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(
+            sa.Column("urgent", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
         batch.add_column(sa.Column("leased_to_pk", big, sa.ForeignKey("person.id"), nullable=True))
         batch.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_screening_case_site", ["site"])
@@ -82,8 +90,11 @@ def upgrade() -> None:
         sa.Column("findings", sa.JSON(), nullable=False),
         sa.Column("referral", sa.Boolean(), nullable=False),
         sa.Column("reading_ms", sa.Integer(), nullable=True),
-        sa.Column("source", sa.Enum("web", "csv", "api", name="readsource", native_enum=False,
-                                    length=24), nullable=False),
+        sa.Column(
+            "source",
+            sa.Enum("web", "csv", "api", name="readsource", native_enum=False, length=24),
+            nullable=False,
+        ),
         sa.Column("amends_pk", big, sa.ForeignKey("case_read.id"), nullable=True),
         sa.Column("amend_reason", sa.Text(), nullable=False),
         _when(),
@@ -91,12 +102,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("arbitration_case") as batch:
         batch.add_column(sa.Column("conflict", sa.String(24), nullable=False, server_default=""))
-        batch.add_column(sa.Column("rule_version", sa.String(32), nullable=False, server_default=""))
+        batch.add_column(
+            sa.Column("rule_version", sa.String(32), nullable=False, server_default="")
+        )
         batch.add_column(sa.Column("read_pk", big, sa.ForeignKey("case_read.id"), nullable=True))
         batch.add_column(
             sa.Column("inclusion_probability", sa.Float(), nullable=False, server_default="1")
         )
-        batch.add_column(sa.Column("escalated", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(
+            sa.Column("escalated", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
         batch.add_column(sa.Column("outcome", sa.String(24), nullable=True))
     op.create_table(
         "triage",
@@ -113,8 +128,9 @@ def upgrade() -> None:
     op.create_table(
         "arbitration_vote",
         sa.Column("id", big, primary_key=True, autoincrement=True),
-        sa.Column("arbitration_pk", big, sa.ForeignKey("arbitration_case.id"), nullable=False,
-                  index=True),
+        sa.Column(
+            "arbitration_pk", big, sa.ForeignKey("arbitration_case.id"), nullable=False, index=True
+        ),
         sa.Column("arbiter_pk", big, sa.ForeignKey("person.id"), nullable=False),
         sa.Column("choice", sa.String(8), nullable=False),
         sa.Column("findings", sa.JSON(), nullable=False),
@@ -140,8 +156,14 @@ def downgrade() -> None:
     op.drop_table("arbitration_vote")
     op.drop_table("triage")
     with op.batch_alter_table("arbitration_case") as batch:
-        for name in ("outcome", "escalated", "inclusion_probability", "read_pk",
-                     "rule_version", "conflict"):
+        for name in (
+            "outcome",
+            "escalated",
+            "inclusion_probability",
+            "read_pk",
+            "rule_version",
+            "conflict",
+        ):
             batch.drop_column(name)
     op.drop_table("case_read")
     with op.batch_alter_table("screening_case") as batch:

@@ -6,10 +6,12 @@ SQLite broker) and on the production profile (PostgreSQL and Redis).
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom import dcmread
 
@@ -25,7 +27,9 @@ from tests.service_harness import (
     wait_for,
 )
 
-__all__ = ["pacs"]
+from tests.pki import pki
+
+__all__ = ["pacs", "pki"]
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +43,17 @@ def test_photo_in_structured_report_out(
     tmp_path: Path,
 ) -> None:
     pacs_port, inbox = pacs
-    port = free_port()
-    env = service_env(tmp_path, port, sr_destinations=f"PACS@127.0.0.1:{pacs_port}")
+    port, web_port = free_port(), free_port()
+    certificates = request.getfixturevalue("pki")
+    env = service_env(
+        tmp_path,
+        port,
+        sr_destinations=f"PACS@127.0.0.1:{pacs_port}",
+        site="NORTH",
+        web_port=str(web_port),
+        web_certificate=str(certificates / "server.pem"),
+        web_private_key=str(certificates / "server.key"),
+    )
     if profile == "postgres-redis":
         env["EYESCREEN_DATABASE_URL"] = request.getfixturevalue("postgres_url")
         env["EYESCREEN_BROKER_URL"] = request.getfixturevalue("redis_url")
@@ -83,9 +96,52 @@ def test_photo_in_structured_report_out(
         time.sleep(1)
         assert len(list(inbox.iterdir())) == 1  # exactly once
         assert "Doe" not in log.read_text() and "E2E-1" not in log.read_text()  # no PHI in logs
+        _the_case_is_on_the_graders_worklist(env, web_port, certificates / "ca.pem", log)
     finally:
         code = stop_service(service)
     assert code == 0, log.read_text()[-3000:]
+
+
+def _the_case_is_on_the_graders_worklist(
+    env: dict[str, str], web_port: int, ca: Path, log: Path
+) -> None:
+    """``eyescreen up`` serves the web application over HTTPS; a grader added with
+    ``eyescreen users add`` signs in and finds the case."""
+    added = eyescreen(
+        "users",
+        "add",
+        "gina",
+        "--name",
+        "Grader^Gina",
+        "--role",
+        "grader",
+        "--site",
+        "NORTH",
+        env=env,
+        stdin="a long enough password\n",
+    )
+    assert added.returncode == 0, added.stderr
+    base = f"https://127.0.0.1:{web_port}"
+    wait_for(lambda: f"https://localhost:{web_port}/" in log.read_text(), 60, "the web URL", log)
+    tls = ssl.create_default_context(cafile=str(ca))
+    with httpx.Client(base_url=base, verify=tls, follow_redirects=False) as client:
+        wait_for(lambda: _answers(client), 60, "the web application", log)
+        assert client.get("/worklist").status_code == 303  # to the log-in page
+        signed = client.post(
+            "/login", data={"username": "gina", "password": "a long enough password"}
+        )
+        assert signed.status_code == 303, signed.text
+        cookie = signed.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        page = client.get("/worklist")
+        assert page.status_code == 200 and 'id="waiting">1<' in page.text
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/login").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_pacs_down_when_the_result_is_ready_gets_it_once_when_back(

@@ -21,8 +21,8 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.task_names import TaskName
-from webapp.app import routers
 from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, other_read
+from webapp.app import routers
 
 pytestmark = pytest.mark.integration
 __all__ = ["clinic"]  # the fixture
@@ -49,9 +49,11 @@ def test_nothing_but_the_login_page_without_a_session(clinic: Clinic) -> None:
         path = re.sub(r"\{[a-z_]+\}", "1", path)
         for method in route.methods:
             answer = client.request(method, path)
-            refused_page = answer.status_code == 303 and answer.headers["location"].startswith("/login")
+            refused_page = answer.status_code == 303 and answer.headers["location"].startswith(
+                "/login"
+            )
             assert refused_page or answer.status_code == 401, (method, path, answer.status_code)
-            assert str(case) not in answer.text or method == "GET" and refused_page
+            assert str(case) not in answer.text or (method == "GET" and refused_page)
             checked += 1
     assert checked >= 20
     assert client.get("/static/app.css").status_code == 200  # no patient data in static files
@@ -112,19 +114,32 @@ def test_lease_blind_read_triage_once_then_arbitration_signed_and_revised(clinic
     assert f"/arbitration/{arbitration.id}" in queue.text
     page = arbiter.get(f"/arbitration/{arbitration.id}").text
     assert "Read A" in page and "Read B" in page and "model" not in page.split("Read A")[1].lower()
-    wrong = arbiter.post(f"/arbitration/{arbitration.id}/vote",
-                         data={"csrf_token": csrf_a, "choice": "A", "password": "not it at all"})
+    wrong = arbiter.post(
+        f"/arbitration/{arbitration.id}/vote",
+        data={"csrf_token": csrf_a, "choice": "A", "password": "not it at all"},
+    )
     assert wrong.status_code == 422 and "password" in wrong.text
-    other_choice = arbiter.post(f"/arbitration/{arbitration.id}/vote",
-                                data={"csrf_token": csrf_a, "choice": "other", "password": PASSWORD,
-                                      "eye_R_state": "findings", "eye_R_code": ["F.GLAU.GLAU"],
-                                      "eye_L_state": "normal"})
+    other_choice = arbiter.post(
+        f"/arbitration/{arbitration.id}/vote",
+        data={
+            "csrf_token": csrf_a,
+            "choice": "other",
+            "password": PASSWORD,
+            "eye_R_state": "findings",
+            "eye_R_code": ["F.GLAU.GLAU"],
+            "eye_L_state": "normal",
+        },
+    )
     assert other_choice.status_code == 422 and "comment" in other_choice.text
-    signed = arbiter.post(f"/arbitration/{arbitration.id}/vote",
-                          data={"csrf_token": csrf_a, "choice": "B", "password": PASSWORD})
+    signed = arbiter.post(
+        f"/arbitration/{arbitration.id}/vote",
+        data={"csrf_token": csrf_a, "choice": "B", "password": PASSWORD},
+    )
     assert signed.status_code == 303, signed.text
-    locked = arbiter.post(f"/arbitration/{arbitration.id}/vote",
-                          data={"csrf_token": csrf_a, "choice": "A", "password": PASSWORD})
+    locked = arbiter.post(
+        f"/arbitration/{arbitration.id}/vote",
+        data={"csrf_token": csrf_a, "choice": "A", "password": PASSWORD},
+    )
     assert locked.status_code == 422
     with clinic.runtime.sessions() as session:
         decision = session.scalars(select(ArbitrationDecision)).one()
@@ -134,8 +149,15 @@ def test_lease_blind_read_triage_once_then_arbitration_signed_and_revised(clinic
         ).all()
         assert [case] in queued  # the revised report is queued with the decision
         actions = set(session.scalars(select(AuditEvent.action)))
-    assert {"login", "case.view", "read.submit", "arbitration.view", "arbitration.refused",
-            "arbitration.vote", "arbitration.decide"} <= actions
+    assert {
+        "login",
+        "case.view",
+        "read.submit",
+        "arbitration.view",
+        "arbitration.refused",
+        "arbitration.vote",
+        "arbitration.decide",
+    } <= actions
     clinic.runtime.reports().build_case(case)
     with clinic.runtime.sessions() as session:
         report = session.scalars(select(Report).order_by(Report.id.desc())).first()
@@ -143,23 +165,32 @@ def test_lease_blind_read_triage_once_then_arbitration_signed_and_revised(clinic
 
 
 def test_audit_rows_cannot_be_changed_on_postgresql(clinic: Clinic) -> None:
-    client, _ = clinic.login("admin")
+    clinic.login("admin")
     with clinic.runtime.sessions() as session:
         assert session.scalar(select(AuditEvent.id)) is not None
     for statement in ("UPDATE audit_event SET action = 'x'", "DELETE FROM audit_event"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with transaction(clinic.runtime.sessions) as session:
-                session.execute(text(statement))
+        with (
+            pytest.raises(DBAPIError, match="append-only"),
+            transaction(clinic.runtime.sessions) as session,
+        ):
+            session.execute(text(statement))
 
 
 def test_failed_logins_are_audited_and_lock_the_account(clinic: Clinic) -> None:
     client = clinic.client()
     for _ in range(5):
-        assert client.post("/login", data={"username": "grace", "password": "wrong password!"}).status_code == 401
+        assert (
+            client.post(
+                "/login", data={"username": "grace", "password": "wrong password!"}
+            ).status_code
+            == 401
+        )
     locked = client.post("/login", data={"username": "grace", "password": PASSWORD})
     assert locked.status_code == 401  # locked out for a while, even with the right password
     with clinic.runtime.sessions() as session:
-        failed = session.scalars(select(AuditEvent).where(AuditEvent.action == "login.failed")).all()
+        failed = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "login.failed")
+        ).all()
     assert len(failed) == 6 and failed[0].address
 
 
@@ -177,16 +208,28 @@ def test_csv_import_is_all_or_nothing_and_names_the_line(clinic: Clinic) -> None
     uid1, uid2 = clinic.study_uid(first), clinic.study_uid(second)
     admin, csrf = clinic.login("admin")
     header = "study_instance_uid,grader,eye,codes,ungradable_reason\n"
-    bad = header + f"{uid1},grace,R,F.VRD.MAC,\n{uid1},grace,L,,\n{uid2},grace,R,NOT.A.CODE,\n{uid2},grace,X,,\n"
-    answer = admin.post("/reads/import", data={"csrf_token": csrf},
-                        files={"upload": ("reads.csv", bad, "text/csv")})
+    bad = (
+        header
+        + f"{uid1},grace,R,F.VRD.MAC,\n{uid1},grace,L,,\n"
+        + f"{uid2},grace,R,NOT.A.CODE,\n{uid2},grace,X,,\n"
+    )
+    answer = admin.post(
+        "/reads/import", data={"csrf_token": csrf}, files={"upload": ("reads.csv", bad, "text/csv")}
+    )
     assert answer.status_code == 422
     assert "line 5: eye must be R, L or U" in answer.text and "line 4:" in answer.text
     with clinic.runtime.sessions() as session:
         assert session.scalar(select(CaseRead.id)) is None  # nothing half-imported
-    good = header + f"{uid1},grace,R,F.VRD.MAC,\n{uid1},grace,L,,\n{uid2},grace,R,,\n{uid2},grace,L,,media opacity\n"
-    answer = admin.post("/reads/import", data={"csrf_token": csrf},
-                        files={"upload": ("reads.csv", good, "text/csv")})
+    good = (
+        header
+        + f"{uid1},grace,R,F.VRD.MAC,\n{uid1},grace,L,,\n"
+        + f"{uid2},grace,R,,\n{uid2},grace,L,,media opacity\n"
+    )
+    answer = admin.post(
+        "/reads/import",
+        data={"csrf_token": csrf},
+        files={"upload": ("reads.csv", good, "text/csv")},
+    )
     assert answer.status_code == 200 and "2 reads imported" in answer.text
     with clinic.runtime.sessions() as session:
         conflicts = dict(session.execute(select(Triage.case_pk, Triage.conflict)).all())
@@ -206,8 +249,10 @@ def test_json_api_with_a_personal_token(clinic: Clinic) -> None:
     assert api.get("/api/worklist", headers={"Authorization": "Bearer nope"}).status_code == 401
     listing = api.get("/api/worklist", headers={"Authorization": f"Bearer {token}"}).json()
     assert [c["case"] for c in listing["cases"]] == [case]
-    body = {"study_instance_uid": clinic.study_uid(case),
-            "eyes": {"R": {"codes": ["F.VRD.XYZ"]}, "L": {}}}
+    body = {
+        "study_instance_uid": clinic.study_uid(case),
+        "eyes": {"R": {"codes": ["F.VRD.XYZ"]}, "L": {}},
+    }
     refused = api.post("/api/reads", json=body, headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 422 and "F.VRD.XYZ" in refused.text
     body["eyes"] = {"R": {"codes": ["F.GLAU.GLAU"]}, "L": {}}

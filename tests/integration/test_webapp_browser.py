@@ -35,20 +35,25 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-LOADED = "Array.from(document.querySelectorAll('img.photo')).every(i => i.complete && i.naturalWidth > 0)"
+LOADED = (
+    "Array.from(document.querySelectorAll('img.photo'))"
+    ".every(i => i.complete && i.naturalWidth > 0)"
+)
 ARTIFACTS = Path(os.environ.get("EYESCREEN_TEST_ARTIFACTS", "test-artifacts")) / "screenshots"
 
 
 @pytest.fixture
-def served(postgres_url: str, tmp_path: Path, pacs: tuple[int, Path]) -> Iterator[tuple[Clinic, str]]:
+def served(
+    postgres_url: str, tmp_path: Path, pacs: tuple[int, Path]
+) -> Iterator[tuple[Clinic, str]]:
     import uvicorn
 
     port = free_port()
-    with open_clinic(
-        postgres_url, tmp_path, sr_destinations=f"PACS@127.0.0.1:{pacs[0]}"
-    ) as clinic:
+    with open_clinic(postgres_url, tmp_path, sr_destinations=f"PACS@127.0.0.1:{pacs[0]}") as clinic:
         app = create_app(clinic.settings, clinic.runtime.sessions)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 20
@@ -114,10 +119,8 @@ def test_admin_grader_and_arbiter_in_the_browser(
         grader.wait_for_function(LOADED)
         grader.keyboard.press("=")  # zoom, linked between the eyes
         grader.keyboard.press("g")  # red-free
-        if model.referral:  # the model refers: the grader says normal, both eyes
-            keys = ["n", "Tab", "n"]
-        else:  # the model does not refer: the grader finds macular disease (finding 2)
-            keys = ["2", "Tab", "2"]
+        # The model refers: the grader says normal, both eyes; else macular disease (finding 2).
+        keys = ["n", "Tab", "n"] if model.referral else ["2", "Tab", "2"]
         for key in keys:
             grader.keyboard.press(key)
         _shot(grader, "case")
@@ -148,12 +151,22 @@ def test_admin_grader_and_arbiter_in_the_browser(
         arthur = session.scalars(select(Person).where(Person.username == "arthur")).one()
         assert decision.decided_by_pk == arthur.id and decision.case_pk == case
         actions = [a for (a,) in session.execute(select(AuditEvent.action))]
-        pending = list(session.scalars(select(OutboxMessage.id).where(OutboxMessage.sent_at.is_(None))))
-    for action in ("user.add", "login", "case.view", "image.view", "read.submit",
-                   "arbitration.view", "arbitration.vote", "arbitration.decide"):
+        pending = list(
+            session.scalars(select(OutboxMessage.id).where(OutboxMessage.sent_at.is_(None)))
+        )
+    for action in (
+        "user.add",
+        "login",
+        "case.view",
+        "image.view",
+        "read.submit",
+        "arbitration.view",
+        "arbitration.vote",
+        "arbitration.decide",
+    ):
         assert action in actions, action
     clinic.runtime.follow_up(pending)  # what the worker does with the queued report
-    port, inbox = pacs
+    _, inbox = pacs
     deadline = time.monotonic() + 20
     verified = []
     while time.monotonic() < deadline and not verified:

@@ -13,8 +13,8 @@ def load() -> dict:
 
 def test_production_services_are_all_there() -> None:
     services = load()["services"]
-    assert {"postgres", "redis", "migrate", "gateway", "worker"} <= set(services)
-    for name in ("migrate", "gateway", "worker"):
+    assert {"postgres", "redis", "migrate", "gateway", "worker", "web"} <= set(services)
+    for name in ("migrate", "gateway", "worker", "web"):
         env = services[name]["environment"]
         assert env["EYESCREEN_DATABASE_URL"].startswith("postgresql+psycopg2://")
         assert env["EYESCREEN_BROKER_URL"].startswith("redis://")
