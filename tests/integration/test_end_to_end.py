@@ -18,6 +18,7 @@ from pydicom import dcmread
 from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
+from tests.pki import pki
 from tests.service_harness import (
     eyescreen,
     pacs,
@@ -26,8 +27,6 @@ from tests.service_harness import (
     stop_service,
     wait_for,
 )
-
-from tests.pki import pki
 
 __all__ = ["pacs", "pki"]
 
