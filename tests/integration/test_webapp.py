@@ -4,6 +4,7 @@ reading and triage, arbitration, reads from CSV and the API, and the append-only
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
@@ -16,12 +17,13 @@ from services.db.models import (
     AuditEvent,
     CaseRead,
     OutboxMessage,
+    Person,
     Report,
     Triage,
 )
 from services.db.session import transaction
 from services.task_names import TaskName
-from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, other_read
+from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, open_clinic, other_read
 from webapp.app import routers
 
 pytestmark = pytest.mark.integration
@@ -259,3 +261,106 @@ def test_json_api_with_a_personal_token(clinic: Clinic) -> None:
     made = api.post("/api/reads", json=body, headers={"Authorization": f"Bearer {token}"})
     assert made.status_code == 201 and made.json()["findings"]["R"] == ["F.GLAU", "F.GLAU.GLAU"]
     assert made.json()["referral"] is True
+
+
+def test_quorum_disagreement_escalates_to_a_senior_arbiter(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from services import people
+    from services.db.models import Role
+
+    with open_clinic(postgres_url, tmp_path, arbitration_quorum=2) as clinic:
+        with transaction(clinic.runtime.sessions) as session:
+            people.add_person(session, "anna", "Anna^Test", Role.ARBITER, ["NORTH"], PASSWORD)
+        case = clinic.case()
+        grader, csrf = clinic.login("grace")
+        form = _read_form(csrf, other_read(clinic.model(case)))
+        assert grader.post(f"/cases/{case}/read", data=form).status_code == 303
+        with clinic.runtime.sessions() as session:
+            arbitration = session.scalars(select(ArbitrationCase)).one().id
+        votes = {"arthur": "A", "anna": "B"}
+        results = []
+        for username, choice in votes.items():
+            client, token = clinic.login(username)
+            answer = client.post(
+                f"/arbitration/{arbitration}/vote",
+                data={"csrf_token": token, "choice": choice, "password": PASSWORD},
+            )
+            results.append(answer.headers["location"])
+        assert "result=escalated" in results[1]
+        arthur, _ = clinic.login("arthur")
+        assert f'/arbitration/{arbitration}"' not in arthur.get("/arbitration").text
+        senior, token = clinic.login("sonia")
+        assert f'/arbitration/{arbitration}"' in senior.get("/arbitration").text
+        decided = senior.post(
+            f"/arbitration/{arbitration}/vote",
+            data={"csrf_token": token, "choice": "B", "password": PASSWORD},
+        )
+        assert "result=decided" in decided.headers["location"]
+        with clinic.runtime.sessions() as session:
+            decision = session.scalars(select(ArbitrationDecision)).one()
+            sonia = session.scalars(select(Person).where(Person.username == "sonia")).one()
+            assert decision.decided_by_pk == sonia.id
+
+
+def test_ungradable_goes_to_the_outcome_queue_and_qc_draws_concordant_cases(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with open_clinic(postgres_url, tmp_path, qc_sample_rate=1.0) as clinic:
+        blurred, agreed = clinic.case(), clinic.case()
+        grader, csrf = clinic.login("grace")
+        form = _read_form(csrf, {"R": {"codes": []}, "L": {"codes": []}})
+        form["eye_R_state"], form["eye_R_reason"] = "ungradable", "small pupil"
+        assert grader.post(f"/cases/{blurred}/read", data=form).status_code == 303
+        model = clinic.model(agreed)
+        same = {
+            eye: {"codes": [c for c in model.findings[eye] if c.count(".") == 2]} for eye in "RL"
+        }
+        if any(eye in model.ungradable for eye in "RL"):
+            pytest.skip("the model found a generated photograph ungradable")
+        answer = grader.post(f"/cases/{agreed}/read", data=_read_form(csrf, same))
+        assert answer.status_code == 303
+        with clinic.runtime.sessions() as session:
+            triage = {t.case_pk: t for t in session.scalars(select(Triage))}
+        assert triage[blurred].conflict == "ungradable"
+        assert triage[agreed].conflict == "qc_sample" and triage[agreed].sampled
+        assert triage[agreed].inclusion_probability == 1.0  # the share drawn, here all
+        arbiter, token = clinic.login("arthur")
+        outcomes = arbiter.get("/arbitration?outcomes=1").text
+        queue = arbiter.get("/arbitration").text
+        with clinic.runtime.sessions() as session:
+            ids = dict(session.execute(select(ArbitrationCase.case_pk, ArbitrationCase.id)).all())
+        assert f'/arbitration/{ids[blurred]}"' in outcomes
+        assert f'/arbitration/{ids[blurred]}"' not in queue
+        decided = arbiter.post(
+            f"/arbitration/{ids[blurred]}/vote",
+            data={"csrf_token": token, "outcome": "re-image", "password": PASSWORD},
+        )
+        assert decided.status_code == 303
+        with clinic.runtime.sessions() as session:
+            assert session.get_one(ArbitrationCase, ids[blurred]).outcome == "re-image"
+
+
+def test_new_graders_reads_all_go_to_the_panel_until_signed_off(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from services import people
+    from services.db.models import Role
+
+    with open_clinic(postgres_url, tmp_path) as clinic:
+        with transaction(clinic.runtime.sessions) as session:
+            people.add_person(
+                session, "newbie", "New^Bie", Role.GRADER, ["NORTH"], PASSWORD, arbitrate_all=True
+            )
+        case = clinic.case()
+        model = clinic.model(case)
+        same = {
+            eye: {"codes": [c for c in model.findings[eye] if c.count(".") == 2]} for eye in "RL"
+        }
+        grader, csrf = clinic.login("newbie")
+        assert grader.post(f"/cases/{case}/read", data=_read_form(csrf, same)).status_code == 303
+        with clinic.runtime.sessions() as session:
+            triage = session.scalars(select(Triage)).one()
+        if model.ungradable:
+            pytest.skip("the model found a generated photograph ungradable")
+        assert triage.conflict == "new_grader" and triage.to_arbitration
