@@ -58,7 +58,7 @@ def overview(session: Session, sites: set[str]) -> dict[str, Any]:
             session,
             "waiting for a grader",
             select(func.count(ScreeningCase.id), func.min(ScreeningCase.opened_at)).where(
-                of_sites, ~select(CaseRead.id).where(CaseRead.case_pk == ScreeningCase.id).exists()
+                of_sites, ScreeningCase.graded_at.is_(None)
             ),
         ),
         _step(

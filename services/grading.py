@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
@@ -198,6 +198,8 @@ def submit_read(
         amend_reason=amend_reason.strip() if previous else "",
     )
     session.add(read)
+    if case.graded_at is None:
+        case.graded_at = utcnow()
     release(session, case.id, grader)
     session.flush()
     return read
@@ -218,11 +220,7 @@ def worklist(
 ) -> tuple[list[WorkItem], dict[str, int]]:
     """Consecutive unread cases of the person's sites, urgent first then oldest, with counts."""
     now = utcnow()
-    unread = and_(
-        ScreeningCase.site.in_(person.site_names),
-        ~exists().where(CaseRead.case_pk == ScreeningCase.id),
-        exists().where(Instance.case_pk == ScreeningCase.id),
-    )
+    unread = and_(ScreeningCase.site.in_(person.site_names), ScreeningCase.graded_at.is_(None))
     images = (
         select(func.count(Instance.id))
         .where(Instance.case_pk == ScreeningCase.id)
@@ -253,15 +251,10 @@ def worklist(
         )
         for row in rows
     ]
-    waiting = session.scalar(select(func.count()).select_from(ScreeningCase).where(unread)) or 0
-    overdue = (
-        session.scalar(
-            select(func.count())
-            .select_from(ScreeningCase)
-            .where(unread, ScreeningCase.opened_at < now - turnaround)
-        )
-        or 0
-    )
+    late = ScreeningCase.opened_at < now - turnaround
+    waiting, overdue = session.execute(
+        select(func.count(), func.count().filter(late)).select_from(ScreeningCase).where(unread)
+    ).one()
     return items, {"waiting": waiting, "overdue": overdue}
 
 
@@ -272,8 +265,7 @@ def next_case(session: Session, person: Person, after_case: int | None = None) -
         select(ScreeningCase.id)
         .where(
             ScreeningCase.site.in_(person.site_names),
-            ~exists().where(CaseRead.case_pk == ScreeningCase.id),
-            exists().where(Instance.case_pk == ScreeningCase.id),
+            ScreeningCase.graded_at.is_(None),
             or_(
                 ScreeningCase.leased_to_pk.is_(None),
                 ScreeningCase.leased_to_pk == person.id,
@@ -288,28 +280,25 @@ def next_case(session: Session, person: Person, after_case: int | None = None) -
 
 
 def stuck_cases(session: Session, sites: set[str], older_than: timedelta) -> list[tuple[int, str]]:
-    """The failsafe list: cases of these sites stuck at a step longer than they should be."""
+    """The failsafe list: cases of these sites stuck at a step longer than they should be.
+    Starts from the (few, indexed) instances in a waiting or failed state, not from the cases."""
     cutoff = utcnow() - older_than
     stuck: list[tuple[int, str]] = []
-    waiting_model = select(ScreeningCase.id).where(
-        ScreeningCase.site.in_(sites),
-        exists().where(
-            Instance.case_pk == ScreeningCase.id,
-            Instance.state == InstanceState.RECEIVED,
-            Instance.received_at < cutoff,
-        ),
-    )
-    stuck += [(case_id, "waiting for the model") for case_id in session.scalars(waiting_model)]
-    failed = select(ScreeningCase.id).where(
-        ScreeningCase.site.in_(sites),
-        exists().where(
-            Instance.case_pk == ScreeningCase.id, Instance.state == InstanceState.FAILED
-        ),
-    )
-    stuck += [
-        (case_id, "an image could not be read by the model") for case_id in session.scalars(failed)
-    ]
-    return stuck[:200]
+    for state, why, timed in (
+        (InstanceState.RECEIVED, "waiting for the model", True),
+        (InstanceState.FAILED, "an image could not be read by the model", False),
+    ):
+        query = (
+            select(Instance.case_pk)
+            .join(ScreeningCase, ScreeningCase.id == Instance.case_pk)
+            .where(Instance.state == state, ScreeningCase.site.in_(sites))
+            .distinct()
+            .limit(100)
+        )
+        if timed:
+            query = query.where(Instance.received_at < cutoff)
+        stuck += [(case_id, why) for case_id in session.scalars(query)]
+    return stuck
 
 
 class ImportFailed(ValueError):

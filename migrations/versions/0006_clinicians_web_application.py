@@ -79,7 +79,16 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("leased_to_pk", big, sa.ForeignKey("person.id"), nullable=True))
         batch.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("graded_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_screening_case_site", ["site"])
+    unread = sa.text("graded_at IS NULL")
+    op.create_index(
+        "ix_screening_case_worklist",
+        "screening_case",
+        ["site", "urgent", "opened_at", "id"],
+        postgresql_where=unread,
+        sqlite_where=unread,
+    )
     op.create_table(
         "case_read",
         sa.Column("id", big, primary_key=True, autoincrement=True),
@@ -166,9 +175,10 @@ def downgrade() -> None:
         ):
             batch.drop_column(name)
     op.drop_table("case_read")
+    op.drop_index("ix_screening_case_worklist", table_name="screening_case")
     with op.batch_alter_table("screening_case") as batch:
         batch.drop_index("ix_screening_case_site")
-        for name in ("lease_until", "leased_to_pk", "urgent", "site"):
+        for name in ("graded_at", "lease_until", "leased_to_pk", "urgent", "site"):
             batch.drop_column(name)
     op.drop_table("web_session")
     op.drop_table("person_site")

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -101,6 +102,18 @@ class ScreeningCase(Base):
     """One patient visit: the images of one study, both eyes, screened together."""
 
     __tablename__ = "screening_case"
+    __table_args__ = (
+        # The worklist: unread cases of a site, urgent first then oldest; only unread rows.
+        Index(
+            "ix_screening_case_worklist",
+            "site",
+            "urgent",
+            "opened_at",
+            "id",
+            postgresql_where=text("graded_at IS NULL"),
+            sqlite_where=text("graded_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     study_pk: Mapped[int] = mapped_column(ForeignKey("study.id"), unique=True)
@@ -111,6 +124,7 @@ class ScreeningCase(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     site: Mapped[str] = mapped_column(String(64), default="", index=True)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    graded_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)  # 1st read
     # Opening a case for reading leases it to one grader for a while.
     leased_to_pk: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

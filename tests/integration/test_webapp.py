@@ -364,3 +364,31 @@ def test_new_graders_reads_all_go_to_the_panel_until_signed_off(
         if model.ungradable:
             pytest.skip("the model found a generated photograph ungradable")
         assert triage.conflict == "new_grader" and triage.to_arbitration
+
+
+def test_amendment_is_a_new_version_and_old_arbitrations_escalate(clinic: Clinic) -> None:
+    from datetime import timedelta
+
+    from services.db.base import utcnow
+    from services.recovery import triage_waiting
+
+    case = clinic.case()
+    grader, csrf = clinic.login("grace")
+    read = other_read(clinic.model(case))
+    assert grader.post(f"/cases/{case}/read", data=_read_form(csrf, read)).status_code == 303
+    amended = _read_form(csrf, {"R": {"codes": ["F.GLAU.GLAU"]}, "L": {"codes": []}})
+    amended["amend_reason"] = "missed the cupping in the right eye"
+    assert grader.post(f"/cases/{case}/read", data=amended).status_code == 303
+    with clinic.runtime.sessions() as session:
+        versions = session.scalars(select(CaseRead).order_by(CaseRead.version)).all()
+        assert [v.version for v in versions] == [1, 2]
+        assert (
+            versions[1].amends_pk == versions[0].id and versions[0].findings != versions[1].findings
+        )
+        assert session.scalars(select(Triage)).one().read_pk == versions[0].id  # triaged once
+    with transaction(clinic.runtime.sessions) as session:
+        arbitration = session.scalars(select(ArbitrationCase)).one()
+        arbitration.opened_at = utcnow() - timedelta(hours=100)
+    triage_waiting(clinic.settings, clinic.runtime.sessions)
+    with clinic.runtime.sessions() as session:
+        assert session.scalars(select(ArbitrationCase)).one().escalated
