@@ -40,6 +40,7 @@ def record_decision(
         findings=findings,
         referral=referral,
         comment=comment,
+        eyes=eyes,
     )
     session.add(decision)
     arbitration.state = ArbitrationState.DECIDED

@@ -148,6 +148,8 @@ def upgrade() -> None:
         _when("signed_at"),
         sa.UniqueConstraint("arbitration_pk", "arbiter_pk"),
     )
+    with op.batch_alter_table("arbitration_decision") as batch:
+        batch.add_column(sa.Column("eyes", sa.JSON(), nullable=True))
     with op.batch_alter_table("audit_event") as batch:
         batch.add_column(sa.Column("address", sa.String(64), nullable=False, server_default=""))
         batch.add_column(sa.Column("request_id", sa.String(36), nullable=False, server_default=""))
@@ -162,6 +164,8 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_event") as batch:
         batch.drop_column("request_id")
         batch.drop_column("address")
+    with op.batch_alter_table("arbitration_decision") as batch:
+        batch.drop_column("eyes")
     op.drop_table("arbitration_vote")
     op.drop_table("triage")
     with op.batch_alter_table("arbitration_case") as batch:

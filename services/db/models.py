@@ -499,6 +499,7 @@ class ArbitrationDecision(Base):
     referral: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    eyes: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)  # per eye
 
     decided_by: Mapped[Person] = relationship()
 

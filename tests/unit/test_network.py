@@ -62,3 +62,14 @@ def test_larger_lite_backbones_load_their_shipped_imagenet_weights(name: str) ->
         features = backbone.module.eval()(torch.rand(2, 3, size, size))
     assert features.shape == (2, 1280) and torch.isfinite(features).all()
     assert len(backbone.unfreeze_groups) == 4
+
+
+def test_auto_precision_keeps_the_operating_points_fp32_on_a_cpu() -> None:
+    import torch
+
+    from ml.predictor import pick_precision
+
+    # bf16 moved a normal photograph across the glaucoma threshold (tests/integration/
+    # test_end_to_end.py::test_normal_photographs_get_no_referral_through_the_running_service)
+    assert pick_precision("auto", torch.device("cpu")) == "fp32"
+    assert pick_precision("bf16", torch.device("cpu")) == "bf16"
