@@ -12,6 +12,7 @@ from eyescreen.cli_common import settings_or_exit as _settings
 from eyescreen.drift_commands import drift_group
 from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
+from eyescreen.stats_commands import stats_group
 from eyescreen.web_commands import users_group, web_command
 from services.settings import DicomNode, Settings
 
@@ -405,4 +406,5 @@ main.add_command(reports_group)
 main.add_command(model_group)
 main.add_command(drift_group)
 main.add_command(users_group)
+main.add_command(stats_group)
 main.add_command(web_command)

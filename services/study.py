@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -94,6 +97,17 @@ class EyeRecord:
     @property
     def grader_read(self) -> bool:
         return self.reference_route not in (ReferenceRoute.NOT_READ, ReferenceRoute.NOT_TRIAGED)
+
+
+def study_key(path: Path) -> bytes:
+    """The installation's pseudonym key: made once (random, readable by its owner only) and
+    kept, so a patient has the same pseudonym in every export of the study."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 def pseudonym(key: bytes, kind: str, value: str) -> str:

@@ -85,9 +85,10 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
 def routers() -> list[APIRouter]:
     """Every router of the application (the access tests walk all their routes)."""
-    from webapp import admin_pages, api, grading_pages, login_pages, panel_pages
+    from webapp import admin_pages, api, grading_pages, login_pages, panel_pages, stats_pages
 
-    return [m.router for m in (login_pages, grading_pages, panel_pages, admin_pages, api)]
+    modules = (login_pages, grading_pages, panel_pages, admin_pages, stats_pages, api)
+    return [m.router for m in modules]
 
 
 def render(

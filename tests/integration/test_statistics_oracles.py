@@ -60,7 +60,8 @@ def test_accuracy_measures_match_epir(method: Interval, theirs: str) -> None:
     for table in tables:
         rows = r(
             "suppressMessages(library(epiR));"
-            f"t <- as.table(matrix(c({table.tp}, {table.fp}, {table.fn}, {table.tn}), nrow = 2, byrow = TRUE));"
+            f"cells <- c({table.tp}, {table.fp}, {table.fn}, {table.tn});"
+            "t <- as.table(matrix(cells, nrow = 2, byrow = TRUE));"
             f"d <- epi.tests(t, method = '{theirs}', digits = 4, conf.level = 0.95)$detail;"
             "write.csv(d, stdout(), row.names = FALSE)"
         )
@@ -95,7 +96,8 @@ def test_auc_and_delong_interval_match_proc() -> None:
             f"x <- c({LINES.join(str(s) for s in scores)});"
             "o <- roc(y, x, direction = '<', levels = c(0, 1), quiet = TRUE);"
             "ci <- ci.auc(o, method = 'delong');"
-            "write.csv(data.frame(low = ci[1], auc = ci[2], high = ci[3]), stdout(), row.names = FALSE)"
+            "d <- data.frame(low = ci[1], auc = ci[2], high = ci[3]);"
+            "write.csv(d, stdout(), row.names = FALSE)"
         )
         ours = delong(scores, truth)
         assert ours.auc == pytest.approx(float(rows[0]["auc"]), abs=1e-9)

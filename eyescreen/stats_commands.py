@@ -1,0 +1,75 @@
+"""``eyescreen stats export``: the study's figures for a filter, as a frozen snapshot."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from eyescreen.cli_common import settings_or_exit
+
+
+def _day(value: str | None) -> date | None:
+    return datetime.strptime(value, "%Y-%m-%d").date() if value else None
+
+
+@click.group("stats")
+def stats_group() -> None:
+    """Prospective-study statistics."""
+
+
+@stats_group.command("export")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--from", "date_from", help="first study date, YYYY-MM-DD")
+@click.option("--to", "date_to", help="last study date, YYYY-MM-DD")
+@click.option("--site", "sites", multiple=True)
+@click.option("--route", "routes", multiple=True, type=click.Choice(["fundus", "anterior"]))
+@click.option("--model-version", "model_versions", multiple=True)
+@click.option("--replicates", type=int, default=500, show_default=True, help="bootstrap replicates")
+@click.option("--seed", type=int, default=20211, show_default=True)
+@click.option(
+    "--identified", is_flag=True, help="real ids instead of pseudonyms (not for the study team)"
+)
+def export_command(
+    out: Path,
+    date_from: str | None,
+    date_to: str | None,
+    sites: tuple[str, ...],
+    routes: tuple[str, ...],
+    model_versions: tuple[str, ...],
+    replicates: int,
+    seed: int,
+    identified: bool,
+) -> None:
+    """Write CSVs, an XLSX workbook, an HTML report and snapshot.json into OUT."""
+    from tqdm import tqdm
+
+    from reports.study_export import export
+    from services import audit
+    from services.db.session import make_engine, make_session_factory, transaction
+    from services.study import Filters, study_key
+    from services.study_tables import Options
+
+    settings = settings_or_exit()
+    filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions)
+    key = study_key(settings.study_key_file or settings.data_path / "study.key")
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    with tqdm(total=17, unit="step", desc="study export") as bar, transaction(sessions) as session:
+
+        def progress(step: str) -> None:
+            bar.set_postfix_str(step)
+            bar.update(1)
+
+        snapshot = export(
+            session, filters, out, key, Options(replicates, seed), identified, progress
+        )
+        audit.record(
+            session,
+            audit.Actor(None, "cli"),
+            "stats.export",
+            identified=identified,
+            filters=snapshot["filters"],
+            eyes=snapshot["eyes"],
+        )
+    click.echo(f"{snapshot['eyes']} eyes exported to {out}")

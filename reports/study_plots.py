@@ -1,0 +1,155 @@
+"""The study report's pictures: ROC curves with the readers' operating points, the reliability
+diagram, the decision curve, the STARD flow diagram and the referral cross-tabulation."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from services.proportions import wilson
+from services.study import EyeRecord
+from services.study_tables import MODEL, has_reference
+
+Row = dict[str, Any]
+
+
+def _png(figure: Any) -> str:
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def roc_figure(records: Sequence[EyeRecord], code: str, name: str) -> str | None:
+    """The model's ROC for a class, each grader's operating point with Wilson 95 % intervals,
+    and the deployed threshold marked."""
+    route = "fundus" if code.startswith("F.") else "anterior"
+    eyes = [r for r in records if r.route == route and has_reference(r) and code in r.probabilities]
+    truth = np.array([code in (r.reference or set()) for r in eyes])
+    if not truth.any() or truth.all():
+        return None
+    scores = np.array([r.probabilities[code] for r in eyes])
+    fpr, tpr, _ = roc_curve(truth, scores)
+    figure, axes = plt.subplots(figsize=(4.2, 4.2))
+    axes.plot(fpr, tpr, color="#1f6feb", label=MODEL)
+    threshold = eyes[0].thresholds.get(code)
+    if threshold is not None:
+        chosen = scores >= threshold
+        sens = (chosen & truth).sum() / truth.sum()
+        fp = (chosen & ~truth).sum() / (~truth).sum()
+        axes.plot([fp], [sens], "o", color="#1f6feb", label=f"deployed threshold {threshold:.2f}")
+    graders = sorted({g for r in eyes for g in r.reads})
+    for grader in graders:
+        pairs = [
+            (code in codes, code in (r.reference or set()))
+            for r in eyes
+            if (codes := r.reads.get(grader)) is not None and grader in r.reads
+        ]
+        positives = [t for t, d in pairs if d]
+        negatives = [t for t, d in pairs if not d]
+        if not positives or not negatives:
+            continue
+        s = wilson(sum(positives), len(positives))
+        f = wilson(sum(negatives), len(negatives))
+        axes.errorbar(
+            [f.estimate],
+            [s.estimate],
+            xerr=[[max(0.0, f.estimate - f.low)], [max(0.0, f.high - f.estimate)]],
+            yerr=[[max(0.0, s.estimate - s.low)], [max(0.0, s.high - s.estimate)]],
+            fmt="s",
+            capsize=3,
+            label=grader,
+        )
+    axes.plot([0, 1], [0, 1], ":", color="grey")
+    axes.set(
+        xlabel="1 - specificity", ylabel="sensitivity", title=name, xlim=(0, 1), ylim=(0, 1.02)
+    )
+    axes.legend(fontsize=7, loc="lower right")
+    return _png(figure)
+
+
+def reliability_figure(bins: Sequence[Row]) -> str | None:
+    chosen = [b for b in bins if b["target"] == "any disease"]
+    if not chosen:
+        return None
+    figure, axes = plt.subplots(figsize=(4.2, 4.2))
+    x = [float(b["mean_predicted"]) for b in chosen]
+    y = [float(b["observed"]) for b in chosen]
+    sizes = [int(b["eyes"]) for b in chosen]
+    axes.scatter(x, y, s=[10 + 2 * s for s in sizes], color="#1f6feb")
+    axes.plot([0, 1], [0, 1], ":", color="grey")
+    axes.set(
+        xlabel="mean predicted risk",
+        ylabel="observed rate",
+        title="Reliability: any disease",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    return _png(figure)
+
+
+def decision_figure(curve: Sequence[Row]) -> str | None:
+    if not curve:
+        return None
+    figure, axes = plt.subplots(figsize=(5, 3.6))
+    t = [float(r["threshold"]) for r in curve]
+    for key, label in (
+        ("model_risk", "model risk"),
+        ("model_referral", "model referral"),
+        ("refer_all", "refer all"),
+        ("refer_none", "refer none"),
+    ):
+        axes.plot(t, [float(r[key]) if r[key] != "" else np.nan for r in curve], label=label)
+    axes.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curve")
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def flow_figure(flow: Sequence[Row]) -> str:
+    """STARD flow as boxes, top to bottom."""
+    figure, axes = plt.subplots(figsize=(6.5, 0.55 * len(flow) + 0.5))
+    axes.axis("off")
+    for i, row in enumerate(flow):
+        y = len(flow) - i
+        axes.text(
+            0.5,
+            y,
+            f"{row['step']}: {row['eyes']} eyes",
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "#eef3fb", "edgecolor": "#1f6feb"},
+        )
+        if i:
+            axes.annotate(
+                "",
+                xy=(0.5, y + 0.25),
+                xytext=(0.5, y + 0.75),
+                arrowprops={"arrowstyle": "->", "color": "grey"},
+            )
+    axes.set_ylim(0.4, len(flow) + 0.6)
+    return _png(figure)
+
+
+def referral_matrix(accuracy: Sequence[Row]) -> str | None:
+    row = next((r for r in accuracy if r["reader"] == MODEL and r["level"] == "referral"), None)
+    if row is None:
+        return None
+    matrix = np.array([[row["tp"], row["fp"]], [row["fn"], row["tn"]]])
+    figure, axes = plt.subplots(figsize=(3.6, 3.2))
+    axes.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        axes.text(j, i, str(value), ha="center", va="center", fontsize=12)
+    axes.set_xticks([0, 1], ["disease", "no disease"])
+    axes.set_yticks([0, 1], ["referred", "not referred"])
+    axes.set_title("Model referral against the reference (eyes)")
+    return _png(figure)

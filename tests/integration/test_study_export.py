@@ -1,0 +1,133 @@
+"""The study export from a small screening study in PostgreSQL: graders read, the panel
+decides, the statistician downloads; the same data export to the same bytes, the workbook has
+every sheet, the HTML report opens in a browser, and no patient identity leaves."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import select
+
+from reports.study_export import export
+from services.db.models import ArbitrationCase, ArbitrationState
+from services.study import Filters, study_key
+from services.study_tables import Options
+from tests.clinic import PASSWORD, open_clinic, other_read
+from tests.conftest import require_binary
+
+pytestmark = pytest.mark.integration
+CSVS = (
+    "flow",
+    "baseline",
+    "accuracy",
+    "accuracy_clopper_pearson",
+    "referral",
+    "auc",
+    "paired",
+    "subgroups",
+    "calibration",
+    "reliability",
+    "decision_curve",
+    "top3",
+    "imrmc",
+    "analysis_set",
+    "weighted_averages",
+)
+
+
+def _form(csrf: str, eyes: dict) -> dict:  # type: ignore[type-arg]
+    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": "5000"}
+    for eye, read in eyes.items():
+        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
+        form[f"eye_{eye}_code"] = read["codes"]
+    return form
+
+
+@pytest.fixture
+def study(postgres_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    with open_clinic(postgres_url, tmp_path, qc_sample_rate=0.5) as clinic:
+        grader, csrf = clinic.login("grace")
+        for number in range(8):
+            case = clinic.case(patient_name=f"Secret^Name{number}")
+            model = clinic.model(case)
+            if number % 2:
+                read = other_read(model)
+            else:
+                read = {
+                    e: {"codes": [c for c in model.findings.get(e, []) if c.count(".") == 2]}
+                    for e in "RL"
+                }
+            assert grader.post(f"/cases/{case}/read", data=_form(csrf, read)).status_code == 303
+        arbiter, csrf_a = clinic.login("arthur")
+        with clinic.runtime.sessions() as session:
+            open_ids = session.scalars(
+                select(ArbitrationCase.id).where(ArbitrationCase.state == ArbitrationState.OPEN)
+            ).all()
+        for number, arbitration in enumerate(open_ids):
+            answer = arbiter.post(
+                f"/arbitration/{arbitration}/vote",
+                data={"csrf_token": csrf_a, "choice": "AB"[number % 2], "password": PASSWORD},
+            )
+            assert answer.status_code == 303, answer.text
+        yield clinic
+
+
+def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key = study_key(tmp_path / "study.key")
+    outs = []
+    for attempt in range(2):
+        out = tmp_path / f"export-{attempt}"
+        with study.runtime.sessions() as session:
+            snapshot = export(session, Filters(), out, key, Options(replicates=50, seed=7))
+        outs.append(out)
+    assert snapshot["eyes"] == 16 and snapshot["models"][0]["weights_sha256"]
+    for name in CSVS:
+        first, second = (o / f"{name}.csv" for o in outs)
+        assert first.read_bytes() == second.read_bytes(), name
+    flow = (outs[0] / "flow.csv").read_text()
+    assert "photographed,16," in flow
+    referral = (outs[0] / "referral.csv").read_text()
+    assert "weighted (Begg-Greenes)" in referral and "naive" in referral
+    everything = "".join(
+        p.read_text(errors="replace") for p in outs[0].iterdir() if p.suffix != ".xlsx"
+    )
+    assert "Secret" not in everything and "P-" not in everything  # no names, no patient ids
+    workbook = load_workbook(outs[0] / "study.xlsx", read_only=True)
+    assert set(CSVS) | {"methods", "checklist"} <= set(workbook.sheetnames)
+
+
+def test_the_statistician_downloads_it_and_reads_the_report_in_a_browser(
+    study, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    statistician, csrf = study.login("stan")
+    assert statistician.get("/stats").status_code == 200
+    grader, grader_csrf = study.login("grace")
+    assert grader.post("/stats/export", data={"csrf_token": grader_csrf}).status_code == 403
+    answer = statistician.post(
+        "/stats/export", data={"csrf_token": csrf, "site": ["NORTH", "SOUTH"]}
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    names = set(archive.namelist())
+    assert {"report.html", "study.xlsx", "snapshot.json", "referral.csv"} <= names
+    report = tmp_path / "report.html"
+    report.write_bytes(archive.read("report.html"))
+    require_binary("/usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    from tests.integration.test_webapp_browser import ARTIFACTS, CHROMIUM, FLAGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(report.as_uri())
+        assert page.locator("#flow").evaluate("img => img.naturalWidth") > 0
+        assert page.locator("img.roc").count() >= 1
+        assert "weighted (Begg-Greenes)" in page.inner_text("#table-referral")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "study-report.png"), full_page=True)
+        browser.close()

@@ -1,0 +1,85 @@
+"""The statisticians' download page: a de-identified study export for a filter, as a zip."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from datetime import date, datetime
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from reports.study_export import export
+from services import audit
+from services.db.models import ModelVersion, Role
+from services.study import Filters, study_key
+from services.study_tables import Options
+from webapp.app import render
+from webapp.security import Principal, csrf_checked, db, require
+
+router = APIRouter()
+ANALYSTS = (Role.STATISTICIAN, Role.ADMIN)
+
+
+@router.get("/stats")
+def stats_page(
+    request: Request,
+    principal: Principal = Depends(require(*ANALYSTS)),
+    session: Session = Depends(db, scope="function"),
+) -> Response:
+    versions = sorted(set(session.scalars(select(ModelVersion.version))))
+    return render(request, "stats.html", {"me": principal, "versions": versions})
+
+
+def _day(value: str) -> date | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date() if value else None
+    except ValueError as exc:
+        raise HTTPException(422, f"not a date: {value!r} (YYYY-MM-DD)") from exc
+
+
+@router.post("/stats/export")
+async def stats_export(
+    request: Request,
+    principal: Principal = Depends(csrf_checked),
+    session: Session = Depends(db, scope="function"),
+) -> Response:
+    if principal.person.role not in ANALYSTS:
+        raise HTTPException(403, "your role does not allow this")
+    form = await request.form()
+    asked = {str(s).strip() for s in form.getlist("site") if str(s).strip()}
+    allowed = principal.person.site_names
+    sites = tuple(sorted(asked & allowed if asked else allowed))  # never another site's cases
+    filters = Filters(
+        _day(str(form.get("date_from") or "")),
+        _day(str(form.get("date_to") or "")),
+        sites,
+        tuple(str(r) for r in form.getlist("route") if r),
+        tuple(str(v) for v in form.getlist("model_version") if v),
+    )
+    settings = request.app.state.settings
+    key = study_key(settings.study_key_file or settings.data_path / "study.key")
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        snapshot = export(session, filters, out, key, Options(), identified=False)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(out.iterdir()):
+                archive.write(path, path.name)
+    audit.record(
+        session,
+        principal.actor,
+        "stats.export",
+        identified=False,
+        filters=snapshot["filters"],
+        eyes=snapshot["eyes"],
+    )
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": "attachment; filename=study-export.zip"},
+    )
