@@ -145,7 +145,7 @@ def build_tables(
             lambda: study_tables.accuracy(records, Interval.CLOPPER_PEARSON),
         ),
         ("referral", lambda: study_tables.referral(records, options)),
-        ("weighted_averages", lambda: study_tables.weighted_averages([], records, options)),
+        ("weighted_averages", lambda: study_tables.weighted_averages(records, options)),
         ("auc", lambda: study_tables.auc(records, options)),
         ("paired", lambda: study_tables.paired(records)),
         ("subgroups", lambda: study_tables.subgroups(records)),

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from services.statistics.accuracy import Estimate, Interval, TwoByTwo
-from services.statistics.bootstrap import cluster_bootstrap
+from services.statistics.bootstrap import bootstrap_auc, bootstrap_sums, percentile_interval
 from services.statistics.calibration import calibration, net_benefit, reliability
 from services.statistics.paired import (
     cohen_kappa,
@@ -227,6 +227,25 @@ def _cases_for(
     return merged
 
 
+def _rate_terms(cases: Sequence[Case], weighted: bool) -> np.ndarray:
+    """Per case the four weighted counts sensitivity and specificity are ratios of: diseased,
+    diseased and referred, healthy, healthy and not referred (weighted: verified cases only,
+    by 1 / inclusion probability; naive: every case, the grader's read where unverified)."""
+    terms = np.zeros((len(cases), 4))
+    for i, case in enumerate(cases):
+        if weighted and case.truth is None:
+            continue
+        truth = case.truth if case.truth is not None else case.fallback
+        weight = 1 / case.probability if weighted else 1.0
+        terms[i] = (
+            weight * truth,
+            weight * (truth and case.test),
+            weight * (not truth),
+            weight * (not truth and not case.test),
+        )
+    return terms
+
+
 def referral(records: Sequence[EyeRecord], options: Options) -> list[Row]:
     """Referral sensitivity and specificity per reader and unit: naive (discrepant analysis)
     beside the inverse-probability-weighted correction, both with cluster-bootstrap intervals;
@@ -247,9 +266,15 @@ def referral(records: Sequence[EyeRecord], options: Options) -> list[Row]:
                     ("weighted (Begg-Greenes)", weighted),
                 ):
                     sens, spec = statistic(cases)
-                    (s_low, s_high), (p_low, p_high) = cluster_bootstrap(
-                        cases, lambda c: c.cluster, statistic, options.replicates, options.seed
+                    sums = bootstrap_sums(
+                        [c.cluster for c in cases],
+                        _rate_terms(cases, weighted=statistic is weighted),
+                        options.replicates,
+                        options.seed,
                     )
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        s_low, s_high = percentile_interval(sums[:, 1] / sums[:, 0])
+                        p_low, p_high = percentile_interval(sums[:, 3] / sums[:, 2])
                     rows.append(
                         {
                             "reader": reader,
@@ -271,64 +296,58 @@ def referral(records: Sequence[EyeRecord], options: Options) -> list[Row]:
     return rows
 
 
-def weighted_averages(
-    accuracy_rows: Sequence[Row], records: Sequence[EyeRecord], options: Options
-) -> list[Row]:
+def weighted_averages(records: Sequence[EyeRecord], options: Options) -> list[Row]:
     """Prevalence-weighted average sensitivity and specificity per level (the paper's summary):
     each class weighted by its reference positives; cluster-bootstrap interval."""
     rows = []
-    for level in ("level 1", "level 2"):
-        classes = [
-            (lvl, route, code, name)
-            for lvl, route, code, name in _classes(records)
-            if f"level {lvl}" == level
-        ]
-
-        def statistic(
-            sample: Sequence[EyeRecord], classes: list[Any] = classes
-        ) -> tuple[float, float]:
-            sens_sum = spec_sum = weight_sum = 0.0
-            for _, route, code, _name in classes:
-                eyes = [
-                    r for r in sample if r.route == route and has_reference(r) and r.model_gradable
-                ]
-                positives = [r for r in eyes if code in (r.reference or set())]
-                negatives = [r for r in eyes if code not in (r.reference or set())]
-                if not positives or not negatives:
-                    continue
-                sens = sum(code in r.model_codes for r in positives) / len(positives)
-                spec = sum(code not in r.model_codes for r in negatives) / len(negatives)
-                sens_sum += len(positives) * sens
-                spec_sum += len(positives) * spec
-                weight_sum += len(positives)
-            return (
-                (sens_sum / weight_sum, spec_sum / weight_sum)
-                if weight_sum
-                else (math.nan, math.nan)
-            )
-
-        sens, spec = statistic(records)
-        intervals = cluster_bootstrap(
-            records, lambda r: r.patient_key, statistic, options.replicates, options.seed
+    eyes = [r for r in records if has_reference(r) and r.model_gradable]
+    for level in (1, 2):
+        classes = [(route, code) for lvl, route, code, _ in _classes(records) if lvl == level]
+        terms = np.zeros((len(eyes), 4 * len(classes)))
+        for i, record in enumerate(eyes):
+            for j, (route, code) in enumerate(classes):
+                if record.route == route:
+                    truth, said = code in (record.reference or set()), code in record.model_codes
+                    terms[i, 4 * j : 4 * j + 4] = (
+                        truth,
+                        truth and said,
+                        not truth,
+                        not truth and not said,
+                    )
+        sens, spec = _weighted_average(terms.sum(axis=0)[None, :])
+        sums = bootstrap_sums(
+            [r.patient_key for r in eyes], terms, options.replicates, options.seed
         )
-        (s_low, s_high), (p_low, p_high) = (
-            intervals if intervals else ((math.nan,) * 2, (math.nan,) * 2)
-        )
+        boot_sens, boot_spec = _weighted_average(sums)
+        s_low, s_high = percentile_interval(boot_sens)
+        p_low, p_high = percentile_interval(boot_spec)
         rows.append(
             {
                 "reader": MODEL,
-                "level": level,
+                "level": f"level {level}",
                 "weighting": "reference positives per class",
-                "sensitivity": _num(sens),
+                "sensitivity": _num(float(sens[0])),
                 "sensitivity_low": _num(s_low),
                 "sensitivity_high": _num(s_high),
-                "specificity": _num(spec),
+                "specificity": _num(float(spec[0])),
                 "specificity_low": _num(p_low),
                 "specificity_high": _num(p_high),
             }
         )
-    del accuracy_rows
     return rows
+
+
+def _weighted_average(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of per-class (positives, true positives, negatives, true negatives) to the
+    positives-weighted average sensitivity and specificity over classes with both."""
+    pos, tp, neg, tn = (sums[:, k::4] for k in range(4))
+    usable = (pos > 0) & (neg > 0)
+    weight = np.where(usable, pos, 0.0)
+    sens = np.where(usable, tp / np.where(pos > 0, pos, 1), 0.0)
+    spec = np.where(usable, tn / np.where(neg > 0, neg, 1), 0.0)
+    total = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weight * sens).sum(axis=1) / total, (weight * spec).sum(axis=1) / total
 
 
 def auc(records: Sequence[EyeRecord], options: Options) -> list[Row]:
@@ -344,14 +363,8 @@ def auc(records: Sequence[EyeRecord], options: Options) -> list[Row]:
         scores = np.array([r.probabilities[code] for r in eyes])
         result = delong(scores, truth)
 
-        def statistic(sample: Sequence[EyeRecord], code: str = code) -> float:
-            y = np.array([code in (r.reference or set()) for r in sample])
-            if not y.any() or y.all():
-                return math.nan
-            return delong(np.array([r.probabilities[code] for r in sample]), y).auc
-
-        [(low, high)] = cluster_bootstrap(
-            eyes, lambda r: r.patient_key, statistic, options.replicates, options.seed
+        low, high = bootstrap_auc(
+            scores, truth, [r.patient_key for r in eyes], options.replicates, options.seed
         )
         rows.append(
             {

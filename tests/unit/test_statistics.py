@@ -128,3 +128,25 @@ def test_calibration_of_calibrated_risks_and_net_benefit() -> None:
     assert fitted.brier == pytest.approx(np.mean((p - y) ** 2))
     everyone = net_benefit(np.ones(5000), y, 0.2)
     assert everyone == pytest.approx(y.mean() - (1 - y.mean()) * 0.25)
+
+
+def test_vectorised_bootstraps_agree_with_the_plain_one() -> None:
+    from services.statistics.bootstrap import bootstrap_auc, bootstrap_sums, percentile_interval
+
+    rng = np.random.default_rng(4)
+    clusters = [str(i // 2) for i in range(600)]  # two eyes a patient
+    truth = rng.random(600) < 0.3
+    scores = np.where(truth, rng.normal(1, 1, 600), rng.normal(0, 1, 600)).round(1)
+    items = list(zip(scores, truth, clusters, strict=True))
+
+    def auc_of(sample):  # type: ignore[no-untyped-def]
+        y = np.array([t for _, t, _ in sample])
+        return roc_auc_score(y, [s for s, _, _ in sample]) if 0 < y.sum() < len(y) else np.nan
+
+    [(low, high)] = cluster_bootstrap(items, lambda i: i[2], auc_of, 400, seed=5)
+    fast_low, fast_high = bootstrap_auc(scores, truth, clusters, 400, seed=5)
+    assert fast_low == pytest.approx(low, abs=0.02) and fast_high == pytest.approx(high, abs=0.02)
+    sums = bootstrap_sums(clusters, np.stack([truth, truth & (scores > 0.5)], axis=1), 400, 5)
+    sens_low, sens_high = percentile_interval(sums[:, 1] / sums[:, 0])
+    point = (truth & (scores > 0.5)).sum() / truth.sum()
+    assert sens_low < point < sens_high and sens_high - sens_low < 0.2
