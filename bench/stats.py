@@ -267,7 +267,8 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             sizes = {p.name: p.stat().st_size for p in Path(folder).iterdir()}
         print(
-            f"\n{args.patients:,} patients, {len(records):,} eyes, {args.replicates} bootstrap replicates"
+            f"\n{args.patients:,} patients, {len(records):,} eyes, "
+            f"{args.replicates} bootstrap replicates"
         )
         print("| step | seconds | ratio to reading the analysis set |")
         print("| --- | ---: | ---: |")
@@ -281,7 +282,8 @@ def main() -> None:
         with admin.connect() as conn:
             conn.execute(
                 text(
-                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}'"
                 )
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))

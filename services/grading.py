@@ -173,6 +173,7 @@ def submit_read(
     reading_ms: int | None,
     source: ReadSource = ReadSource.WEB,
     amend_reason: str = "",
+    blinded: bool | None = None,
 ) -> CaseRead:
     """Record a grader's read. A second read of the same case by the same grader is an
     amendment: a new version, which needs a reason; earlier versions stay as they were."""
@@ -196,6 +197,7 @@ def submit_read(
         source=source,
         amends_pk=previous.id if previous else None,
         amend_reason=amend_reason.strip() if previous else "",
+        blinded=blinded,
     )
     session.add(read)
     if case.graded_at is None:

@@ -312,6 +312,7 @@ def _reference(
         return
     record.inclusion_probability = triage.inclusion_probability
     triaged = compared.get(triage.read_pk)
+    record.blind = bool(triaged is not None and triaged.blinded)
     if triaged is not None and not triaged.eyes.get(eye, {}).get("ungradable"):
         record.triaged_read = set(triaged.findings.get(eye, []))
     if not triage.to_arbitration:

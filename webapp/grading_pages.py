@@ -150,6 +150,7 @@ async def submit_read(
     case = case_for(session, principal, case_id)
     form = await request.form()
     eyes = list(grading.case_eyes(session, case_id))
+    mine_before = grading.latest_read(session, case_id, principal.person.id)
     try:
         reading_ms = int(str(form.get("reading_ms") or "0")) or None
     except ValueError:
@@ -162,6 +163,8 @@ async def submit_read(
             _eyes_from_form(form, eyes),
             reading_ms,
             amend_reason=str(form.get("amend_reason") or ""),
+            # an amendment is made after seeing the model's output
+            blinded=request.app.state.settings.blind_reads and mine_before is None,
         )
     except ReadError as exc:
         raise HTTPException(422, str(exc)) from exc

@@ -106,6 +106,7 @@ def upgrade() -> None:
         ),
         sa.Column("amends_pk", big, sa.ForeignKey("case_read.id"), nullable=True),
         sa.Column("amend_reason", sa.Text(), nullable=False),
+        sa.Column("blinded", sa.Boolean(), nullable=True),
         _when(),
         sa.UniqueConstraint("case_pk", "grader_pk", "version"),
     )

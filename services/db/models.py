@@ -399,6 +399,9 @@ class CaseRead(Base):
     source: Mapped[ReadSource] = mapped_column(_enum(ReadSource), default=ReadSource.WEB)
     amends_pk: Mapped[int | None] = mapped_column(ForeignKey("case_read.id"), nullable=True)
     amend_reason: Mapped[str] = mapped_column(Text, default="")
+    # Whether the grader could not see the model's output before submitting (None: read
+    # elsewhere, unknown); the study reports it (STARD 13a).
+    blinded: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     grader: Mapped[Person] = relationship()
