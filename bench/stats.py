@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import create_engine, text
@@ -239,15 +240,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=4670)
     parser.add_argument("--replicates", type=int, default=500)
+    parser.add_argument("--keep", action="store_true", help="keep the database, print its name")
+    parser.add_argument("--reuse", help="a database a --keep run left (skips the simulation)")
     args = parser.parse_args()
-    name = f"eyescreen_stats_{uuid.uuid4().hex[:8]}"
+    name = args.reuse or f"eyescreen_stats_{uuid.uuid4().hex[:8]}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    if not args.reuse:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        print(f"simulating {args.patients:,} patients...", file=sys.stderr)
-        simulate(url, args.patients, seed=4670)
+        if not args.reuse:
+            print(f"simulating {args.patients:,} patients...", file=sys.stderr)
+            simulate(url, args.patients, seed=4670)
         sessions = make_session_factory(make_engine(url))
         key = b"bench-key" * 4
         with sessions() as session:
@@ -279,14 +284,18 @@ def main() -> None:
             f"files: {', '.join(f'{k} {v // 1024} KB' for k, v in sorted(sizes.items()))}"
         )
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{name}'"
-                )
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        if args.keep or args.reuse:
+            print(f"database kept: {name}", file=sys.stderr)
+        else:
+            drop(admin, name)
+
+
+def drop(admin: Any, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(
+            text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from services.db.models import (
     Instance,
     Person,
     Prediction,
+    PredictionFinding,
     ScreeningCase,
     Study,
     Triage,
@@ -154,6 +155,7 @@ def gather(
     ids = [c.id for c in cases]
     first_day = min(_study_date(c) for c in cases)
     predictions = _latest_predictions(session, ids)
+    positives = _positive_codes(session, [p.id for ps in predictions.values() for p in ps])
     reads = _latest_reads(session, ids)
     triage = {t.case_pk: t for t in session.scalars(select(Triage).where(Triage.case_pk.in_(ids)))}
     arbitrations = {
@@ -182,7 +184,7 @@ def gather(
         for prediction in predictions.get(case.id, []):
             by_eye[eye_of(prediction.instance.laterality)].append(prediction)
         for eye, eye_predictions in sorted(by_eye.items()):
-            record = _eye_record(case, eye, eye_predictions, filters)
+            record = _eye_record(case, eye, eye_predictions, positives, filters)
             if record is None:
                 continue
             record.case_key = str(case.id) if identified else pseudonym(key, "case", str(case.id))
@@ -227,7 +229,6 @@ def _latest_predictions(session: Session, case_ids: list[int]) -> dict[int, list
         .where(Instance.case_pk.in_(case_ids))
         .options(
             selectinload(Prediction.instance),
-            selectinload(Prediction.findings),
             selectinload(Prediction.model_version),
         )
         .order_by(Prediction.id)
@@ -238,6 +239,20 @@ def _latest_predictions(session: Session, case_ids: list[int]) -> dict[int, list
     for prediction in latest.values():
         grouped[prediction.instance.case_pk].append(prediction)
     return grouped
+
+
+def _positive_codes(session: Session, prediction_ids: list[int]) -> dict[int, list[str]]:
+    """The classes each prediction found present (one narrow query, not every finding row)."""
+    found: dict[int, list[str]] = defaultdict(list)
+    for start in range(0, len(prediction_ids), 10_000):
+        chunk = prediction_ids[start : start + 10_000]
+        for prediction_pk, code in session.execute(
+            select(PredictionFinding.prediction_pk, PredictionFinding.code).where(
+                PredictionFinding.prediction_pk.in_(chunk), PredictionFinding.positive.is_(True)
+            )
+        ):
+            found[prediction_pk].append(code)
+    return found
 
 
 def _latest_reads(session: Session, case_ids: list[int]) -> dict[int, list[CaseRead]]:
@@ -253,7 +268,11 @@ def _latest_reads(session: Session, case_ids: list[int]) -> dict[int, list[CaseR
 
 
 def _eye_record(
-    case: ScreeningCase, eye: str, predictions: list[Prediction], filters: Filters
+    case: ScreeningCase,
+    eye: str,
+    predictions: list[Prediction],
+    positives: dict[int, list[str]],
+    filters: Filters,
 ) -> EyeRecord | None:
     predictions = sorted(predictions, key=lambda p: p.instance_pk)
     route = predictions[0].instance.route
@@ -272,10 +291,7 @@ def _eye_record(
         for code, value in prediction.probabilities.items():
             probabilities[code] = max(probabilities.get(code, 0.0), float(value))
     codes = {
-        f.code
-        for p in gradable
-        for f in p.findings
-        if f.positive and not taxonomy.node(f.code).normal
+        code for p in gradable for code in positives.get(p.id, ()) if not taxonomy.node(code).normal
     }
     return EyeRecord(
         case_key="",

@@ -6,6 +6,7 @@ is a level-2 node; nothing in the code changes.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -178,6 +179,12 @@ def load_taxonomy(name_or_path: str | Path) -> Taxonomy:
     path = Path(name_or_path)
     if path.suffix == ".json" and path.exists():
         return parse_taxonomy(json.loads(path.read_text()), str(path))
+    return _shipped(str(name_or_path))
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped(name_or_path: str) -> Taxonomy:
+    """A shipped tree, parsed once per process (it is read for every image and every eye)."""
     resource = resources.files("services.taxonomies").joinpath(f"{name_or_path}.json")
     if not resource.is_file():
         raise TaxonomyError(f"no taxonomy named {name_or_path!r}; shipped: {', '.join(ROUTES)}")
