@@ -26,6 +26,7 @@ def stats_group() -> None:
 @click.option("--site", "sites", multiple=True)
 @click.option("--route", "routes", multiple=True, type=click.Choice(["fundus", "anterior"]))
 @click.option("--model-version", "model_versions", multiple=True)
+@click.option("--camera", "cameras", multiple=True, help="a camera's calling AE title")
 @click.option("--replicates", type=int, default=500, show_default=True, help="bootstrap replicates")
 @click.option("--seed", type=int, default=20211, show_default=True)
 @click.option(
@@ -38,6 +39,7 @@ def export_command(
     sites: tuple[str, ...],
     routes: tuple[str, ...],
     model_versions: tuple[str, ...],
+    cameras: tuple[str, ...],
     replicates: int,
     seed: int,
     identified: bool,
@@ -52,7 +54,7 @@ def export_command(
     from services.study_tables import Options
 
     settings = settings_or_exit()
-    filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions)
+    filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions, cameras)
     key = study_key(settings.study_key_file or settings.data_path / "study.key")
     sessions = make_session_factory(make_engine(settings.effective_database_url))
     with tqdm(total=17, unit="step", desc="study export") as bar, transaction(sessions) as session:

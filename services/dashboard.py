@@ -21,7 +21,9 @@ from services.db.models import (
     DeliveryState,
     Instance,
     InstanceState,
+    OutboxMessage,
     Person,
+    Prediction,
     ReportDelivery,
     ScreeningCase,
 )
@@ -83,12 +85,46 @@ def overview(session: Session, sites: set[str]) -> dict[str, Any]:
         .limit(50)
     ).all()
     return {
+        "health": health(session),
         "cases_today": cases_today or 0,
         "referral_rate": sum(referrals) / len(referrals) if referrals else None,
         "ungradable_rate": sum(bool(e["ungradable"]) for e in eyes) / len(eyes) if eyes else None,
         "steps": steps,
         "dead_letters": dead,
     }
+
+
+@dataclass(frozen=True)
+class Health:
+    """Signs of life of each part: the gateway receives, the workers read, the outbox drains."""
+
+    last_image: datetime | None
+    last_prediction: datetime | None
+    outbox_waiting: int
+    outbox_oldest: datetime | None
+    deliveries_pending: int
+    deliveries_dead: int
+
+
+def health(session: Session) -> Health:
+    waiting, oldest = session.execute(
+        select(func.count(OutboxMessage.id), func.min(OutboxMessage.created_at)).where(
+            OutboxMessage.sent_at.is_(None)
+        )
+    ).one()
+    states = dict(
+        session.execute(
+            select(ReportDelivery.state, func.count()).group_by(ReportDelivery.state)
+        ).all()
+    )
+    return Health(
+        last_image=session.scalar(select(func.max(Instance.received_at))),
+        last_prediction=session.scalar(select(func.max(Prediction.created_at))),
+        outbox_waiting=waiting or 0,
+        outbox_oldest=oldest,
+        deliveries_pending=states.get(DeliveryState.PENDING, 0),
+        deliveries_dead=states.get(DeliveryState.DEAD, 0),
+    )
 
 
 def _step(session: Session, name: str, query: Any) -> Step:

@@ -20,11 +20,14 @@ from sqlalchemy.orm import Session
 from services.db.base import utcnow
 from services.db.models import (
     CaseRead,
+    DeliveryState,
     Instance,
     InstanceState,
     Patient,
     Person,
     ReadSource,
+    Report,
+    ReportDelivery,
     Role,
     ScreeningCase,
     Study,
@@ -300,6 +303,18 @@ def stuck_cases(session: Session, sites: set[str], older_than: timedelta) -> lis
         if timed:
             query = query.where(Instance.received_at < cutoff)
         stuck += [(case_id, why) for case_id in session.scalars(query)]
+    dead = (
+        select(Report.case_pk)
+        .join(ReportDelivery, ReportDelivery.report_pk == Report.id)
+        .join(ScreeningCase, ScreeningCase.id == Report.case_pk)
+        .where(ReportDelivery.state == DeliveryState.DEAD, ScreeningCase.site.in_(sites))
+        .distinct()
+        .limit(100)
+    )
+    stuck += [
+        (case_id, "its report could not be delivered to the PACS")
+        for case_id in session.scalars(dead)
+    ]
     return stuck
 
 

@@ -66,6 +66,7 @@ class Filters:
     sites: tuple[str, ...] = ()
     routes: tuple[str, ...] = ()
     model_versions: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ()  # calling AE titles of the cameras
 
 
 @dataclass
@@ -283,6 +284,8 @@ def _eye_record(
         filters.model_versions
         and predictions[0].model_version.version not in filters.model_versions
     ):
+        return None
+    if filters.cameras and predictions[0].instance.calling_ae not in filters.cameras:
         return None
     taxonomy = load_taxonomy(route)
     gradable = [p for p in predictions if p.quality == "gradable"]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from reports.study_export import export
 from services import audit
-from services.db.models import ModelVersion, Role
+from services.db.models import Instance, ModelVersion, Role
 from services.study import Filters, study_key
 from services.study_tables import Options
 from webapp.app import render
@@ -32,7 +32,10 @@ def stats_page(
     session: Session = Depends(db, scope="function"),
 ) -> Response:
     versions = sorted(set(session.scalars(select(ModelVersion.version))))
-    return render(request, "stats.html", {"me": principal, "versions": versions})
+    cameras = sorted(set(session.scalars(select(Instance.calling_ae).distinct())) - {""})
+    return render(
+        request, "stats.html", {"me": principal, "versions": versions, "cameras": cameras}
+    )
 
 
 def _day(value: str) -> date | None:
@@ -60,6 +63,7 @@ async def stats_export(
         sites,
         tuple(str(r) for r in form.getlist("route") if r),
         tuple(str(v) for v in form.getlist("model_version") if v),
+        tuple(str(c).strip() for c in form.getlist("camera") if str(c).strip()),
     )
     settings = request.app.state.settings
     key = study_key(settings.study_key_file or settings.data_path / "study.key")

@@ -392,3 +392,16 @@ def test_amendment_is_a_new_version_and_old_arbitrations_escalate(clinic: Clinic
     triage_waiting(clinic.settings, clinic.runtime.sessions)
     with clinic.runtime.sessions() as session:
         assert session.scalars(select(ArbitrationCase)).one().escalated
+
+
+def test_dashboard_health_and_grader_qa_named_for_admins_only(clinic: Clinic) -> None:
+    case = clinic.case()
+    grader, csrf = clinic.login("grace")
+    read = other_read(clinic.model(case))
+    assert grader.post(f"/cases/{case}/read", data=_read_form(csrf, read)).status_code == 303
+    admin, _ = clinic.login("admin")
+    page = admin.get("/dashboard").text
+    assert 'id="health"' in page and "last photograph read by the model" in page
+    assert "<td>grace</td>" in page  # named for admins
+    mine = grader.get("/dashboard").text
+    assert "<td>you</td>" in mine and "<td>grace</td>" not in mine  # anonymised for graders
