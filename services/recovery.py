@@ -42,6 +42,7 @@ def sweep(
         timedelta(minutes=settings.case_quiet_minutes),
         timedelta(seconds=settings.stale_after_s),
         settings.pdf_reports,
+        timedelta(seconds=settings.inference_lease_s),
     )
     triage_waiting(settings, sessions)
 
@@ -68,10 +69,12 @@ def housekeeping(
     case_quiet: timedelta,
     stale_after: timedelta = timedelta(minutes=10),
     render_pdfs: bool = False,
+    lease: timedelta | None = None,
 ) -> None:
     """One round of the sweeper: re-queue stale work, close quiet cases, re-send the outbox."""
     with transaction(sessions) as session:
-        ids = requeue_stale_work(session, stale_after, render_pdfs)
+        ids = requeue_abandoned_claims(session, lease) if lease is not None else []
+        ids += requeue_stale_work(session, stale_after, render_pdfs)
         ids += close_quiet_cases(session, case_quiet, render_pdfs)
         prune_sent_messages(session, SENT_RETENTION)
     dispatcher.dispatch(ids)
@@ -119,6 +122,37 @@ def close_quiet_cases(session: Session, quiet: timedelta, render_pdfs: bool = Fa
             ids.append(add_message(session, RENDER_TASK, latest).id)
     if cases:
         log.info("closed %d quiet case(s)", len(cases))
+    return ids
+
+
+def requeue_abandoned_claims(session: Session, lease: timedelta) -> list[int]:
+    """Images a worker claimed and did not finish within its lease (the worker died mid-batch):
+    queued again at once rather than after the stale period, once per lease period. The next
+    worker takes them over because the lease has expired; a slow but live worker that still
+    finishes first makes the repeat a no-op (one prediction per instance and model)."""
+    cutoff = utcnow() - lease
+    recent = {
+        args[0]
+        for args in session.scalars(
+            select(OutboxMessage.args).where(
+                OutboxMessage.task_name == INFER_TASK, OutboxMessage.created_at >= cutoff
+            )
+        )
+    }
+    ids = []
+    for instance_id in session.scalars(
+        select(Instance.id)
+        .where(
+            Instance.state == InstanceState.RECEIVED,
+            Instance.claimed_at.is_not(None),
+            Instance.claimed_at < cutoff,
+        )
+        .limit(500)
+    ):
+        if instance_id not in recent:
+            ids.append(add_message(session, INFER_TASK, instance_id).id)
+    if ids:
+        log.warning("%d images held past their lease by a lost worker: queued again", len(ids))
     return ids
 
 

@@ -28,7 +28,12 @@ REDIS_DB = "14"
 
 
 class Service:
-    def __init__(self, postgres_url: str, broker_port: int, tmp_path: Path, **extra: str) -> None:
+    """``eyescreen up`` on PostgreSQL + Redis (through a proxy), or on the embedded default
+    when no database URL is given."""
+
+    def __init__(
+        self, postgres_url: str | None, broker_port: int | None, tmp_path: Path, **extra: str
+    ) -> None:
         self.port = free_port()
         self.log = tmp_path / "service.log"
         env = dict(
@@ -36,18 +41,21 @@ class Service:
             EYESCREEN_DATA_DIR=str(tmp_path / "var"),
             EYESCREEN_DICOM_PORT=str(self.port),
             EYESCREEN_DICOM_HOST="127.0.0.1",
-            EYESCREEN_DATABASE_URL=postgres_url,
-            EYESCREEN_BROKER_URL=f"redis://127.0.0.1:{broker_port}/{REDIS_DB}",
+            EYESCREEN_WEB_PORT="0",
             EYESCREEN_PDF_REPORTS="false",
             EYESCREEN_TORCH_THREADS="1",
             EYESCREEN_INFERENCE_BATCH_SIZE="6",
             EYESCREEN_INFERENCE_LEASE_S="5",
             EYESCREEN_STALE_AFTER_S="20",
             EYESCREEN_OUTBOX_RESEND_AFTER_S="2",
-            **extra,
         )
+        if postgres_url is not None:
+            env["EYESCREEN_DATABASE_URL"] = postgres_url
+            env["EYESCREEN_BROKER_URL"] = f"redis://127.0.0.1:{broker_port}/{REDIS_DB}"
+        env.update(extra)
         self.process = start_service(env, self.log)
-        self.engine: Engine = create_engine(postgres_url)
+        database = postgres_url or f"sqlite:///{tmp_path / 'var' / 'eyescreen.db'}"
+        self.engine: Engine = create_engine(database)
         echo = ["/usr/bin/echoscu", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]
         wait_for(lambda: run(echo).returncode == 0, 90, "the gateway", self.log)
 
@@ -101,10 +109,20 @@ def redis_broker() -> Iterator[TcpProxy]:
     run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"])
 
 
-def test_worker_killed_mid_batch_every_image_read_exactly_once(
-    postgres_url: str, redis_broker: TcpProxy, tmp_path: Path
+@pytest.mark.parametrize("profile", ["postgres-redis", "embedded"])
+def test_worker_killed_mid_batch_every_image_read_exactly_once_within_a_minute(
+    profile: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    service = Service(postgres_url, redis_broker.port, tmp_path)
+    """With the default lease (30 s) and stale period (10 minutes): the killed worker's images
+    are read again within 60 s, through the lease, not the stale-work sweep."""
+    defaults = {"EYESCREEN_INFERENCE_LEASE_S": "30", "EYESCREEN_STALE_AFTER_S": "600"}
+    if profile == "embedded":
+        service = Service(None, None, tmp_path, **defaults)
+    else:
+        broker = request.getfixturevalue("redis_broker")
+        service = Service(
+            request.getfixturevalue("postgres_url"), broker.port, tmp_path, **defaults
+        )
     try:
         service.send(18, tmp_path)
         deadline = time.monotonic() + 120
@@ -118,7 +136,10 @@ def test_worker_killed_mid_batch_every_image_read_exactly_once(
             time.sleep(0.01)
         assert victim, "no batch was seen in flight"
         os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)  # the worker child mid-batch
+        killed_at = time.monotonic()
         wait_for(lambda: service.all_read(18), 240, "every image read after the kill", service.log)
+        gap = time.monotonic() - killed_at
+        assert gap < 60, f"the killed worker's images waited {gap:.0f} s"
         time.sleep(2)
         assert service.predictions_per_instance() == [1] * 18
         assert "signal 9" in service.log.read_text()
