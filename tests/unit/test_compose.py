@@ -42,3 +42,13 @@ def test_commands_exist_in_the_cli() -> None:
         if command and command[0] == "eyescreen":
             result = CliRunner().invoke(main, [*command[1:2], "--help"])
             assert result.exit_code == 0, result.output
+
+
+def test_one_worker_per_gpu() -> None:
+    services = load()["services"]
+    gpus = [
+        service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+        for name, service in services.items()
+        if name.startswith("worker") and "deploy" in service
+    ]
+    assert len(gpus) >= 2 and len({tuple(g) for g in gpus}) == len(gpus)  # no GPU shared
