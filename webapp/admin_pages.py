@@ -14,7 +14,7 @@ from services import audit, dashboard, people
 from services.db.models import AuditEvent, Person, PersonSite, Role
 from services.reporting import requeue_dead
 from webapp.app import render
-from webapp.security import Principal, csrf_checked, db, require, signed_in
+from webapp.security import Principal, db, posted, require, signed_in
 
 router = APIRouter()
 ADMIN = require(Role.ADMIN)
@@ -43,11 +43,9 @@ def dashboard_page(
 @router.post("/dashboard/resend/{delivery_id}")
 def resend(
     delivery_id: int,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(Role.ADMIN)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role != Role.ADMIN:
-        raise HTTPException(403, "only an admin re-sends reports")
     requeue_dead(session, [delivery_id])
     audit.record(session, principal.actor, "delivery.resend", delivery=delivery_id)
     return RedirectResponse("/dashboard", status_code=303)
@@ -59,22 +57,32 @@ def users_page(
     principal: Principal = Depends(ADMIN),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
+    return _users(request, principal, session)
+
+
+def _users(
+    request: Request,
+    principal: Principal,
+    session: Session,
+    token: tuple[str, str] | None = None,
+    error: str | None = None,
+) -> Response:
+    """The users page, with a new API token to show once, or why an addition was refused."""
     everyone = session.scalars(select(Person).order_by(Person.username)).all()
     return render(
         request,
         "users.html",
-        {"me": principal, "people": everyone, "roles": list(Role), "token": None, "error": None},
+        {"me": principal, "people": everyone, "roles": list(Role), "token": token, "error": error},
+        status_code=422 if error else 200,
     )
 
 
 @router.post("/admin/users")
 async def add_user(
     request: Request,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(Role.ADMIN)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role != Role.ADMIN:
-        raise HTTPException(403, "only an admin manages users")
     form = await request.form()
     sites = [s.strip() for s in str(form.get("sites") or "").split(",")]
     try:
@@ -88,19 +96,7 @@ async def add_user(
             arbitrate_all=form.get("arbitrate_all") == "on",
         )
     except (people.AccountError, ValueError) as exc:
-        everyone = session.scalars(select(Person).order_by(Person.username)).all()
-        return render(
-            request,
-            "users.html",
-            {
-                "me": principal,
-                "people": everyone,
-                "roles": list(Role),
-                "token": None,
-                "error": str(exc),
-            },
-            status_code=422,
-        )
+        return _users(request, principal, session, error=str(exc))
     audit.record(
         session,
         principal.actor,
@@ -117,11 +113,9 @@ async def change_user(
     request: Request,
     person_id: int,
     action: str,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(Role.ADMIN)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role != Role.ADMIN:
-        raise HTTPException(403, "only an admin manages users")
     person = session.get(Person, person_id)
     if person is None:
         raise HTTPException(404, "no such user")
@@ -147,18 +141,7 @@ async def change_user(
     audit.record(session, principal.actor, f"user.{action}", user=person.username)
     if token is None:
         return RedirectResponse("/admin/users", status_code=303)
-    everyone = session.scalars(select(Person).order_by(Person.username)).all()
-    return render(
-        request,
-        "users.html",
-        {
-            "me": principal,
-            "people": everyone,
-            "roles": list(Role),
-            "token": (person.username, token),
-            "error": None,
-        },
-    )
+    return _users(request, principal, session, token=(person.username, token))
 
 
 @router.get("/admin/audit")

@@ -17,7 +17,7 @@ from services.grading import ImportFailed, ReadError
 from services.triage import Rule, TriagePolicy, model_read, triage_case
 from webapp.app import render
 from webapp.images import heatmap_png, to_png
-from webapp.security import READERS, Principal, case_for, csrf_checked, db, require, signed_in
+from webapp.security import READERS, Principal, case_for, db, posted, require, signed_in
 
 router = APIRouter()
 
@@ -142,11 +142,9 @@ def _eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
 async def submit_read(
     request: Request,
     case_id: int,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role not in READERS:
-        raise HTTPException(403, "your role does not allow this")
     case = case_for(session, principal, case_id)
     form = await request.form()
     eyes = list(grading.case_eyes(session, case_id))
@@ -240,11 +238,9 @@ def heatmap(
 async def import_reads(
     request: Request,
     upload: UploadFile,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(Role.ADMIN)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role != Role.ADMIN:
-        raise HTTPException(403, "only an admin imports reads")
     text = (await upload.read()).decode("utf-8-sig", errors="replace")
     try:
         with session.begin_nested():

@@ -13,7 +13,7 @@ from services.panel import DecisionError
 from services.triage import Conflict
 from webapp.app import render
 from webapp.grading_pages import _eyes_from_form, _photos
-from webapp.security import PANEL, Principal, case_for, csrf_checked, db, require
+from webapp.security import PANEL, Principal, case_for, db, posted, require
 
 router = APIRouter()
 
@@ -93,11 +93,9 @@ def arbitration_page(
 async def vote(
     request: Request,
     arbitration_id: int,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role not in PANEL:
-        raise HTTPException(403, "only the arbitration panel decides")
     arbitration = _arbitration(session, principal, arbitration_id)
     form = await request.form()
     settings = request.app.state.settings

@@ -4,7 +4,7 @@ Everything but the log-in page goes through ``signed_in``; every case goes throu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -77,6 +77,17 @@ async def csrf_checked(request: Request, principal: Principal = Depends(signed_i
     if not web_sessions.csrf_matches(principal.web_session, token):
         raise HTTPException(403, "the form's security token is missing or stale: reload the page")
     return principal
+
+
+def posted(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """For a form POST: the CSRF token checked, then the role (as ``require`` for pages)."""
+
+    async def check(principal: Principal = Depends(csrf_checked)) -> Principal:
+        if principal.person.role not in roles:
+            raise HTTPException(403, "your role does not allow this")
+        return principal
+
+    return check
 
 
 def case_for(session: Session, principal: Principal, case_id: int) -> ScreeningCase:

@@ -19,7 +19,7 @@ from services.db.models import Instance, ModelVersion, Role
 from services.study import Filters, study_key
 from services.study_tables import Options
 from webapp.app import render
-from webapp.security import Principal, csrf_checked, db, require
+from webapp.security import Principal, db, posted, require
 
 router = APIRouter()
 ANALYSTS = (Role.STATISTICIAN, Role.ADMIN)
@@ -48,11 +48,9 @@ def _day(value: str) -> date | None:
 @router.post("/stats/export")
 async def stats_export(
     request: Request,
-    principal: Principal = Depends(csrf_checked),
+    principal: Principal = Depends(posted(*ANALYSTS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    if principal.person.role not in ANALYSTS:
-        raise HTTPException(403, "your role does not allow this")
     form = await request.form()
     asked = {str(s).strip() for s in form.getlist("site") if str(s).strip()}
     allowed = principal.person.site_names
