@@ -16,13 +16,13 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from dicom_gateway.photos import photo_to_dataset
-from reports.sr import encode
 from services import people
 from services.db.models import Instance, Role
 from services.db.session import transaction
-from services.ingest import IngestService, ReceivedImage
+from services.ingest import IngestService
 from services.settings import Settings
 from services.triage import model_read
+from tests.dicom_files import received_dataset
 from tests.synthetic_photos import generated_fundus_photos
 from webapp.app import create_app
 from worker.runtime import WorkerRuntime
@@ -58,20 +58,7 @@ class Clinic:
                 laterality=eye,
                 study_uid=study_uid,
             )
-            result = self.ingest[site].accept(
-                ReceivedImage(
-                    sop_instance_uid=ds.SOPInstanceUID,
-                    sop_class_uid=ds.SOPClassUID,
-                    study_instance_uid=ds.StudyInstanceUID,
-                    series_instance_uid=ds.SeriesInstanceUID,
-                    transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-                    route="fundus",
-                    encoded=encode(ds),
-                    patient_id=str(ds.PatientID),
-                    patient_name=patient_name,
-                    laterality=eye,
-                )
-            )
+            result = self.ingest[site].accept(received_dataset(ds))
             ids.append(result.instance_id)
         for outcome in self.runtime.inference().infer(ids):
             assert outcome.prediction_id is not None, outcome.error

@@ -17,6 +17,23 @@ def write_photo_dicom(photo: Path, target: Path, **kwargs: object) -> Dataset:
     return ds
 
 
+def received_dataset(ds: Dataset, route: str = "fundus", calling_ae: str = "") -> ReceivedImage:
+    """What the gateway would hand the ingest service for this data set, identity included."""
+    return ReceivedImage(
+        sop_instance_uid=ds.SOPInstanceUID,
+        sop_class_uid=ds.SOPClassUID,
+        study_instance_uid=ds.StudyInstanceUID,
+        series_instance_uid=ds.SeriesInstanceUID,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        route=route,
+        encoded=encode(ds),
+        patient_id=str(ds.PatientID),
+        patient_name=str(ds.PatientName),
+        laterality=str(ds.get("ImageLaterality", "")),
+        calling_ae=calling_ae,
+    )
+
+
 def received_photo(
     photo: Path, patient_id: str, calling_ae: str = "", cut_short: bool = False
 ) -> ReceivedImage:

@@ -23,7 +23,6 @@ from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.predictor import SHIPPED_DIR
 from reports.delivery import make_sender
 from reports.encapsulated import wrap_pdf
-from reports.sr import encode
 from services.arbitration import record_decision
 from services.db.models import (
     ArbitrationCase,
@@ -39,11 +38,12 @@ from services.db.models import (
     Role,
 )
 from services.db.session import transaction
-from services.ingest import IngestService, ReceivedImage
+from services.ingest import IngestService
 from services.recovery import close_quiet_cases
 from services.reporting import requeue_dead
 from services.settings import Settings
 from tests.conftest import free_port, require_binary, run
+from tests.dicom_files import received_dataset
 from tests.pki import pki
 from tests.service_harness import eyescreen
 from tests.sr_checks import assert_valid_dicom, assert_valid_sr
@@ -72,20 +72,7 @@ class World:
             laterality=eye,
             study_uid=self.study_uid,
         )
-        result = self.ingest.accept(
-            ReceivedImage(
-                sop_instance_uid=ds.SOPInstanceUID,
-                sop_class_uid=ds.SOPClassUID,
-                study_instance_uid=ds.StudyInstanceUID,
-                series_instance_uid=ds.SeriesInstanceUID,
-                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-                route="fundus",
-                encoded=encode(ds),
-                patient_id="RPT-1",
-                patient_name=str(ds.PatientName),
-                laterality=eye,
-            )
-        )
+        result = self.ingest.accept(received_dataset(ds))
         return result.instance_id
 
     def read(self, instance_id: int) -> None:
