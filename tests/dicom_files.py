@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -39,16 +40,7 @@ def received_photo(
 ) -> ReceivedImage:
     """What the gateway would hand the ingest service for this photograph (as a fundus OP);
     ``cut_short`` keeps half the bytes, as a broken transfer would."""
-    ds = photo_to_dataset(photo, patient_id=patient_id)
-    data = encode(ds)
-    return ReceivedImage(
-        sop_instance_uid=ds.SOPInstanceUID,
-        sop_class_uid=ds.SOPClassUID,
-        study_instance_uid=ds.StudyInstanceUID,
-        series_instance_uid=ds.SeriesInstanceUID,
-        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        route="fundus",
-        encoded=data[: len(data) // 2] if cut_short else data,
-        patient_id=patient_id,
-        calling_ae=calling_ae,
-    )
+    image = received_dataset(photo_to_dataset(photo, patient_id=patient_id), "fundus", calling_ae)
+    if cut_short:
+        image = replace(image, encoded=image.encoded[: len(image.encoded) // 2])
+    return image
