@@ -110,7 +110,9 @@ def _level_group(
                 )
             )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(f"{EYE_WORDS[image.laterality]} level {level} findings"),
+        tracking_identifier=_tracking(
+            f"{EYE_WORDS.get(image.laterality, 'Eye')} level {level} findings"
+        ),
         algorithm_id=_algorithm(image),
         finding_sites=_site(image),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
@@ -138,7 +140,9 @@ def _summary_group(
         for i, code in enumerate(image.top3[:3])
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(f"{EYE_WORDS[image.laterality]} screening summary"),
+        tracking_identifier=_tracking(
+            f"{EYE_WORDS.get(image.laterality, 'Eye')} screening summary"
+        ),
         algorithm_id=_algorithm(image),
         finding_sites=_site(image),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from dicom_gateway.photos import photo_to_dataset
+from dicom_gateway.reading import laterality
 from reports.sr import encode
 from services.ingest import ReceivedImage
 
@@ -30,7 +31,7 @@ def received_dataset(ds: Dataset, route: str = "fundus", calling_ae: str = "") -
         encoded=encode(ds),
         patient_id=str(ds.PatientID),
         patient_name=str(ds.PatientName),
-        laterality=str(ds.get("ImageLaterality", "")),
+        laterality=laterality(ds),  # as the gateway reads it: R, L, B or nothing
         calling_ae=calling_ae,
     )
 
