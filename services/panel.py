@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -78,8 +78,13 @@ def queue(
     conflict: str | None = None,
     outcome_queue: bool = False,
     limit: int = 100,
+    site: str | None = None,
+    opened_from: date | None = None,
+    opened_to: date | None = None,
+    finding: str | None = None,
 ) -> list[ArbitrationCase]:
-    """Open arbitrations of the person's sites; a senior arbiter sees the escalated ones first.
+    """Open arbitrations of the person's sites, filtered by site, opening date, conflict type
+    and a finding in the grader's read; a senior arbiter sees the escalated ones first.
     Ungradable cases form the outcome queue of their own."""
     query = (
         select(ArbitrationCase)
@@ -95,10 +100,28 @@ def queue(
         query = query.where(ArbitrationCase.conflict != Conflict.UNGRADABLE)
     if conflict:
         query = query.where(ArbitrationCase.conflict == conflict)
+    if site:
+        query = query.where(ScreeningCase.site == site)
+    if opened_from:
+        query = query.where(ArbitrationCase.opened_at >= datetime.combine(opened_from, time(), UTC))
+    if opened_to:
+        end = datetime.combine(opened_to, time(), UTC) + timedelta(days=1)
+        query = query.where(ArbitrationCase.opened_at < end)
     if person.role != Role.SENIOR_ARBITER:
         query = query.where(ArbitrationCase.escalated.is_(False))
     order = (ArbitrationCase.escalated.desc(), ArbitrationCase.opened_at, ArbitrationCase.id)
-    return list(session.scalars(query.order_by(*order).limit(limit)))
+    found = list(session.scalars(query.order_by(*order).limit(limit if not finding else 2000)))
+    if finding:  # in the grader's read of either eye, or in the model's (a JSON field: in Python)
+        found = [a for a in found if _mentions(session, a, finding)][:limit]
+    return found
+
+
+def _mentions(session: Session, arbitration: ArbitrationCase, code: str) -> bool:
+    read = arbitration.read
+    if read is not None and any(code in codes for codes in read.findings.values()):
+        return True
+    model = model_read(session, arbitration.case_pk)
+    return model is not None and any(code in codes for codes in model.findings.values())
 
 
 def escalate_overdue(session: Session, after: timedelta) -> int:

@@ -155,6 +155,7 @@ class Settings(BaseSettings):
     read_lease_minutes: float = Field(15.0, gt=0)  # a case opened for reading is held this long
     turnaround_hours: float = Field(72.0, gt=0)  # the worklist's target from arrival to read
     blind_reads: bool = True  # graders see the model's output only after their own read
+    unblinded_sites: Annotated[list[str], NoDecode] = Field(default_factory=list)  # exceptions
     discrepancy_rule: Literal["level1", "level2", "referral"] = "level2"
     qc_sample_rate: float = Field(0.10, ge=0, le=1)  # concordant cases also sent to the panel
     qc_seed: int = 20211  # the QC draw is reproducible: the same seed draws the same cases
@@ -190,7 +191,7 @@ class Settings(BaseSettings):
             return [DicomSource.parse(v) if isinstance(v, str) else v for v in value]
         return value
 
-    @field_validator("urgent_sources", mode="before")
+    @field_validator("urgent_sources", "unblinded_sites", mode="before")
     @classmethod
     def _parse_urgent(cls, value: object) -> object:
         return _split_list(value)
@@ -221,6 +222,10 @@ class Settings(BaseSettings):
         if (self.web_certificate is None) != (self.web_private_key is None):
             raise ValueError("HTTPS needs both EYESCREEN_WEB_CERTIFICATE and _PRIVATE_KEY")
         return self
+
+    def blind_at(self, site: str) -> bool:
+        """Whether graders at this site read before seeing the model's output."""
+        return self.blind_reads and site not in self.unblinded_sites
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:

@@ -98,7 +98,7 @@ def case_page(
     if mine is None:
         held = grading.lease(session, case_id, principal.person, settings.read_lease_minutes)
     audit.record(session, principal.actor, "case.view", case_id)
-    unblinded = mine is not None or not settings.blind_reads
+    unblinded = mine is not None or not settings.blind_at(case.site)
     findings = grading.gradable_findings()
     eyes = grading.case_eyes(session, case_id)
     return render(
@@ -162,7 +162,7 @@ async def submit_read(
             reading_ms,
             amend_reason=str(form.get("amend_reason") or ""),
             # an amendment is made after seeing the model's output
-            blinded=request.app.state.settings.blind_reads and mine_before is None,
+            blinded=request.app.state.settings.blind_at(case.site) and mine_before is None,
         )
     except ReadError as exc:
         raise HTTPException(422, str(exc)) from exc

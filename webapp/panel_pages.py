@@ -3,6 +3,8 @@ and the outcome queue for ungradable cases."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
@@ -26,15 +28,35 @@ def _arbitration(session: Session, principal: Principal, arbitration_id: int) ->
     return arbitration
 
 
+def _day(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError as exc:
+        raise HTTPException(422, f"not a date: {value!r} (YYYY-MM-DD)") from exc
+
+
 @router.get("/arbitration")
 def queue_page(
     request: Request,
     conflict: str = "",
     outcomes: bool = False,
+    site: str = "",
+    opened_from: str = "",
+    opened_to: str = "",
+    finding: str = "",
     principal: Principal = Depends(require(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
-    items = panel.queue(session, principal.person, conflict or None, outcomes)
+    items = panel.queue(
+        session,
+        principal.person,
+        conflict or None,
+        outcomes,
+        site=site or None,
+        opened_from=_day(opened_from),
+        opened_to=_day(opened_to),
+        finding=finding or None,
+    )
     return render(
         request,
         "arbitration_queue.html",
@@ -44,6 +66,11 @@ def queue_page(
             "conflicts": [c.value for c in Conflict if c != Conflict.UNGRADABLE],
             "conflict": conflict,
             "outcomes": outcomes,
+            "site": site,
+            "opened_from": opened_from,
+            "opened_to": opened_to,
+            "finding": finding,
+            "findings": grading.gradable_findings(),
         },
     )
 

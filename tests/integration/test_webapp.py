@@ -405,3 +405,28 @@ def test_dashboard_health_and_grader_qa_named_for_admins_only(clinic: Clinic) ->
     assert "<td>grace</td>" in page  # named for admins
     mine = grader.get("/dashboard").text
     assert "<td>you</td>" in mine and "<td>grace</td>" not in mine  # anonymised for graders
+
+
+def test_queue_filters_and_a_site_that_reads_unblinded(postgres_url: str, tmp_path: Path) -> None:
+    with open_clinic(postgres_url, tmp_path, unblinded_sites="NORTH") as clinic:
+        case = clinic.case()
+        model = clinic.model(case)
+        grader, csrf = clinic.login("grace")
+        assert 'id="model-referral"' in grader.get(f"/cases/{case}").text  # not blind here
+        read = {"R": {"codes": ["F.GLAU.GLAU"]}, "L": {"codes": []}}
+        if not model.referral:
+            read = other_read(model)
+        assert grader.post(f"/cases/{case}/read", data=_read_form(csrf, read)).status_code == 303
+        with clinic.runtime.sessions() as session:
+            stored = session.scalars(select(CaseRead)).one()
+            arbitration = session.scalars(select(ArbitrationCase)).one_or_none()
+        assert stored.blinded is False
+        if arbitration is None:
+            pytest.skip("the model agreed with the read")
+        arbiter, _ = clinic.login("arthur")
+        link = f'/arbitration/{arbitration.id}"'
+        code = next(c for codes in stored.findings.values() for c in codes if c.count(".") == 2)
+        assert link in arbiter.get(f"/arbitration?finding={code}&site=NORTH").text
+        assert link not in arbiter.get("/arbitration?site=SOUTH").text
+        assert link not in arbiter.get("/arbitration?opened_from=2999-01-01").text
+        assert arbiter.get("/arbitration?opened_from=yesterday").status_code == 422
