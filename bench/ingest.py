@@ -4,9 +4,11 @@
 
 Builds Ophthalmic Photography files (JPEG baseline, as fundus cameras send) from the shared real
 photographs, then sends them with DCMTK storescu to (a) DCMTK storescp writing to disk
-(TCP_NODELAY=1; ``--fork`` so it serves four associations at once) and (b) ``eyescreen gateway``
-(every image checked, decoded, fsynced, recorded and queued before success). Prints instances
-per second and MB/s for each, and the gateway's rate as a ratio to storescp's in this run.
+(TCP_NODELAY=1; ``--fork`` so it serves four associations at once), (b) Orthanc, a PACS that
+indexes every instance in a database and fsyncs the file (``apt-get install orthanc``; skipped
+when absent) and (c) ``eyescreen gateway`` (every image checked, decoded, fsynced, recorded and
+queued before success). Prints instances per second and MB/s for each, and each rate as a ratio
+to storescp's and Orthanc's in this run.
 """
 
 from __future__ import annotations
@@ -88,6 +90,45 @@ def run_storescp(files: list[Path], associations: int, work: Path) -> float:
         proc.wait(10)
 
 
+def run_orthanc(files: list[Path], associations: int, work: Path) -> float:
+    """Orthanc (Debian's package): a durable receiver like the gateway, indexing every instance
+    in its SQLite database and writing the file (``SyncStorageArea``: fsynced) before success."""
+    import json
+
+    home = work / f"orthanc-{associations}"
+    home.mkdir()
+    port = free_port()
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(home / "storage"),
+        "IndexDirectory": str(home / "index"),
+        "DicomAet": "EYESCREEN",
+        "DicomPort": port,
+        "HttpPort": free_port(),
+        "HttpServerEnabled": True,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "StorageCompression": False,
+        "SyncStorageArea": True,
+        "DicomThreadsCount": 4,
+        "UnknownSopClassAccepted": True,
+        "Plugins": [],
+    }
+    (home / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [shutil.which("Orthanc") or "/usr/sbin/Orthanc", str(home / "orthanc.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_echo(port)
+        return send(port, files, associations)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def run_gateway(files: list[Path], associations: int, work: Path, profile: str) -> float:
     port = free_port()
     env = dict(
@@ -127,14 +168,21 @@ def main() -> None:
         files = build_files(args.files, work, args.camera_px)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         print(f"{len(files)} files, {megabytes:.1f} MB, {args.profile}, {os.cpu_count()} CPUs")
-        print(f"{'receiver':<12}{'assocs':>7}{'inst/s':>9}{'MB/s':>8}{'ratio':>8}")
+        print(
+            f"{'receiver':<12}{'assocs':>7}{'inst/s':>9}{'MB/s':>8}"
+            f"{'vs storescp':>13}{'vs Orthanc':>12}"
+        )
         for associations in (1, 4):
             base = run_storescp(files, associations, work)
+            orthanc = run_orthanc(files, associations, work) if shutil.which("Orthanc") else None
             ours = run_gateway(files, associations, work, args.profile)
-            for name, seconds in (("storescp", base), ("gateway", ours)):
+            for name, seconds in (("storescp", base), ("Orthanc", orthanc), ("gateway", ours)):
+                if seconds is None:
+                    continue
+                versus = f"{orthanc / seconds:>12.2f}" if orthanc else f"{'-':>12}"
                 print(
                     f"{name:<12}{associations:>7}{len(files) / seconds:>9.1f}"
-                    f"{megabytes / seconds:>8.1f}{base / seconds:>8.2f}"
+                    f"{megabytes / seconds:>8.1f}{base / seconds:>13.2f}{versus}"
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
