@@ -116,9 +116,11 @@ def extract_features(
     flips: bool = True,
     cache_dir: Path | None = None,
 ) -> np.ndarray:
-    """(views, n, dim) pooled features; view 0 as is, view 1 flipped left-right."""
+    """(views, n, dim) pooled features; view 0 as is, view 1 flipped left-right. In fp32: the
+    heads, their calibration and the operating point are fitted on these, and the deployed
+    model computes fp32 (bf16 moved a probability across a threshold; see ml/predictor.py)."""
     key = hashlib.sha256(
-        f"{backbone.name}|{spec}|{flips}|".encode()
+        f"{backbone.name}|{spec}|{flips}|fp32|".encode()
         + "\n".join(str(s.path) for s in samples).encode()
     ).hexdigest()[:20]
     cached = cache_dir / f"features-{key}.npy" if cache_dir else None
@@ -127,7 +129,7 @@ def extract_features(
     module = backbone.module.to(device).eval().to(memory_format=torch.channels_last)
     views = 2 if flips else 1
     out = np.zeros((views, len(samples), backbone.feature_dim), dtype=np.float32)
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode():
         for start in tqdm(range(0, len(samples), batch_size), desc="features", unit="batch"):
             chunk = samples[start : start + batch_size]
             batch = (
