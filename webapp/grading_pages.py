@@ -16,7 +16,7 @@ from services.db.models import Instance, Prediction, Role
 from services.grading import ImportFailed, ReadError
 from services.triage import Rule, TriagePolicy, model_read, triage_case
 from webapp.app import render
-from webapp.images import heatmap_png, to_png
+from webapp.images import for_browser, heatmap_png
 from webapp.security import READERS, Principal, case_for, db, posted, require, signed_in
 
 router = APIRouter()
@@ -202,11 +202,10 @@ def image(
         session, principal.actor, "image.view", instance.case_pk, instance=instance_id, view=view
     )
     data = request.app.state.images.read(instance.sha256)
-    return Response(
-        to_png(data, "redfree" if view == "redfree" else "plain"),
-        media_type="image/png",
-        headers={"Cache-Control": "private, no-store"},
+    picture, media_type = for_browser(
+        instance.sha256, data, "redfree" if view == "redfree" else "plain"
     )
+    return Response(picture, media_type=media_type, headers={"Cache-Control": "private, no-store"})
 
 
 @router.get("/heatmaps/{instance_id}.png")
