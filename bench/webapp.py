@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.clinic import PASSWORD, open_clinic, other_read
+from tests.clinic import PASSWORD, open_clinic, other_read, sign_in
 from webapp.app import create_app
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -122,7 +122,7 @@ def run(url: str, args: argparse.Namespace) -> None:
             time.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, follow_redirects=False, timeout=30) as grader:
-            grader.post("/login", data={"username": "grace", "password": PASSWORD})
+            sign_in(grader, "grace", PASSWORD)
             csrf = grader.get("/dashboard").text.split('name="csrf_token" value="')[1].split('"')[0]
             timings: dict[str, list[float]] = {
                 "log-in page (baseline)": [],

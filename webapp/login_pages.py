@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
@@ -18,9 +20,33 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
+LOGIN_COOKIE = "eyescreen_login"  # the log-in form's CSRF token, before there is a session
+
+
+def _login_form(request: Request, next: str, error: str | None, status: int = 200) -> Response:
+    """The log-in page with a fresh form token, also set as a cookie (double submit): a page
+    elsewhere cannot sign a browser into an account of its choosing."""
+    token = secrets.token_urlsafe(24)
+    response = render(
+        request,
+        "login.html",
+        {"next": _safe_next(next), "error": error, "login_token": token},
+        status_code=status,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.app.state.secure_cookies,
+        max_age=3600,
+    )
+    return response
+
+
 @router.get("/login")
 def login_page(request: Request, next: str = "/") -> Response:
-    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+    return _login_form(request, next, None)
 
 
 @router.post("/login")
@@ -29,23 +55,22 @@ def login(
     username: str = Form(...),
     password: str = Form(...),
     next: str = Form("/"),
+    login_token: str = Form(""),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    if not cookie or not secrets.compare_digest(cookie, login_token):
+        return _login_form(request, next, "The log-in form expired: please sign in again.", 403)
     person = people.authenticate(session, username.strip(), password)
     if person is None:
         audit.record(session, actor_of(request, None), "login.failed", username=username[:64])
-        return render(
-            request,
-            "login.html",
-            {
-                "next": _safe_next(next),
-                "error": "Wrong user name or password, or the account is locked.",
-            },
-            status_code=401,
+        return _login_form(
+            request, next, "Wrong user name or password, or the account is locked.", 401
         )
     token, _ = web_sessions.start(session, person, actor_of(request, person.id).address)
     audit.record(session, actor_of(request, person.id), "login")
     response = RedirectResponse(_safe_next(next), status_code=303)
+    response.delete_cookie(LOGIN_COOKIE)
     response.set_cookie(
         COOKIE,
         token,

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from pydicom import dcmread
 
+from tests.clinic import sign_in
 from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
@@ -126,9 +127,7 @@ def _the_case_is_on_the_graders_worklist(
     with httpx.Client(base_url=base, verify=tls, follow_redirects=False) as client:
         wait_for(lambda: _answers(client), 60, "the web application", log)
         assert client.get("/worklist").status_code == 303  # to the log-in page
-        signed = client.post(
-            "/login", data={"username": "gina", "password": "a long enough password"}
-        )
+        signed = sign_in(client, "gina", "a long enough password")
         assert signed.status_code == 303, signed.text
         cookie = signed.headers["set-cookie"].lower()
         assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie

@@ -23,7 +23,7 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.task_names import TaskName
-from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, open_clinic, other_read
+from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, open_clinic, other_read, sign_in
 from webapp.app import routers
 
 pytestmark = pytest.mark.integration
@@ -180,14 +180,11 @@ def test_audit_rows_cannot_be_changed_on_postgresql(clinic: Clinic) -> None:
 
 def test_failed_logins_are_audited_and_lock_the_account(clinic: Clinic) -> None:
     client = clinic.client()
+    forged = client.post("/login", data={"username": "grace", "password": PASSWORD})
+    assert forged.status_code == 403 and "eyescreen_session" not in forged.cookies  # no token
     for _ in range(5):
-        assert (
-            client.post(
-                "/login", data={"username": "grace", "password": "wrong password!"}
-            ).status_code
-            == 401
-        )
-    locked = client.post("/login", data={"username": "grace", "password": PASSWORD})
+        assert sign_in(client, "grace", "wrong password!").status_code == 401
+    locked = sign_in(client, "grace", PASSWORD)
     assert locked.status_code == 401  # locked out for a while, even with the right password
     with clinic.runtime.sessions() as session:
         failed = session.scalars(
