@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from reports.sr_document import assemble
 from services.quality import Quality
 from services.reporting import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
 from services.screening import Finding
@@ -207,22 +208,17 @@ def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None
         procedure_reported=PROCEDURE[content.images[0].route],
         imaging_measurements=groups,
     )
-    previous = [read_source(content.predecessor_sr)] if content.predecessor_sr else None
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=sources,
-        content=report,
+    previous = [read_source(content.predecessor_sr)] if content.predecessor_sr else []
+    sr = assemble(
+        report[0],
+        sources,
+        sop_instance_uid=generate_uid(),
         series_instance_uid=series_uid or generate_uid(),
         series_number=900,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="eyescreen",
         series_description="AI screening result" + (" (verified)" if verdict else ""),
-        is_complete=True,
-        is_final=verdict is not None,
-        is_verified=verdict is not None,
-        verifying_observer_name=verdict.person_name if verdict else None,
-        verifying_organization=verdict.organization if verdict else None,
-        previous_versions=previous,
+        manufacturer="eyescreen",
+        verifying_observer=(verdict.person_name, verdict.organization) if verdict else None,
+        predecessors=previous,
     )
     scheme = Dataset()
     scheme.CodingSchemeDesignator = SCHEME
