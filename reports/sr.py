@@ -5,7 +5,8 @@ level holding, per class, the coded finding with presence, its probability and t
 used, and a summary group with top-3, referral and image quality. An arbitration decision adds
 a panel group; such a report is verified, with the deciding person as observer. Taxonomy codes
 use the private scheme ``99EYESCR``, declared in the Coding Scheme Identification Sequence.
-highdicom validates what we build.
+highdicom builds and validates the content tree; ``reports.sr_document`` assembles the document
+around it (cheaper than highdicom's document constructor).
 """
 
 from __future__ import annotations
