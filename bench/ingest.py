@@ -76,18 +76,21 @@ def run_storescp(files: list[Path], associations: int, work: Path) -> float:
     inbox = work / f"storescp-{associations}"
     inbox.mkdir()
     port = free_port()
-    proc = subprocess.Popen(
-        ["/usr/bin/storescp", "--fork", "+xa", "-od", str(inbox), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = ["/usr/bin/storescp", "--fork", "+xa", "-od", str(inbox), str(port)]
+    return timed_receiver(command, port, files, associations, DCMTK_ENV)
+
+
+def timed_receiver(
+    command: list[str], port: int, files: list[Path], associations: int, env: dict[str, str]
+) -> float:
+    """Start a receiver, wait until it answers C-ECHO, time sending the files, stop it."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_echo(port)
         return send(port, files, associations)
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(30)
 
 
 def run_orthanc(files: list[Path], associations: int, work: Path) -> float:
@@ -116,17 +119,8 @@ def run_orthanc(files: list[Path], associations: int, work: Path) -> float:
         "Plugins": [],
     }
     (home / "orthanc.json").write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [shutil.which("Orthanc") or "/usr/sbin/Orthanc", str(home / "orthanc.json")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(port)
-        return send(port, files, associations)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    command = [shutil.which("Orthanc") or "/usr/sbin/Orthanc", str(home / "orthanc.json")]
+    return timed_receiver(command, port, files, associations, dict(os.environ))
 
 
 def run_gateway(files: list[Path], associations: int, work: Path, profile: str) -> float:
