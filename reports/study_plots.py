@@ -18,6 +18,7 @@ from sklearn.metrics import roc_curve
 from services.proportions import wilson
 from services.study import EyeRecord
 from services.study_tables import MODEL, has_reference
+from services.taxonomy import route_of_code
 
 Row = dict[str, Any]
 
@@ -32,7 +33,7 @@ def _png(figure: Any) -> str:
 def roc_figure(records: Sequence[EyeRecord], code: str, name: str) -> str | None:
     """The model's ROC for a class, each grader's operating point with Wilson 95 % intervals,
     and the deployed threshold marked."""
-    route = "fundus" if code.startswith("F.") else "anterior"
+    route = route_of_code(code)
     eyes = [r for r in records if r.route == route and has_reference(r) and code in r.probabilities]
     truth = np.array([code in (r.reference or set()) for r in eyes])
     if not truth.any() or truth.all():

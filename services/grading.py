@@ -32,7 +32,7 @@ from services.db.models import (
     ScreeningCase,
     Study,
 )
-from services.taxonomy import ROUTES, Taxonomy, load_taxonomy
+from services.taxonomy import ROUTES, Taxonomy, TaxonomyError, load_taxonomy, route_of_code
 
 EYES = ("R", "L", "U")  # right, left, laterality not given
 READERS = (Role.GRADER, Role.ARBITER, Role.SENIOR_ARBITER)
@@ -70,11 +70,10 @@ def gradable_findings(routes: Iterable[str] = ROUTES) -> list[Finding]:
 
 
 def _taxonomy_of(code: str) -> Taxonomy:
-    for route in ROUTES:
-        taxonomy = load_taxonomy(route)
-        if taxonomy.has(code):
-            return taxonomy
-    raise ReadError(f"unknown finding code {code!r}")
+    try:
+        return load_taxonomy(route_of_code(code))
+    except TaxonomyError as exc:
+        raise ReadError(f"unknown finding code {code!r}") from exc
 
 
 def case_eyes(session: Session, case_id: int) -> dict[str, list[str]]:

@@ -24,7 +24,7 @@ from services.statistics.paired import (
 from services.statistics.roc import delong
 from services.statistics.verification import Case, naive, weighted
 from services.study import VERIFIED, EyeRecord, ReferenceRoute, disease
-from services.taxonomy import load_taxonomy
+from services.taxonomy import level_of_code, load_taxonomy, route_of_code
 
 Row = dict[str, Any]
 MODEL = "model"
@@ -138,7 +138,7 @@ def accuracy(records: Sequence[EyeRecord], method: Interval) -> list[Row]:
                 for record, codes in results
                 if codes is not None
                 and has_reference(record)
-                and (not code or _route_of(code) == record.route)
+                and (not code or route_of_code(code) == record.route)
             ]
             if not pairs:
                 continue
@@ -162,10 +162,6 @@ def accuracy(records: Sequence[EyeRecord], method: Interval) -> list[Row]:
 
 def _has(code: str) -> Callable[[set[str]], bool]:
     return lambda codes: code in codes
-
-
-def _route_of(code: str) -> str:
-    return "fundus" if code.startswith("F.") else "anterior"
 
 
 def _cases_for(
@@ -471,7 +467,9 @@ def calibration_rows(records: Sequence[EyeRecord]) -> tuple[list[Row], list[Row]
         eyes = [
             r
             for r in records
-            if has_reference(r) and r.model_gradable and (not code or _route_of(code) == r.route)
+            if has_reference(r)
+            and r.model_gradable
+            and (not code or route_of_code(code) == r.route)
         ]
         if not eyes:
             continue
@@ -566,17 +564,17 @@ def top3(records: Sequence[EyeRecord]) -> list[Row]:
     eyes = [
         r
         for r in records
-        if has_reference(r) and any(c.count(".") == 2 for c in r.reference or set())
+        if has_reference(r) and any(level_of_code(c) == 2 for c in r.reference or set())
     ]
     rows = []
     for reader, results in _reader_results(eyes).items():
         hits = total = 0
         for record, codes in results:
-            truth = {c for c in record.reference or set() if c.count(".") == 2}
+            truth = {c for c in record.reference or set() if level_of_code(c) == 2}
             answers = (
                 set(record.top3)
                 if reader == MODEL
-                else {c for c in (codes or set()) if c.count(".") == 2}
+                else {c for c in (codes or set()) if level_of_code(c) == 2}
             )
             hits += bool(truth & set(sorted(answers)[:3] if reader != MODEL else answers))
             total += 1

@@ -189,3 +189,16 @@ def _shipped(name_or_path: str) -> Taxonomy:
     if not resource.is_file():
         raise TaxonomyError(f"no taxonomy named {name_or_path!r}; shipped: {', '.join(ROUTES)}")
     return parse_taxonomy(json.loads(resource.read_text()), str(name_or_path))
+
+
+def route_of_code(code: str) -> str:
+    """The route whose shipped taxonomy holds this code (codes are unique across routes)."""
+    for route in ROUTES:
+        if load_taxonomy(route).has(code):
+            return route
+    raise TaxonomyError(f"no shipped taxonomy has the code {code!r}")
+
+
+def level_of_code(code: str) -> int:
+    """The level of a code in its shipped taxonomy (1 for the roots)."""
+    return load_taxonomy(route_of_code(code)).node(code).level

@@ -25,7 +25,7 @@ from services.db.models import (
 )
 from services.grading import eye_of, latest_read
 from services.reporting import latest_predictions
-from services.taxonomy import load_taxonomy
+from services.taxonomy import level_of_code, load_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +106,14 @@ def conflict(model: ModelRead, read: CaseRead, rule: Rule) -> Conflict | None:
         ours, theirs = set(grader_codes), set(model.findings.get(eye, []))
         if rule == Rule.LEVEL1:
             ours, theirs = (
-                {c for c in ours if _level(c) == 1},
-                {c for c in theirs if _level(c) == 1},
+                {c for c in ours if level_of_code(c) == 1},
+                {c for c in theirs if level_of_code(c) == 1},
             )
         if ours - theirs:
             return Conflict.MISSED_FINDING
         if theirs - ours:
             return Conflict.EXTRA_FINDING
     return None
-
-
-def _level(code: str) -> int:
-    return code.count(".")  # F.VRD is level 1, F.VRD.MAC level 2
 
 
 def drawn_for_qc(seed: int, case_id: int, rate: float) -> bool:
