@@ -3,6 +3,7 @@ rates, deliveries, and each grader's quality against the final reference and the
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from services.db.models import (
     ReportDelivery,
     ScreeningCase,
 )
+from services.statistics.paired import cohen_kappa as statistics_kappa
 
 
 @dataclass(frozen=True)
@@ -144,14 +146,13 @@ class GraderQuality:
 
 
 def cohen_kappa(pairs: list[tuple[bool, bool]]) -> float | None:
-    """Cohen's kappa of two raters' yes/no answers on the same cases."""
-    n = len(pairs)
-    if n == 0:
-        return None
-    observed = sum(a == b for a, b in pairs) / n
-    p_a, p_b = sum(a for a, _ in pairs) / n, sum(b for _, b in pairs) / n
-    expected = p_a * p_b + (1 - p_a) * (1 - p_b)
-    return None if expected == 1 else (observed - expected) / (1 - expected)
+    """Cohen's kappa of two raters' yes/no answers on the same cases (None when undefined:
+    no cases, or no variation); the study statistics' kappa on the 2x2 table."""
+    table = [[0, 0], [0, 0]]
+    for a, b in pairs:
+        table[int(a)][int(b)] += 1
+    kappa = statistics_kappa(table).kappa
+    return None if math.isnan(kappa) else kappa
 
 
 def grader_quality(

@@ -23,7 +23,6 @@ from services.db.models import (
     DeliveryState,
     Instance,
     InstanceState,
-    Patient,
     Person,
     ReadSource,
     Report,
@@ -371,8 +370,3 @@ def import_csv(session: Session, text: str, allowed_sites: set[str]) -> list[Cas
     if problems:
         raise ImportFailed(problems)
     return done
-
-
-def patient_of(session: Session, case_id: int) -> Patient:
-    case = session.get_one(ScreeningCase, case_id)
-    return case.study.patient

@@ -96,10 +96,6 @@ class EyeRecord:
     inclusion_probability: float | None = None
     blind: bool = True
 
-    @property
-    def grader_read(self) -> bool:
-        return self.reference_route not in (ReferenceRoute.NOT_READ, ReferenceRoute.NOT_TRIAGED)
-
 
 def study_key(path: Path) -> bytes:
     """The installation's pseudonym key: made once (random, readable by its owner only) and

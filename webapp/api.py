@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from services import audit, grading, people
 from services.db.models import Person, ReadSource, ScreeningCase, Study
+from services.grading import READERS
 from services.triage import triage_case
 from webapp.grading_pages import policy_of
-from webapp.security import READERS, actor_of, db
+from webapp.security import actor_of, db
 
 router = APIRouter(prefix="/api")
 

@@ -13,11 +13,11 @@ from starlette.datastructures import FormData
 
 from services import audit, grading
 from services.db.models import Instance, Prediction, Role
-from services.grading import ImportFailed, ReadError
+from services.grading import READERS, ImportFailed, ReadError
 from services.triage import Rule, TriagePolicy, model_read, triage_case
 from webapp.app import render
 from webapp.images import for_browser, heatmap_png
-from webapp.security import READERS, Principal, case_for, db, posted, require, signed_in
+from webapp.security import Principal, case_for, db, posted, require, signed_in
 
 router = APIRouter()
 

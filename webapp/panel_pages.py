@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from services import audit, grading, panel
 from services.db.models import ArbitrationCase
-from services.panel import DecisionError
+from services.panel import PANEL, DecisionError
 from services.triage import Conflict
 from webapp.app import render
 from webapp.grading_pages import _eyes_from_form, _photos
-from webapp.security import PANEL, Principal, case_for, db, posted, require
+from webapp.security import Principal, case_for, db, posted, require
 
 router = APIRouter()
 

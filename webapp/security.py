@@ -97,7 +97,3 @@ def case_for(session: Session, principal: Principal, case_id: int) -> ScreeningC
     if case is None or case.site not in principal.person.site_names:
         raise HTTPException(404, "no such case at your sites")
     return case
-
-
-READERS = (Role.GRADER, Role.ARBITER, Role.SENIOR_ARBITER)
-PANEL = (Role.ARBITER, Role.SENIOR_ARBITER)
