@@ -11,10 +11,10 @@ import csv
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
@@ -137,20 +137,22 @@ def latest_read(session: Session, case_id: int, grader_pk: int | None = None) ->
     return session.scalar(query.order_by(CaseRead.id.desc()))
 
 
+def _open_to(person: Person, now: datetime) -> ColumnElement[bool]:
+    """A case this person may hold: nobody's, theirs already, or its lease has run out."""
+    return or_(
+        ScreeningCase.leased_to_pk.is_(None),
+        ScreeningCase.leased_to_pk == person.id,
+        ScreeningCase.lease_until < now,
+    )
+
+
 def lease(session: Session, case_id: int, person: Person, minutes: float) -> bool:
     """Hold the case for this grader; False while another grader holds it. One UPDATE with
     the condition in it, so two graders opening the case at once cannot both win."""
     now = utcnow()
     taken = session.execute(
         update(ScreeningCase)
-        .where(
-            ScreeningCase.id == case_id,
-            or_(
-                ScreeningCase.leased_to_pk.is_(None),
-                ScreeningCase.leased_to_pk == person.id,
-                ScreeningCase.lease_until < now,
-            ),
-        )
+        .where(ScreeningCase.id == case_id, _open_to(person, now))
         .values(leased_to_pk=person.id, lease_until=now + timedelta(minutes=minutes))
         .execution_options(synchronize_session=False)
     )
@@ -235,8 +237,7 @@ def worklist(
             ScreeningCase.urgent,
             ScreeningCase.opened_at,
             images,
-            ScreeningCase.leased_to_pk,
-            ScreeningCase.lease_until,
+            _open_to(person, now),
         )
         .where(unread)
         .order_by(ScreeningCase.urgent.desc(), ScreeningCase.opened_at, ScreeningCase.id)
@@ -250,7 +251,7 @@ def worklist(
             opened_at=row[2],
             images=row[3],
             overdue=now - row[2] > turnaround,
-            leased_by_other=row[4] not in (None, person.id) and row[5] is not None and row[5] > now,
+            leased_by_other=row[4] is not None and not row[4],  # NULL: no lease either way
         )
         for row in rows
     ]
@@ -269,11 +270,7 @@ def next_case(session: Session, person: Person, after_case: int | None = None) -
         .where(
             ScreeningCase.site.in_(person.site_names),
             ScreeningCase.graded_at.is_(None),
-            or_(
-                ScreeningCase.leased_to_pk.is_(None),
-                ScreeningCase.leased_to_pk == person.id,
-                ScreeningCase.lease_until < now,
-            ),
+            _open_to(person, now),
         )
         .order_by(ScreeningCase.urgent.desc(), ScreeningCase.opened_at, ScreeningCase.id)
     )
