@@ -73,7 +73,7 @@ def next_case(
     return RedirectResponse(f"/cases/{case_id}" if case_id else "/worklist", status_code=303)
 
 
-def _photos(session: Session, case_id: int) -> dict[str, list[dict[str, Any]]]:
+def photos_by_eye(session: Session, case_id: int) -> dict[str, list[dict[str, Any]]]:
     eyes: dict[str, list[dict[str, Any]]] = {}
     for instance in session.scalars(
         select(Instance).where(Instance.case_pk == case_id).order_by(Instance.id)
@@ -99,8 +99,6 @@ def case_page(
         held = grading.lease(session, case_id, principal.person, settings.read_lease_minutes)
     audit.record(session, principal.actor, "case.view", case_id)
     unblinded = mine is not None or not settings.blind_at(case.site)
-    findings = grading.gradable_findings()
-    eyes = grading.case_eyes(session, case_id)
     return render(
         request,
         "case.html",
@@ -109,21 +107,28 @@ def case_page(
             "case": case,
             "patient": case.study.patient,
             "study": case.study,
-            "photos": _photos(session, case_id),
-            "eyes": eyes,
-            "findings": findings,
-            "numbered": {
-                e: [f for f in findings if f.route in routes] for e, routes in eyes.items()
-            },
+            "photos": photos_by_eye(session, case_id),
             "mine": mine,
             "held": held,
             "model": model_read(session, case_id) if unblinded else None,
-            "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
-        },
+        }
+        | finding_choices(session, case_id),
     )
 
 
-def _eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
+def finding_choices(session: Session, case_id: int) -> dict[str, Any]:
+    """What the grading form offers for a case: the case's eyes, per eye the numbered level-2
+    findings of the photo types taken of it, and every finding's display name."""
+    findings = grading.gradable_findings()
+    eyes = grading.case_eyes(session, case_id)
+    return {
+        "eyes": eyes,
+        "numbered": {e: [f for f in findings if f.route in routes] for e, routes in eyes.items()},
+        "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
+    }
+
+
+def eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for eye in eyes:
         state = form.get(f"eye_{eye}_state") or ""
@@ -158,7 +163,7 @@ async def submit_read(
             session,
             case,
             principal.person,
-            _eyes_from_form(form, eyes),
+            eyes_from_form(form, eyes),
             reading_ms,
             amend_reason=str(form.get("amend_reason") or ""),
             # an amendment is made after seeing the model's output

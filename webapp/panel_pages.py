@@ -14,7 +14,7 @@ from services.db.models import ArbitrationCase
 from services.panel import PANEL, DecisionError
 from services.triage import Conflict
 from webapp.app import render
-from webapp.grading_pages import _eyes_from_form, _photos
+from webapp.grading_pages import eyes_from_form, finding_choices, photos_by_eye
 from webapp.security import Principal, case_for, db, posted, require
 
 router = APIRouter()
@@ -91,8 +91,6 @@ def arbitration_page(
         arbitration=arbitration.id,
     )
     seed = request.app.state.settings.qc_seed
-    findings = grading.gradable_findings()
-    eyes = grading.case_eyes(session, arbitration.case_pk)
     outcome_queue = arbitration.conflict == Conflict.UNGRADABLE
     return render(
         request,
@@ -102,17 +100,13 @@ def arbitration_page(
             "arbitration": arbitration,
             "case": arbitration.case,
             "patient": arbitration.case.study.patient,
-            "photos": _photos(session, arbitration.case_pk),
+            "photos": photos_by_eye(session, arbitration.case_pk),
             "reads": [] if outcome_queue else panel.shown_reads(session, arbitration, seed),
             "ungradable_read": arbitration.read,
             "outcome_queue": outcome_queue,
             "outcomes": panel.OUTCOMES,
-            "eyes": eyes,
-            "numbered": {
-                e: [f for f in findings if f.route in routes] for e, routes in eyes.items()
-            },
-            "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
-        },
+        }
+        | finding_choices(session, arbitration.case_pk),
     )
 
 
@@ -143,7 +137,7 @@ async def vote(
         else:
             choice = str(form.get("choice") or "")
             eyes = list(grading.case_eyes(session, arbitration.case_pk))
-            other = _eyes_from_form(form, eyes) if choice == "other" else None
+            other = eyes_from_form(form, eyes) if choice == "other" else None
             result = panel.vote(
                 session,
                 arbitration,
