@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from services import metrics
 from services.db.base import utcnow
@@ -215,7 +216,7 @@ class ReportService:
         )
         if session.scalar(select(unread)):
             return None  # the last image read will build the report
-        predictions = self._latest_predictions(session, case_id)
+        predictions = latest_predictions(session, case_id)
         if not predictions:
             log.warning("case %d has no readable image; no report", case_id)
             return None
@@ -249,10 +250,6 @@ class ReportService:
             predecessor.id if predecessor else None,
             decision.id if decision else None,
         )
-
-    @staticmethod
-    def _latest_predictions(session: Session, case_id: int) -> list[Prediction]:
-        return latest_predictions(session, case_id)
 
     def _image_result(self, prediction: Prediction) -> ImageResult:
         instance = prediction.instance
@@ -397,15 +394,27 @@ class ReportService:
 
 def latest_predictions(session: Session, case_id: int) -> list[Prediction]:
     """The newest prediction of each read image of a case, right eye first (reading order)."""
+    return latest_predictions_by_case(session, [case_id]).get(case_id, [])
+
+
+def latest_predictions_by_case(
+    session: Session, case_ids: Sequence[int]
+) -> dict[int, list[Prediction]]:
+    """``latest_predictions`` for many cases in one query (the study export reads thousands),
+    each prediction with its image and model loaded."""
     latest: dict[int, Prediction] = {}
     for prediction in session.scalars(
         select(Prediction)
         .join(Instance)
-        .where(Instance.case_pk == case_id, Instance.state == InstanceState.PREDICTED)
+        .where(Instance.case_pk.in_(case_ids), Instance.state == InstanceState.PREDICTED)
+        .options(selectinload(Prediction.instance), selectinload(Prediction.model_version))
         .order_by(Prediction.id)
     ):
         latest[prediction.instance_pk] = prediction
-    return _reading_order(latest.values())
+    grouped: dict[int, list[Prediction]] = defaultdict(list)
+    for prediction in latest.values():
+        grouped[prediction.instance.case_pk].append(prediction)
+    return {case_id: _reading_order(found) for case_id, found in grouped.items()}
 
 
 def _patient(case: ScreeningCase) -> Patient:

@@ -28,7 +28,6 @@ from services.db.models import (
     ArbitrationDecision,
     ArbitrationState,
     CaseRead,
-    Instance,
     Person,
     Prediction,
     PredictionFinding,
@@ -37,6 +36,7 @@ from services.db.models import (
     Triage,
 )
 from services.grading import eye_of
+from services.reporting import latest_predictions_by_case
 from services.taxonomy import load_taxonomy
 from services.triage import Conflict
 
@@ -151,7 +151,7 @@ def gather(
         return []
     ids = [c.id for c in cases]
     first_day = min(_study_date(c) for c in cases)
-    predictions = _latest_predictions(session, ids)
+    predictions = latest_predictions_by_case(session, ids)
     positives = _positive_codes(session, [p.id for ps in predictions.values() for p in ps])
     reads = _latest_reads(session, ids)
     triage = {t.case_pk: t for t in session.scalars(select(Triage).where(Triage.case_pk.in_(ids)))}
@@ -216,26 +216,6 @@ def _in_dates(case: ScreeningCase, filters: Filters) -> bool:
     return (filters.date_from is None or day >= filters.date_from) and (
         filters.date_to is None or day <= filters.date_to
     )
-
-
-def _latest_predictions(session: Session, case_ids: list[int]) -> dict[int, list[Prediction]]:
-    latest: dict[int, Prediction] = {}
-    query = (
-        select(Prediction)
-        .join(Instance)
-        .where(Instance.case_pk.in_(case_ids))
-        .options(
-            selectinload(Prediction.instance),
-            selectinload(Prediction.model_version),
-        )
-        .order_by(Prediction.id)
-    )
-    for prediction in session.scalars(query):
-        latest[prediction.instance_pk] = prediction
-    grouped: dict[int, list[Prediction]] = defaultdict(list)
-    for prediction in latest.values():
-        grouped[prediction.instance.case_pk].append(prediction)
-    return grouped
 
 
 def _positive_codes(session: Session, prediction_ids: list[int]) -> dict[int, list[str]]:
