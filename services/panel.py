@@ -138,6 +138,19 @@ def escalate_overdue(session: Session, after: timedelta) -> int:
     return len(overdue)
 
 
+def _may_decide(arbitration: ArbitrationCase, person: Person) -> None:
+    """An active panel member of the case's site, on an open arbitration; once escalated, a
+    senior arbiter (the queue shows escalated cases to them only)."""
+    if person.role not in PANEL or not person.active:
+        raise DecisionError("only members of the arbitration panel decide")
+    if arbitration.case.site not in person.site_names:
+        raise DecisionError("not a case of your sites")
+    if arbitration.state != ArbitrationState.OPEN:
+        raise DecisionError("this arbitration is decided and locked")
+    if arbitration.escalated and person.role != Role.SENIOR_ARBITER:
+        raise DecisionError("escalated: a senior arbiter decides this case")
+
+
 def vote(
     session: Session,
     arbitration: ArbitrationCase,
@@ -151,14 +164,7 @@ def vote(
 ) -> str:
     """A signed vote (the password re-entered). Returns what happened: "decided", "waiting"
     for more votes, or "escalated" when the votes disagree. The decision is locked."""
-    if arbiter.role not in PANEL or not arbiter.active:
-        raise DecisionError("only members of the arbitration panel decide")
-    if arbitration.case.site not in arbiter.site_names:
-        raise DecisionError("not a case of your sites")
-    if arbitration.state != ArbitrationState.OPEN:
-        raise DecisionError("this arbitration is decided and locked")
-    if arbitration.escalated and arbiter.role != Role.SENIOR_ARBITER:
-        raise DecisionError("escalated: a senior arbiter decides this case")
+    _may_decide(arbitration, arbiter)
     if not password_matches(arbiter, password):
         raise DecisionError("the signature's password is wrong")
     reads = {r.label: r for r in shown_reads(session, arbitration, seed)}
@@ -230,12 +236,7 @@ def decide_outcome(
     session: Session, arbitration: ArbitrationCase, person: Person, password: str, outcome: str
 ) -> None:
     """For an ungradable case: re-image, examine at the slit lamp, or exclude from the study."""
-    if person.role not in PANEL or not person.active:
-        raise DecisionError("only members of the arbitration panel decide")
-    if arbitration.case.site not in person.site_names:
-        raise DecisionError("not a case of your sites")
-    if arbitration.state != ArbitrationState.OPEN:
-        raise DecisionError("this case is decided and locked")
+    _may_decide(arbitration, person)
     if outcome not in OUTCOMES:
         raise DecisionError(f"the outcome is one of {', '.join(OUTCOMES)}")
     if not password_matches(person, password):
