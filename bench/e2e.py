@@ -32,7 +32,14 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 
-from bench.common import DCMTK_ENV, SHARED, free_port, wait_for_echo  # noqa: E402
+from bench.common import (  # noqa: E402
+    DCMTK_ENV,
+    SHARED,
+    free_port,
+    pacs_command,
+    store,
+    wait_for_echo,
+)
 from dicom_gateway.photos import photo_to_dataset  # noqa: E402
 
 
@@ -64,8 +71,7 @@ class Pipeline:
         self.inbox = work / "pacs"
         self.inbox.mkdir()
         self.pacs = subprocess.Popen(
-            ["/usr/bin/storescp", "-aet", "PACS", "-od", str(self.inbox), str(self.pacs_port)],
-            env=DCMTK_ENV,
+            pacs_command(self.pacs_port, self.inbox), env=dict(os.environ, **DCMTK_ENV)
         )
         env = dict(
             os.environ,
@@ -87,8 +93,7 @@ class Pipeline:
         wait_for_echo(self.port)
 
     def send(self, files: list[Path]) -> None:
-        command = ["/usr/bin/storescu", "-xy", "-aec", "EYESCREEN", "127.0.0.1", str(self.port)]
-        subprocess.run([*command, *map(str, files)], env=DCMTK_ENV, check=True, capture_output=True)
+        store(files, self.port)
 
     def arrivals(self) -> dict[str, float]:
         """Source SOP Instance UID -> when its SR landed at the PACS (file modification time)."""

@@ -19,7 +19,7 @@ from dicom_gateway import statuses as st
 from dicom_gateway.guard import DecodeTimeout
 from dicom_gateway.inspection import BadPixels, DatasetMismatch, Inspected, TooLarge, Unreadable
 from services.errors import InstanceConflict, InstanceRejected, NoRoute, OutOfResources
-from services.ingest import IngestService, ReceivedImage
+from services.ingest import IngestResult, ReceivedImage
 from services.metrics import C_STORES
 from services.routing import Router, RoutingFacts
 from services.settings import DicomSource
@@ -32,7 +32,7 @@ _REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
 @dataclass(frozen=True)
 class StoreContext:
-    ingest: IngestService
+    accept: Callable[[ReceivedImage], IngestResult]  # IngestService.accept or a GroupCommit's
     dispatch: Callable[[Iterable[int]], object]
     router: Router
     inspect: Callable[[bytes], Inspected]
@@ -104,7 +104,7 @@ def handle_store(event: events.Event, context: StoreContext) -> int | Dataset:
         received = _received(image, event, route, calling_ae, encoded)
         if calling_ae in context.urgent_sources:
             received = replace(received, urgent=True)
-        result = context.ingest.accept(received)
+        result = context.accept(received)
     except Exception as exc:
         return _refusal(uid, exc)
     if result.duplicate:

@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 class DeliveryFailed(Exception):
     """The peer refused the association, was unreachable, or answered a non-success status."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, stored: int = 0) -> None:
         super().__init__(message)
         self.status = status
+        self.stored = stored  # data sets the peer had answered success for before this
 
 
 def send_datasets(
@@ -29,7 +30,8 @@ def send_datasets(
     calling_ae: str,
     tls: ssl.SSLContext | None = None,
 ) -> list[int]:
-    """C-STORE each data set over one association; raise ``DeliveryFailed`` on the first failure.
+    """C-STORE each data set over one association, in order; raise ``DeliveryFailed`` (saying
+    how many were stored) on the first failure.
     A ``+tls`` node is reached over TLS with ``tls`` (its certificate and host name verified)."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
@@ -42,16 +44,25 @@ def send_datasets(
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         raise DeliveryFailed(f"association with {node} refused or unreachable")
-    statuses = []
+    statuses: list[int] = []
     try:
         for ds in datasets:
-            reply = assoc.send_c_store(ds)
+            try:
+                reply = assoc.send_c_store(ds)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise DeliveryFailed(
+                    f"{node}: {type(exc).__name__}: {exc}", None, len(statuses)
+                ) from exc
             code = int(reply.Status) if "Status" in reply else None
             if code is None:
-                raise DeliveryFailed(f"{node} gave no C-STORE response (timeout or abort)")
+                raise DeliveryFailed(
+                    f"{node} gave no C-STORE response (timeout or abort)", None, len(statuses)
+                )
             if code not in (0x0000, 0xB000, 0xB007, 0xB006):  # success and warnings
                 comment = str(reply.get("ErrorComment", ""))
-                raise DeliveryFailed(f"{node} answered 0x{code:04X} {comment}".strip(), code)
+                raise DeliveryFailed(
+                    f"{node} answered 0x{code:04X} {comment}".strip(), code, len(statuses)
+                )
             statuses.append(code)
     finally:
         assoc.release()

@@ -15,6 +15,7 @@ from dicom_gateway.guard import InspectorPool
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_requested, handle_store
 from dicom_gateway.inspection import Limits
 from dicom_gateway.tls import server_context
+from services.group_commit import GroupCommit
 from services.ingest import IngestService
 from services.routing import Router
 from services.settings import Settings
@@ -40,9 +41,11 @@ def build_scp_ae(settings: Settings) -> AE:
 class RunningGateway:
     server: ThreadedAssociationServer
     inspectors: InspectorPool
+    writer: GroupCommit
 
     def shutdown(self) -> None:
         self.server.shutdown()
+        self.writer.close()
         self.inspectors.close()
 
 
@@ -60,8 +63,9 @@ def start_gateway(
         timeout_s=settings.decode_timeout_s,
         memory_mb=settings.max_decoded_mb * 2 + 512,
     )
+    writer = GroupCommit(ingest, settings.ingest_max_group)
     context = StoreContext(
-        ingest=ingest,
+        accept=writer.accept,
         dispatch=dispatch,
         router=router,
         inspect=inspectors.inspect,
@@ -94,4 +98,4 @@ def start_gateway(
         settings.dicom_port,
         " (TLS)" if tls else "",
     )
-    return RunningGateway(server, inspectors)
+    return RunningGateway(server, inspectors, writer)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ssl
+from bisect import bisect_right
 from collections.abc import Sequence
 from io import BytesIO
+from itertools import accumulate
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -16,18 +18,23 @@ from services.settings import DicomNode
 
 
 def make_sender(calling_ae: str, tls: ssl.SSLContext | None = None) -> SendReport:
-    def send(objects: Sequence[bytes], destination: str) -> None:
+    def send(deliveries: Sequence[Sequence[bytes]], destination: str) -> None:
         node = DicomNode.parse(destination)
-        datasets: list[Dataset] = [dcmread(BytesIO(data)) for data in objects]
-        unlisted = {str(ds.SOPClassUID) for ds in datasets} - set(SCU_SOP_CLASSES)
+        groups: list[list[Dataset]] = [
+            [dcmread(BytesIO(data)) for data in objects] for objects in deliveries
+        ]
+        flat = [ds for datasets in groups for ds in datasets]
+        unlisted = {str(ds.SOPClassUID) for ds in flat} - set(SCU_SOP_CLASSES)
         if unlisted:  # the conformance statement lists what we send; nothing else goes out
             raise DeliveryError(
                 f"{node}: SOP class(es) not in the conformance statement: {unlisted}"
             )
+        ends = list(accumulate(len(datasets) for datasets in groups))
         try:
-            send_datasets(datasets, node, calling_ae, tls)
+            send_datasets(flat, node, calling_ae, tls)
         except DeliveryFailed as exc:
-            raise DeliveryError(str(exc), exc.status) from exc
+            whole = bisect_right(ends, exc.stored)  # deliveries all of whose objects went
+            raise DeliveryError(str(exc), exc.status, sent=whole) from exc
         except (OSError, RuntimeError, ValueError) as exc:
             raise DeliveryError(f"{node}: {type(exc).__name__}: {exc}") from exc
 

@@ -20,7 +20,7 @@ from services.db.models import CaseState, Instance, Patient, ScreeningCase, Stud
 from services.db.session import transaction
 from services.errors import InstanceConflict, OutOfResources
 from services.outbox import add_message
-from services.storage import ContentStore
+from services.storage import ContentStore, StoredFile
 from services.task_names import INFER_TASK, INFER_URGENT_TASK
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,43 @@ class IngestService:
 
     def accept(self, image: ReceivedImage) -> IngestResult:
         """Keep the image durably; raise ``OutOfResources`` if it cannot be kept."""
-        stored = self.store.put(image.encoded)
+        return self._record_retrying(image, self.keep_file(image))
+
+    def keep_file(self, image: ReceivedImage) -> StoredFile:
+        """The first half of ``accept``: the bytes, durably (``OutOfResources`` if full)."""
+        return self.store.put(image.encoded)
+
+    def record_group(
+        self, group: list[tuple[ReceivedImage, StoredFile]]
+    ) -> list[IngestResult | Exception]:
+        """The second half of ``accept`` for images whose files are stored: their rows in one
+        transaction, one commit (and one fsync) for all. Each image gets its own result or
+        refusal. If the group's transaction fails as a whole (a concurrent writer in another
+        process, one image's unexpected error), every image is recorded again on its own, as
+        ``accept`` would, so one image's failure is its own."""
+        outcomes: list[IngestResult | Exception] = []
+        try:
+            with transaction(self.sessions) as session:
+                for image, stored in group:
+                    try:
+                        outcomes.append(self._record_in(session, image, stored.sha256, stored.size))
+                    except InstanceConflict as exc:  # refused before writing anything
+                        outcomes.append(exc)
+        except OperationalError as exc:
+            refusal = OutOfResources(f"database unavailable: {exc.orig!s}"[:200])
+            return [refusal for _ in group]
+        except Exception as exc:
+            log.info("group of %d rolled back (%s); recording one by one", len(group), exc)
+            return [self._record_alone(image, stored) for image, stored in group]
+        return outcomes
+
+    def _record_alone(self, image: ReceivedImage, stored: StoredFile) -> IngestResult | Exception:
+        try:
+            return self._record_retrying(image, stored)
+        except Exception as exc:
+            return exc
+
+    def _record_retrying(self, image: ReceivedImage, stored: StoredFile) -> IngestResult:
         for attempt in range(3):
             try:
                 return self._record(image, stored.sha256, stored.size)
@@ -86,32 +122,37 @@ class IngestService:
 
     def _record(self, image: ReceivedImage, sha256: str, size: int) -> IngestResult:
         with transaction(self.sessions) as session:
-            existing = session.scalar(
-                select(Instance).where(Instance.sop_instance_uid == image.sop_instance_uid)
-            )
-            if existing is not None:
-                return self._repeat(existing, image, sha256)
-            case = self._case_for(session, image)
-            case.last_image_at = utcnow()
-            if case.state == CaseState.CLOSED:  # a late image of the visit: read it again
-                case.state, case.closed_at = CaseState.OPEN, None
-            instance = Instance(
-                case=case,
-                sop_instance_uid=image.sop_instance_uid,
-                sop_class_uid=image.sop_class_uid,
-                series_instance_uid=image.series_instance_uid,
-                transfer_syntax_uid=image.transfer_syntax_uid,
-                laterality=image.laterality,
-                route=image.route,
-                calling_ae=image.calling_ae,
-                sha256=sha256,
-                size_bytes=size,
-            )
-            session.add(instance)
-            session.flush()
-            task = INFER_URGENT_TASK if image.urgent else INFER_TASK
-            message = add_message(session, task, instance.id)
-            return IngestResult(instance.id, duplicate=False, outbox_ids=(message.id,))
+            return self._record_in(session, image, sha256, size)
+
+    def _record_in(
+        self, session: Session, image: ReceivedImage, sha256: str, size: int
+    ) -> IngestResult:
+        existing = session.scalar(
+            select(Instance).where(Instance.sop_instance_uid == image.sop_instance_uid)
+        )
+        if existing is not None:
+            return self._repeat(existing, image, sha256)
+        case = self._case_for(session, image)
+        case.last_image_at = utcnow()
+        if case.state == CaseState.CLOSED:  # a late image of the visit: read it again
+            case.state, case.closed_at = CaseState.OPEN, None
+        instance = Instance(
+            case=case,
+            sop_instance_uid=image.sop_instance_uid,
+            sop_class_uid=image.sop_class_uid,
+            series_instance_uid=image.series_instance_uid,
+            transfer_syntax_uid=image.transfer_syntax_uid,
+            laterality=image.laterality,
+            route=image.route,
+            calling_ae=image.calling_ae,
+            sha256=sha256,
+            size_bytes=size,
+        )
+        session.add(instance)
+        session.flush()
+        task = INFER_URGENT_TASK if image.urgent else INFER_TASK
+        message = add_message(session, task, instance.id)
+        return IngestResult(instance.id, duplicate=False, outbox_ids=(message.id,))
 
     def _repeat(self, existing: Instance, image: ReceivedImage, sha256: str) -> IngestResult:
         if existing.sha256 == sha256:

@@ -120,15 +120,19 @@ class EncodedReport:
 EncodeReport = Callable[[CaseReport], EncodedReport]
 RenderDocument = Callable[[CaseReport], bytes]  # a PDF
 WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
-SendReport = Callable[[Sequence[bytes], str], None]
+# Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
+# one association, in order; raises DeliveryError saying how many deliveries went whole.
+SendReport = Callable[[Sequence[Sequence[bytes]], str], None]
 
 
 class DeliveryError(Exception):
-    """A delivery that failed: connection refused, timeout, or a failure status."""
+    """A delivery that failed: connection refused, timeout, or a failure status; ``sent``
+    deliveries of the association's went whole before it."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, sent: int = 0) -> None:
         super().__init__(message)
         self.status = status
+        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -342,29 +346,59 @@ class ReportService:
 
     def deliver(self, delivery_id: int, send: SendReport) -> DeliveryOutcome:
         """One attempt; the caller schedules the retry the outcome asks for."""
+        return self.deliver_together([delivery_id], send)[delivery_id]
+
+    def deliver_together(
+        self, delivery_ids: Sequence[int], send: SendReport
+    ) -> dict[int, DeliveryOutcome]:
+        """One attempt at each delivery, those due to one destination over one association.
+        A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0."""
+        outcomes: dict[int, DeliveryOutcome] = {}
+        due: dict[str, list[tuple[int, Report]]] = {}
         with self.sessions() as session:
-            delivery = session.get_one(ReportDelivery, delivery_id)
-            if delivery.state != DeliveryState.PENDING:
-                return DeliveryOutcome(delivery.state)
-            wait = (delivery.next_attempt_at - utcnow()).total_seconds()
-            if delivery.attempts and wait > 0:  # backing off: not yet
-                return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
-            report = delivery.report
-            destination = delivery.destination
+            for delivery_id in delivery_ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+                if delivery.state != DeliveryState.PENDING:
+                    outcomes[delivery_id] = DeliveryOutcome(delivery.state)
+                elif delivery.attempts and wait > 0:  # backing off: not yet
+                    outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
+                else:
+                    due.setdefault(delivery.destination, []).append((delivery_id, delivery.report))
+        for destination, items in due.items():
+            outcomes.update(self._send_to(destination, items, send))
+        return outcomes
+
+    def _send_to(
+        self, destination: str, items: list[tuple[int, Report]], send: SendReport
+    ) -> dict[int, DeliveryOutcome]:
+        ids = [delivery_id for delivery_id, _ in items]
         try:
-            send(self.objects_for(report), destination)
+            send([self.objects_for(report) for _, report in items], destination)
+            error, sent = None, len(ids)
         except DeliveryError as exc:
+            error, sent = exc, min(exc.sent, len(ids))
+        outcomes = self._delivered(ids[:sent], destination)
+        if error is not None:
             metrics.DELIVERIES.labels(outcome="failed").inc()
-            return self._failed(delivery_id, str(exc), exc.status)
-        metrics.DELIVERIES.labels(outcome="delivered").inc()
+            outcomes[ids[sent]] = self._failed(ids[sent], str(error), error.status)
+            for untried in ids[sent + 1 :]:
+                outcomes[untried] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=0.0)
+        return outcomes
+
+    def _delivered(self, ids: list[int], destination: str) -> dict[int, DeliveryOutcome]:
+        if not ids:
+            return {}
         with transaction(self.sessions) as session:
-            delivery = session.get_one(ReportDelivery, delivery_id)
-            delivery.attempts += 1
-            delivery.state = DeliveryState.DELIVERED
-            delivery.delivered_at = utcnow()
-            delivery.last_status, delivery.last_error = 0, None
-        log.info("report delivery %d to %s done", delivery_id, destination)
-        return DeliveryOutcome(DeliveryState.DELIVERED)
+            for delivery_id in ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                delivery.attempts += 1
+                delivery.state = DeliveryState.DELIVERED
+                delivery.delivered_at = utcnow()
+                delivery.last_status, delivery.last_error = 0, None
+        metrics.DELIVERIES.labels(outcome="delivered").inc(len(ids))
+        log.info("report deliveries %s to %s done", ids, destination)
+        return {delivery_id: DeliveryOutcome(DeliveryState.DELIVERED) for delivery_id in ids}
 
     def _failed(self, delivery_id: int, error: str, status: int | None) -> DeliveryOutcome:
         with transaction(self.sessions) as session:

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     max_decoded_mb: int = Field(1024, ge=1)
     decode_timeout_s: float = Field(30.0, gt=0)
     decode_workers: int = Field(2, ge=1)
+    # Rows of images arriving together on several associations are committed together (one
+    # fsync for the group); 1 commits every image on its own.
+    ingest_max_group: int = Field(32, ge=1)
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
     tls_client_ca: Path | None = None  # set: callers must present a certificate signed by it

@@ -187,40 +187,72 @@ class WorkerRuntime:
     def follow_up(self, outbox_ids: Iterable[int]) -> None:
         """Do the work these outbox rows announce (build the case's report, deliver it) here
         and now, so that one task carries an image from the model to the PACS without queue
-        round trips. Whatever is not done here (PDFs, a failed or backing-off delivery, an
-        error) is handed to the queue as usual; the rows stay the safety net."""
+        round trips; the reports of a batch go to each PACS over one association. Whatever is
+        not done here (PDFs, a failed or backing-off delivery, an error) is handed to the queue
+        as usual; the rows stay the safety net."""
         pending = list(outbox_ids)
+        deliveries: dict[int, int] = {}  # delivery id -> its outbox row, sent together below
         while pending:
             message_id = pending.pop(0)
-            taken = take(self.sessions, message_id)
+            taken = self._take(message_id)
             if taken is None:
                 continue
-            task, args = taken
+            task, argument = taken
+            if task == TaskName.DELIVER:
+                deliveries[argument] = message_id
+                continue
             try:
-                done = self._follow(task, args[0], pending)
+                done = self._follow(task, argument, pending)
             except Exception:  # handed to the queue, which retries with backoff
-                log.exception("inline %s(%s) failed; queued instead", task, args[0])
+                log.exception("inline %s(%s) failed; queued instead", task, argument)
                 done = False
             if not done:
-                give_back(self.sessions, message_id)
-                self.dispatcher.dispatch([message_id])
+                self._queue(message_id)
+        self._deliver_together(deliveries)
 
-    def _follow(self, task: str, argument: int, pending: list[int]) -> bool:
+    def _take(self, message_id: int) -> tuple[TaskName, int] | None:
+        taken = take(self.sessions, message_id)
+        if taken is None:
+            return None
+        task, args = taken
+        return TaskName(task), int(args[0])
+
+    def _queue(self, message_id: int) -> None:
+        give_back(self.sessions, message_id)
+        self.dispatcher.dispatch([message_id])
+
+    def _follow(self, name: TaskName, argument: int, pending: list[int]) -> bool:
         from worker.handlers import HANDLERS, INLINE
 
-        name = TaskName(task)
         if name not in INLINE:
             return False
-        destination = self.delivery_destination(argument) if name == TaskName.DELIVER else ""
-        if destination and time.monotonic() < self._unreachable_until.get(destination, 0.0):
-            return False  # failed a moment ago: let the queue's backoff deal with it
         handled = HANDLERS[name](self, argument)
         if handled.retry_in_s is not None:
-            if destination:
-                self._unreachable_until[destination] = time.monotonic() + 60
             return False
         pending.extend(handled.follow)
         return True
+
+    def _deliver_together(self, deliveries: dict[int, int]) -> None:
+        """Deliver the reports now, one association per destination; a destination that failed
+        a moment ago is left to the queue's backoff, as is every delivery not done here."""
+        now = time.monotonic()
+        todo = [
+            delivery_id
+            for delivery_id in deliveries
+            if now >= self._unreachable_until.get(self.delivery_destination(delivery_id), 0.0)
+        ]
+        try:
+            outcomes = self.reports().deliver_together(todo, self.sender()) if todo else {}
+        except Exception:
+            log.exception("inline delivery of %d report(s) failed; queued instead", len(todo))
+            outcomes = {}
+        for delivery_id, message_id in deliveries.items():
+            outcome = outcomes.get(delivery_id)
+            if outcome is not None and outcome.retry_in_s is None:
+                continue  # delivered, or dead-lettered for an administrator
+            if outcome is not None and outcome.error is not None:
+                self._unreachable_until[self.delivery_destination(delivery_id)] = now + 60
+            self._queue(message_id)
 
     def delivery_destination(self, delivery_id: int) -> str:
         with self.sessions() as session:

@@ -208,6 +208,38 @@ def _make_due(world: World, delivery_id: int) -> None:
         session.get_one(ReportDelivery, delivery_id).next_attempt_at = utcnow() - timedelta(1)
 
 
+def test_waiting_reports_go_over_one_association_and_a_failure_stops_only_the_rest(
+    world: World,
+) -> None:
+    """Three cases' reports to one PACS: one association carries them in order; the PACS
+    refuses the second, so the first is delivered, the second failed (backing off) and the
+    third not tried (back to the queue at once)."""
+    photos = [(NORMAL, "1.2.3.31"), (GLAUCOMA, "1.2.3.32"), (NORMAL, "1.2.3.33")]
+    ids = [world.receive(data, uid, study=f"1.2.9.{n}") for n, (data, uid) in enumerate(photos)]
+    world.inference.infer(ids)
+    with world.sessions() as session:
+        cases = session.scalars(select(Instance.case_pk).order_by(Instance.id)).all()
+    for case_id in cases:
+        world.reports.build_case(case_id)
+    with world.sessions() as session:
+        deliveries = session.scalars(select(ReportDelivery.id).order_by(ReportDelivery.id)).all()
+    associations: list[int] = []
+
+    def second_refused(reports: Sequence[Sequence[bytes]], destination: str) -> None:
+        associations.append(len(reports))
+        raise DeliveryError("0xA700 out of resources", 0xA700, sent=1)
+
+    outcomes = world.reports.deliver_together(deliveries, second_refused)
+    assert associations == [3]
+    assert [outcomes[d].state for d in deliveries] == [DeliveryState.DELIVERED] + [
+        DeliveryState.PENDING
+    ] * 2
+    assert outcomes[deliveries[1]].retry_in_s == 2.0 and outcomes[deliveries[2]].retry_in_s == 0
+    with world.sessions() as session:
+        attempts = [session.get_one(ReportDelivery, d).attempts for d in deliveries]
+    assert attempts == [1, 1, 0]
+
+
 def test_outbox_rows_wait_for_the_broker_and_are_sent_once_it_is_back(world: World) -> None:
     world.receive(NORMAL, "1.2.3.5")
     broker_up = False
