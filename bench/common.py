@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EYESCREEN_SHARED", REPO.parent / "shared"))
 DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}  # storescp stalls ~40 ms without it
 # Where DCMTK is not installed (a lent GPU machine has no package registry), pynetdicom plays
-# the peers instead: its storescp application as the PACS, an in-process SCU as the camera.
+# the peers instead: bench/pacs.py as the PACS, an in-process SCU as the camera.
 HAVE_DCMTK = (
     Path("/usr/bin/storescu").exists() and os.environ.get("EYESCREEN_BENCH_PEERS") != "pynetdicom"
 )
@@ -54,8 +54,7 @@ def pacs_command(port: int, inbox: Path) -> list[str]:
     """A receiving PACS (AE title PACS) that writes what it receives into ``inbox``."""
     if HAVE_DCMTK:
         return ["/usr/bin/storescp", "-aet", "PACS", "-od", str(inbox), str(port)]
-    return [sys.executable, "-m", "pynetdicom", "storescp", "-aet", "PACS", "-od", str(inbox),
-            str(port)]  # fmt: skip
+    return [sys.executable, str(Path(__file__).with_name("pacs.py")), str(port), str(inbox)]
 
 
 def store(files: list[Path], port: int, called_ae: str = "EYESCREEN") -> None:

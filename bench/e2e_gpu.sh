@@ -16,10 +16,12 @@ fi
 OUT=${OUT:-runs}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-$PYTHON bench/inference.py --device cuda --backbones efficientnet_lite2,inception_v3 \
-  --batches 1,32,128 --seconds 2 --precisions fp32,bf16 2>&1 | tee "$OUT/inference.txt"
-$PYTHON bench/precision_agreement.py --device cuda 2>&1 | tee "$OUT/precision.txt"
-for workers in 1 4; do
+if [ -z "${E2E_ONLY:-}" ]; then
+  $PYTHON bench/inference.py --device cuda --backbones efficientnet_lite2,inception_v3 \
+    --batches 1,32,128 --seconds 2 --precisions fp32,bf16 2>&1 | tee "$OUT/inference.txt"
+  $PYTHON bench/precision_agreement.py --device cuda 2>&1 | tee "$OUT/precision.txt"
+fi
+for workers in ${E2E_WORKERS:-1 4}; do
   EYESCREEN_DEVICE=cuda EYESCREEN_WORKER_CONCURRENCY=$workers EYESCREEN_INFERENCE_BATCH_SIZE=32 \
     $PYTHON bench/e2e.py --burst 256 --paced 30 2>&1 | tee "$OUT/e2e-workers$workers.txt"
 done

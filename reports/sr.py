@@ -5,8 +5,9 @@ level holding, per class, the coded finding with presence, its probability and t
 used, and a summary group with top-3, referral and image quality. An arbitration decision adds
 a panel group; such a report is verified, with the deciding person as observer. Taxonomy codes
 use the private scheme ``99EYESCR``, declared in the Coding Scheme Identification Sequence.
-highdicom builds and validates the content tree; ``reports.sr_document`` assembles the document
-around it (cheaper than highdicom's document constructor).
+highdicom builds and validates the content tree; the findings' items, most of the tree and the
+same from report to report, are kept encoded (``reports.sr_items``); ``reports.sr_document``
+assembles the document around the tree (cheaper than highdicom's document constructor).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from reports import sr_items
 from reports.sr_document import assemble
 from services.quality import Quality
 from services.reporting import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
@@ -28,7 +30,7 @@ from services.screening import Finding
 
 SCHEME = "99EYESCR"
 SCHEME_NAME = "Eye screening taxonomy"
-UCUM_NO_UNITS = CodedConcept("1", "UCUM", "no units")
+UNITS = ("1", "UCUM", "no units")
 PRESENT = CodedConcept("52101004", "SCT", "Present")
 ABSENT = CodedConcept("2667000", "SCT", "Absent")
 YES = CodedConcept("373066001", "SCT", "Yes")
@@ -69,58 +71,54 @@ NOT_ASSESSED = private("NOT-ASSESSED", "Not assessed by this model")
 TOP = [private(f"TOP{i}", f"Diagnosis ranked {i}") for i in (1, 2, 3)]
 
 
-def _tracking(label: str) -> hd.sr.TrackingIdentifier:
-    return hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label[:64])
-
-
-def _algorithm(image: ImageResult) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(
-        name=image.algorithm_name,
-        version=image.algorithm_version[:64],
-        parameters=[
-            f"weights-sha256={image.weights_sha256[:40]}",
-            f"thresholds={image.threshold_set}"[:64],
-            f"probability-scale={image.probability_scale}",
-        ],
+def _shape(image: ImageResult, what: str, source: Dataset) -> sr_items.GroupShape:
+    """What a group of this image says besides its findings (see ``sr_items.GroupShape``)."""
+    laterality = LATERALITY.get(image.laterality)
+    return sr_items.GroupShape(
+        label=f"{EYE_WORDS.get(image.laterality, 'Eye')} {what}"[:64],
+        algorithm=(
+            image.algorithm_name,
+            image.algorithm_version[:64],
+            (
+                f"weights-sha256={image.weights_sha256[:40]}",
+                f"thresholds={image.threshold_set}"[:64],
+                f"probability-scale={image.probability_scale}",
+            ),
+        ),
+        site=sr_items.concept(SITE[image.route]),
+        laterality=sr_items.concept(laterality) if laterality else None,
+        source_class_uid=str(source.SOPClassUID),
     )
 
 
-def _site(image: ImageResult) -> list[hd.sr.FindingSite]:
-    return [hd.sr.FindingSite(SITE[image.route], laterality=LATERALITY.get(image.laterality))]
+def _group(image: ImageResult, what: str, source: Dataset, findings: bytes) -> bytes:
+    """A measurement group (TID 1501) of one image: tracking identifier and UID, algorithm,
+    finding site, the findings' items, the source image."""
+    shape = _shape(image, what, source)
+    return sr_items.group(shape, generate_uid(), str(source.SOPInstanceUID), findings)
 
 
 def _level_group(
     level: int, findings: Sequence[Finding], image: ImageResult, source: Dataset
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    evaluations = [
-        hd.sr.QualitativeEvaluation(private(f.code, f.name), _presence(f)) for f in findings
-    ]
+) -> bytes:
+    """Per assessed finding its probability and threshold, then every finding's presence."""
     scale = "Calibrated probability" if image.probability_scale == "calibrated" else "Probability"
-    measurements = []
-    for f in findings:
-        if f.threshold is None:
-            continue  # not assessed: no probability to read, no decision
+    measurements = [
+        sr_items.measurement(
+            (f"{f.code}.{suffix}", SCHEME, f"{label} {f.name}"[:64]), round(value, 6), UNITS
+        )
+        for f in findings
+        if f.threshold is not None  # not assessed: no probability to read, no decision
         for suffix, label, value in (
             ("P", f"{scale} of", f.probability),
             ("T", "Decision threshold for", f.threshold),
-        ):
-            measurements.append(
-                hd.sr.Measurement(
-                    name=private(f"{f.code}.{suffix}", f"{label} {f.name}"),
-                    value=round(value, 6),
-                    unit=UCUM_NO_UNITS,
-                )
-            )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(
-            f"{EYE_WORDS.get(image.laterality, 'Eye')} level {level} findings"
-        ),
-        algorithm_id=_algorithm(image),
-        finding_sites=_site(image),
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        qualitative_evaluations=evaluations,
-        measurements=measurements,
-    )
+        )
+    ]
+    evaluations = [
+        sr_items.evaluation((f.code, SCHEME, f.name[:64]), sr_items.concept(_presence(f)))
+        for f in findings
+    ]
+    return _group(image, f"level {level} findings", source, b"".join(measurements + evaluations))
 
 
 def _presence(finding: Finding) -> CodedConcept:
@@ -129,27 +127,18 @@ def _presence(finding: Finding) -> CodedConcept:
     return PRESENT if finding.positive else ABSENT
 
 
-def _summary_group(
-    image: ImageResult, source: Dataset
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _summary_group(image: ImageResult, source: Dataset) -> bytes:
+    """Referral, image quality and the top three diagnoses of one image."""
     names = {f.code: f.name for f in image.findings}
     quality = QUALITY_CODES[Quality(image.quality)]
-    evaluations = [
-        hd.sr.QualitativeEvaluation(REFERRAL, YES if image.referral else NO),
-        hd.sr.QualitativeEvaluation(QUALITY, quality),
-    ] + [
-        hd.sr.QualitativeEvaluation(TOP[i], private(code, names[code]))
-        for i, code in enumerate(image.top3[:3])
+    answers = [(REFERRAL, YES if image.referral else NO), (QUALITY, quality)] + [
+        (TOP[i], private(code, names[code])) for i, code in enumerate(image.top3[:3])
     ]
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking(
-            f"{EYE_WORDS.get(image.laterality, 'Eye')} screening summary"
-        ),
-        algorithm_id=_algorithm(image),
-        finding_sites=_site(image),
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        qualitative_evaluations=evaluations,
+    evaluations = b"".join(
+        sr_items.evaluation(sr_items.concept(name), sr_items.concept(value))
+        for name, value in answers
     )
+    return _group(image, "screening summary", source, evaluations)
 
 
 def _verdict_group(verdict: Verdict) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -160,8 +149,17 @@ def _verdict_group(verdict: Verdict) -> hd.sr.MeasurementsAndQualitativeEvaluati
         for code, present in sorted(verdict.findings.items())
     ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking("Arbitration panel decision"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier="Arbitration panel decision"
+        ),
         qualitative_evaluations=evaluations,
+    )
+
+
+def _placeholder_group() -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """highdicom's report wants a group to build; the encoded groups replace it."""
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(identifier="placeholder")
     )
 
 
@@ -191,15 +189,16 @@ def _person_observer(verdict: Verdict) -> hd.sr.ObserverContext:
 def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None) -> Dataset:
     """The SR document of a case; the sources are the received images (pixels not needed)."""
     sources = [read_source(image.source) for image in content.images]
-    groups = []
+    groups: list[bytes] = []
     for image, source in zip(content.images, sources, strict=True):
         for level in sorted({f.level for f in image.findings}):
             findings = [f for f in image.findings if f.level == level]
             groups.append(_level_group(level, findings, image, source))
         groups.append(_summary_group(image, source))
     verdict = content.verdict
-    if verdict is not None:
-        groups.append(_verdict_group(verdict))
+    panel = _verdict_group(verdict) if verdict is not None else None
+    if panel is not None:
+        groups.append(sr_items.item(panel[0]))
     context = hd.sr.ObservationContext(
         observer_person_context=_person_observer(verdict) if verdict else None,
         observer_device_context=_device_observer(device_uid, content.images[0].algorithm_name),
@@ -207,8 +206,10 @@ def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None
     report = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=PROCEDURE[content.images[0].route],
-        imaging_measurements=groups,
+        imaging_measurements=[panel or _placeholder_group()],
     )
+    imaging_measurements = report[0].ContentSequence[-1]  # the container of the groups
+    imaging_measurements[sr_items.CONTENT_SEQUENCE] = sr_items.raw_sequence(b"".join(groups))
     previous = [read_source(content.predecessor_sr)] if content.predecessor_sr else []
     sr = assemble(
         report[0],
@@ -230,6 +231,7 @@ def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None
 
 
 def encode(ds: Dataset) -> bytes:
+    sr_items.mark_written_as_is(ds)
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
