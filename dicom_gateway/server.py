@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from dicom_gateway.conformance import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
 from dicom_gateway.guard import InspectorPool
@@ -35,6 +38,16 @@ def build_scp_ae(settings: Settings) -> AE:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(VERIFICATION_SOP_CLASS, syntaxes[:2])
     return ae
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other gateway processes may also listen on
+    (SO_REUSEPORT): the kernel hands each new association to one of them."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 @dataclass
@@ -84,13 +97,15 @@ def start_gateway(
         )
     tls = server_context(settings)
     ae = build_scp_ae(settings)
-    server = ae.start_server(
+    server = ae.make_server(
         (settings.dicom_host, settings.dicom_port),
-        block=False,
         evt_handlers=handlers,
         ssl_context=tls,
+        server_class=SharedPortServer if settings.gateway_processes > 1 else None,
     )
-    assert server is not None  # block=False returns the server
+    threading.Thread(
+        target=make_target(server.serve_forever), name="dicom-acceptor", daemon=True
+    ).start()
     log.info(
         "DICOM gateway %s listening on %s:%d%s",
         settings.ae_title,

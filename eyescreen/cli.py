@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from eyescreen.backup_commands import backup_group
 from eyescreen.cli_common import settings_or_exit as _settings
 from eyescreen.drift_commands import drift_group
 from eyescreen.model_commands import model_group
@@ -408,3 +409,4 @@ main.add_command(drift_group)
 main.add_command(users_group)
 main.add_command(stats_group)
 main.add_command(web_command)
+main.add_command(backup_group)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 from types import FrameType
 
@@ -22,8 +25,20 @@ log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 10.0
 
 
+# Set in the extra processes of a gateway with ``gateway_processes`` > 1: they serve the port
+# only; the first process also sweeps and serves the metrics.
+LISTENER_ONLY = "EYESCREEN_GATEWAY_LISTENER_ONLY"
+
+
 def run_gateway(settings: Settings) -> None:
     settings.ensure_dirs()
+    primary = os.environ.get(LISTENER_ONLY) != "1"
+    listeners = [
+        subprocess.Popen(
+            [sys.executable, "-m", "eyescreen", "gateway"], env={**os.environ, LISTENER_ONLY: "1"}
+        )
+        for _ in range(settings.gateway_processes - 1 if primary else 0)
+    ]
     app = create_app(settings)
     sessions = make_session_factory(make_engine(settings.effective_database_url))
     store = ContentStore(settings.images_dir, settings.min_free_disk_mb * 2**20)
@@ -33,7 +48,7 @@ def run_gateway(settings: Settings) -> None:
     gateway = start_gateway(
         settings, IngestService(sessions, store, settings.site), background, router
     )
-    if settings.gateway_metrics_port:
+    if settings.gateway_metrics_port and primary:
         from eyescreen.ops_server import make_registry, serve, standard_checks
 
         serve(settings.gateway_metrics_port, make_registry(settings), standard_checks(settings))
@@ -48,11 +63,20 @@ def run_gateway(settings: Settings) -> None:
     signal.signal(signal.SIGINT, _stop)
     try:
         while not stop.wait(SWEEP_EVERY_S):
+            if any(listener.poll() is not None for listener in listeners):
+                log.error("a gateway listener process exited; stopping the gateway")
+                break  # the supervisor (or the container) restarts the gateway whole
+            if not primary:
+                continue
             try:
                 sweep(settings, sessions, dispatcher)
             except Exception:  # the database may be down for a while: keep serving, try again
                 log.exception("sweep failed; will retry")
     finally:
+        for listener in listeners:
+            listener.terminate()
         gateway.shutdown()
         background.drain()
+        for listener in listeners:
+            listener.wait(30)
         log.info("gateway stopped")

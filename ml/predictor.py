@@ -37,13 +37,18 @@ def cpu_has_bf16() -> bool:
 
 
 def pick_precision(requested: str, device: torch.device) -> str:
-    """``auto``: fp16 autocast on a GPU, fp32 on a CPU. bf16 is 2-6 times faster on a CPU with
-    native bf16 (bench/inference.py) but moves probabilities by up to 0.06: it turned a normal
-    photograph into a glaucoma referral at the shipped operating point, which was chosen on
-    fp32 probabilities. So bf16 is only ever asked for, after re-validating with it."""
+    """``auto``: fp32, the precision the operating point was chosen in, on any device.
+
+    bf16 is 2-6 times faster on a CPU with native bf16 (bench/inference.py) but moves
+    probabilities by up to 0.06: it turned a normal photograph into a glaucoma referral on a
+    CPU, and changed 3 of 160 referrals on an H200 (bench/precision_agreement.py). fp16 on the
+    H200 changed none, but served photographs more slowly than fp32 (51 against 90 images/s:
+    serving is bound by decoding and resizing, not by the network). So a lower precision is
+    only ever asked for, after re-validating the operating point with it."""
+    del device  # the same answer everywhere: kept for callers that pass the device
     if requested != "auto":
         return requested
-    return "fp16" if device.type == "cuda" else "fp32"
+    return "fp32"
 
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

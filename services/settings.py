@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Rows of images arriving together on several associations are committed together (one
     # fsync for the group); 1 commits every image on its own.
     ingest_max_group: int = Field(32, ge=1)
+    # Gateway processes sharing the DICOM port (SO_REUSEPORT; the kernel spreads associations):
+    # pynetdicom handles DIMSE in Python threads under one interpreter lock per process.
+    gateway_processes: int = Field(1, ge=1, le=64)
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
     tls_client_ca: Path | None = None  # set: callers must present a certificate signed by it
@@ -170,6 +173,15 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg2_driver(cls, value: str | None) -> str | None:
+        # A plain postgresql:// URL would make SQLAlchemy 2.1 look for psycopg 3, which is not
+        # installed; the driver shipped is psycopg2.
+        if value and re.match(r"postgres(ql)?://", value):
+            return "postgresql+psycopg2://" + value.split("://", 1)[1]
+        return value
 
     @field_validator("ae_title")
     @classmethod

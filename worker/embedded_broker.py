@@ -20,7 +20,10 @@ ALIAS = "eyescreen-sqlite"
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
+    # NORMAL, not FULL: in WAL mode a crashed process loses nothing, a crashed machine perhaps
+    # the last messages, and those are re-sent: the outbox rows in the database are the
+    # durable record (recovery re-queues work a lost message leaves undone).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 

@@ -72,4 +72,5 @@ def test_auto_precision_keeps_the_operating_points_fp32_on_a_cpu() -> None:
     # bf16 moved a normal photograph across the glaucoma threshold (tests/integration/
     # test_end_to_end.py::test_normal_photographs_get_no_referral_through_the_running_service)
     assert pick_precision("auto", torch.device("cpu")) == "fp32"
+    assert pick_precision("auto", torch.device("cuda")) == "fp32"  # fp16 was slower in serving
     assert pick_precision("bf16", torch.device("cpu")) == "bf16"

@@ -1,0 +1,120 @@
+"""Backup while the service runs, restore into a new installation: the same study export, no
+report sent twice, and the restored service goes on working (embedded and production profiles)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from services.db.models import DeliveryState, ReportDelivery
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.running_service import Service
+from tests.service_harness import eyescreen, pacs, wait_for
+
+pytestmark = pytest.mark.integration
+__all__ = ["pacs"]  # the fixture
+
+
+@contextmanager
+def another_postgres_database() -> Iterator[str]:
+    admin = create_engine(make_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    name = f"eyescreen_restored_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def _delivered(service: Service) -> int:
+    pending = service.scalar(
+        select(func.count())
+        .select_from(ReportDelivery)
+        .where(ReportDelivery.state != DeliveryState.DELIVERED)
+    )
+    done = service.scalar(select(func.count()).select_from(ReportDelivery))
+    return done if pending == 0 else -1
+
+
+def _export(env: dict[str, str], out: Path) -> dict[str, bytes]:
+    done = eyescreen("stats", "export", str(out), "--replicates", "20", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.csv"))}
+
+
+@pytest.mark.parametrize("profile", ["embedded", "postgres-redis"])
+def test_backup_while_running_restores_to_the_same_export_and_resends_nothing(
+    profile: str, request: pytest.FixtureRequest, pacs: tuple[int, Path], tmp_path: Path
+) -> None:
+    pacs_port, inbox = pacs
+    destination = {"EYESCREEN_SR_DESTINATIONS": f"PACS@127.0.0.1:{pacs_port}"}
+    database = request.getfixturevalue("postgres_url") if profile != "embedded" else None
+    broker = request.getfixturevalue("redis_broker").port if database else None
+    first, second, backup = tmp_path / "first", tmp_path / "second", tmp_path / "backup"
+    first.mkdir()
+    second.mkdir()
+
+    service = Service(database, broker, first, **destination)
+    try:
+        service.send(4, first)
+        wait_for(
+            lambda: service.all_read(4) and _delivered(service) > 0, 180, "reports", service.log
+        )
+        before = _export(service.env, tmp_path / "export-before")  # makes the pseudonym key
+        made = eyescreen("backup", "create", str(backup), env=service.env)  # while it runs
+        assert made.returncode == 0, made.stderr[-2000:]
+    finally:
+        service.stop()
+    delivered = _delivered(service)
+    sent_before = sorted(p.name for p in inbox.iterdir())
+    assert len(sent_before) == delivered > 0
+
+    verified = eyescreen("backup", "verify", str(backup), env=service.env)
+    assert verified.returncode == 0 and "all intact" in verified.stdout, verified.stderr
+
+    with another_postgres_database() if database else _no_database() as restored_url:
+        restored_env = dict(service.env, EYESCREEN_DATA_DIR=str(second / "var"))
+        if restored_url:
+            restored_env["EYESCREEN_DATABASE_URL"] = restored_url
+        refused = eyescreen("backup", "restore", str(backup), env=restored_env)
+        assert refused.returncode != 0 and "--yes" in refused.stderr  # asks first
+        done = eyescreen("backup", "restore", str(backup), "--yes", env=restored_env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert _export(restored_env, tmp_path / "export-after") == before
+
+        again = Service(restored_url, broker, second, **destination)
+        try:
+            # Sweeps run every 10 s and re-send unsent outbox rows after 2 s: wait for three.
+            time.sleep(35)
+            assert sorted(p.name for p in inbox.iterdir()) == sent_before  # nothing twice
+            assert again.predictions_per_instance() == [1] * 4
+            (second / "new").mkdir()
+            again.send(2, second / "new")  # and it goes on working
+            wait_for(
+                lambda: again.all_read(6) and _delivered(again) > delivered,
+                180,
+                "the restored service to read and report new photographs",
+                again.log,
+            )
+            assert again.predictions_per_instance() == [1] * 6
+        finally:
+            again.stop()
+
+
+@contextmanager
+def _no_database() -> Iterator[None]:
+    yield None
