@@ -50,13 +50,36 @@ class SharedPortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
+def reap_dead_negotiations(server: ThreadedAssociationServer, stop: threading.Event) -> None:
+    """End associations whose connection handler died before the association was negotiated.
+
+    pynetdicom's connection thread dies on some malformed association requests (an exception
+    in its state machine) without telling the association thread, which then waits the whole
+    ACSE timeout for a request that never comes, holding one of the ``max_associations``
+    slots: a sender of broken requests could keep every camera out (found by fuzz/network.py).
+    Handing the waiting thread an empty answer makes it close at once, as on a timeout."""
+    while not stop.wait(0.5):
+        for assoc in server.active_associations:
+            if not assoc.dul.is_alive() and not assoc.is_established and assoc.is_acceptor:
+                assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
+
+
+def log_thread_errors(args: threading.ExceptHookArgs) -> None:
+    """One log line for an exception that ends a thread (pynetdicom's, on malformed input),
+    instead of a traceback on stderr; the association it served is closed by the reaper."""
+    name = args.thread.name if args.thread else "?"
+    log.warning("thread %s ended: %s: %s", name, args.exc_type.__name__, str(args.exc_value)[:200])
+
+
 @dataclass
 class RunningGateway:
     server: ThreadedAssociationServer
     inspectors: InspectorPool
     writer: GroupCommit
+    stop_reaper: threading.Event
 
     def shutdown(self) -> None:
+        self.stop_reaper.set()
         self.server.shutdown()
         self.writer.close()
         self.inspectors.close()
@@ -101,11 +124,19 @@ def start_gateway(
         (settings.dicom_host, settings.dicom_port),
         evt_handlers=handlers,
         ssl_context=tls,
-        server_class=SharedPortServer if settings.gateway_processes > 1 else None,
+        server_class=SharedPortServer
+        if settings.gateway_processes > 1
+        else ThreadedAssociationServer,
     )
+    ae._servers.append(server)  # as ae.start_server does: the server's shutdown expects it
     threading.Thread(
         target=make_target(server.serve_forever), name="dicom-acceptor", daemon=True
     ).start()
+    stop_reaper = threading.Event()
+    threading.Thread(
+        target=reap_dead_negotiations, args=(server, stop_reaper), name="reaper", daemon=True
+    ).start()
+    threading.excepthook = log_thread_errors
     log.info(
         "DICOM gateway %s listening on %s:%d%s",
         settings.ae_title,
@@ -113,4 +144,4 @@ def start_gateway(
         settings.dicom_port,
         " (TLS)" if tls else "",
     )
-    return RunningGateway(server, inspectors, writer)
+    return RunningGateway(server, inspectors, writer, stop_reaper)
