@@ -60,7 +60,9 @@ def reap_dead_negotiations(server: ThreadedAssociationServer, stop: threading.Ev
     Handing the waiting thread an empty answer makes it close at once, as on a timeout."""
     while not stop.wait(0.5):
         for assoc in server.active_associations:
-            if not assoc.dul.is_alive() and not assoc.is_established and assoc.is_acceptor:
+            dul = assoc.dul  # started (it has an ident) and ended: not one still starting
+            ended = dul.ident is not None and not dul.is_alive()
+            if ended and not assoc.is_established and assoc.is_acceptor:
                 assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
