@@ -551,6 +551,9 @@ def run(photos: int, faults: list[str], work: Path) -> Figures:
             end = soak.inject(name)
             end()
             ended = time.time()
+            # a photograph now, so that there is a new image to store even when the senders
+            # are done (not waited for: it may queue behind the backlog)
+            threading.Thread(target=soak.send, args=(soak.make_files(1),), daemon=True).start()
             figures.recovery_s[name] = soak.moving_again(ended)
             print(f"  working again {figures.recovery_s[name]} s after", flush=True)
         for thread in senders:

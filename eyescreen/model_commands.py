@@ -46,7 +46,8 @@ def list_models() -> None:
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def register_model(checkpoint: Path) -> None:
     """Check that CHECKPOINT loads, copy it in under its sha256 and record it."""
-    from ml.checkpoint import file_sha256, load_checkpoint
+    from ml.checkpoint import load_checkpoint
+    from services.storage import file_sha256
 
     settings = settings_or_exit()
     try:

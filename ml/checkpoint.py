@@ -6,7 +6,6 @@ head shape, thresholds, calibration, a summary of the training data and the metr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,17 +16,10 @@ import torch
 from ml.backbones import build_backbone
 from ml.network import HierarchicalHeads, ScreeningNet
 from ml.preprocess import Preprocessing
+from services.storage import file_sha256
 from services.taxonomy import Taxonomy, parse_taxonomy
 
 FORMAT = "eyescreen-checkpoint/1"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_model(meta: dict[str, Any], backbone_weights: str | Path | None = None) -> ScreeningNet:

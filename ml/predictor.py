@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.checkpoint import build_model, file_sha256, load_checkpoint, make_meta, save_checkpoint
+from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
 from ml.network import ScreeningNet, level_probabilities
 from ml.preprocess import Preprocessing, prepare
 from services.screening import OperatingPoint, ProbabilityScale
+from services.storage import file_sha256
 from services.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
 
 log = logging.getLogger(__name__)

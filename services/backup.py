@@ -21,7 +21,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from services.settings import Settings
+from services.storage import file_sha256, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def create(settings: Settings, target: Path, progress: Progress | None = None) -
         copied=copied,
         seconds=round(time.monotonic() - started, 2),
     )
-    _write_atomically(target / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2).encode())
+    manifest_bytes = json.dumps(asdict(manifest), indent=2).encode()
+    write_durably(target / MANIFEST_NAME, manifest_bytes, prefix=".backup-")
     log.info("backup to %s: %d files (%d new), schema %s", target, files, copied, revision)
     return manifest
 
@@ -132,7 +133,7 @@ def verify(source: Path) -> list[str]:
     return [
         str(relative)
         for relative, file in _data_files(source / "files")
-        if _named_by_hash(relative) and _sha256(file) != _hash_in_name(relative)
+        if _named_by_hash(relative) and file_sha256(file) != _hash_in_name(relative)
     ]
 
 
@@ -168,7 +169,7 @@ def _copy_checked(source: Path, destination: Path) -> bool:
         relative_name
     ):
         raise BackupError(f"{source}: content does not match its name (damaged)")
-    _write_atomically(destination, data)
+    write_durably(destination, data, prefix=".backup-")
     return True
 
 
@@ -181,30 +182,8 @@ def _hash_in_name(relative: Path) -> str:
     return relative.name.split(".")[0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _copy_file(source: Path, destination: Path) -> None:
-    _write_atomically(destination, source.read_bytes())
-
-
-def _write_atomically(destination: Path, data: bytes) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=".backup-")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_durably(destination, source.read_bytes(), prefix=".backup-")
 
 
 def _check_key(data_path: Path, files: Path) -> None:

@@ -54,23 +54,38 @@ class ContentStore:
         if target.exists() and target.stat().st_size == len(data):
             return StoredFile(digest, target, len(data))
         self.check_space(len(data))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        write_durably(target, data, prefix=".incoming-")
         return StoredFile(digest, target, len(data))
 
     def read(self, sha256: str, suffix: str = ".dcm") -> bytes:
         """The bytes of a stored file."""
         return self.path_for(sha256, suffix).read_bytes()
+
+
+def write_durably(target: Path, data: bytes, prefix: str = ".partial-") -> None:
+    """Write a whole file or nothing under its name: a temporary file in the same folder,
+    fsynced, renamed into place, the folder fsynced."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=prefix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,12 +77,12 @@ def require_binary(path: str) -> None:
         pytest.skip(f"{path} missing (apt-get install dcmtk dicom3tools)")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def fresh_postgres_database(prefix: str = "eyescreen") -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards (its sessions ended first)."""
     admin = make_url(POSTGRES_ADMIN_URL)
     require_service("PostgreSQL", admin.host or "127.0.0.1", admin.port or 5432)
-    name = f"eyescreen_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -95,6 +96,13 @@ def postgres_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,40 +4,20 @@ report sent twice, and the restored service goes on working (embedded and produc
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from services.db.models import DeliveryState, ReportDelivery
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import fresh_postgres_database
 from tests.running_service import Service
 from tests.service_harness import eyescreen, pacs, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["pacs"]  # the fixture
-
-
-@contextmanager
-def another_postgres_database() -> Iterator[str]:
-    admin = create_engine(make_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    name = f"eyescreen_restored_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def _delivered(service: Service) -> int:
@@ -86,7 +66,7 @@ def test_backup_while_running_restores_to_the_same_export_and_resends_nothing(
     verified = eyescreen("backup", "verify", str(backup), env=service.env)
     assert verified.returncode == 0 and "all intact" in verified.stdout, verified.stderr
 
-    with another_postgres_database() if database else _no_database() as restored_url:
+    with fresh_postgres_database("restored") if database else _no_database() as restored_url:
         restored_env = dict(service.env, EYESCREEN_DATA_DIR=str(second / "var"))
         if restored_url:
             restored_env["EYESCREEN_DATABASE_URL"] = restored_url

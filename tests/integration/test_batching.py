@@ -204,8 +204,8 @@ def test_one_stand_in_for_every_process(tmp_path: Path) -> None:
     models would read one photograph two ways and revise its SR)."""
     import multiprocessing
 
-    from ml.checkpoint import file_sha256
     from ml.predictor import untrained_checkpoint
+    from services.storage import file_sha256
 
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         paths = pool.starmap(untrained_checkpoint, [("anterior", tmp_path)] * 3)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ml.checkpoint import file_sha256
 from ml.predictor import untrained_checkpoint
 from services.db.models import AuditEvent, Prediction
 from services.settings import Settings
+from services.storage import file_sha256
 from services.taxonomy import load_taxonomy
 from tests.integration.test_batching import _receive
 from tests.service_harness import eyescreen
