@@ -231,7 +231,7 @@ def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None
 
 
 def encode(ds: Dataset) -> bytes:
-    sr_items.mark_written_as_is(ds)
+    """Any data set as a DICOM file (VRs corrected by pydicom where ambiguous)."""
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -246,6 +246,8 @@ def make_encoder(device_uid: str) -> EncodeReport:
 
     def encode_report(content: CaseReport) -> EncodedReport:
         sr = build_sr(content, device_uid)
+        # An SR has no ambiguous VRs: spare pydicom its walk of the whole tree per item.
+        sr_items.mark_written_as_is(sr)
         return EncodedReport(str(sr.SOPInstanceUID), encode(sr))
 
     return encode_report
