@@ -13,9 +13,10 @@ flow; a fault's recovery time is the seconds from its end until the service has 
 image, made a prediction and delivered an SR (each after the end).
 
 At the end, once everything has drained: every photograph acknowledged is in the database
-(lost: 0), has exactly one prediction (duplicated: 0), and every report version is delivered
-exactly once (one file per SR at the PACS); memory and open files of each service and the
-database size at the start and the end. Prints the figures and, with ``--json``, writes them.
+(lost: 0), has exactly one prediction (duplicated: 0), and every report version is one SR object
+at the PACS (an SR received again under its own UID after a delivery whose outcome was unknown
+is counted apart: C-STORE is at-least-once and a PACS keeps one object per UID); memory and
+open files of each service and the database size at the start and the end. Prints the figures and, with ``--json``, writes them.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ class Figures:
     reports: int = 0
     graded: int = 0  # cases the simulated grader read in the web application meanwhile
     delivered: int = 0
-    duplicated_deliveries: int = 0
+    duplicated_reports: int = 0  # SR objects at the PACS beyond one per report version
+    resent_same_sr: int = 0  # an SR received again under its own UID (outcome was unknown)
     seconds: float = 0.0
     images_per_second: float = 0.0
     latency_p50_s: float = 0.0
@@ -515,8 +517,15 @@ class Soak:
         figures.lost = len(self.acknowledged - stored)
         figures.processed = sum(1 for count in per_instance if count >= 1)
         figures.duplicated_predictions = sum(1 for count in per_instance if count > 1)
+        # At the PACS, each report version must be one SR object. The same object may arrive
+        # twice when a delivery's outcome was unknown (the PACS went silent or the connection
+        # was cut after it stored the SR, before its answer came back): C-STORE is at least
+        # once, and a PACS keeps one object per SOP Instance UID. Those are counted, not failed.
         uids = [str(sr.SOPInstanceUID) for sr, _ in self._srs()]
-        figures.duplicated_deliveries = len(uids) - len(set(uids))  # the same SR twice
+        with self.engine.connect() as connection:
+            reports = set(connection.execute(select(Report.sop_instance_uid)).scalars())
+        figures.duplicated_reports = len(set(uids) - reports)
+        figures.resent_same_sr = len(uids) - len(set(uids))
         return figures
 
 
@@ -598,7 +607,7 @@ def main() -> None:
     print(report)
     if args.json:
         args.json.write_text(report + "\n")
-    if figures.lost or figures.duplicated_predictions or figures.duplicated_deliveries:
+    if figures.lost or figures.duplicated_predictions or figures.duplicated_reports:
         raise SystemExit("lost or duplicated work")
 
 
