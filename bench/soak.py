@@ -16,7 +16,8 @@ At the end, once everything has drained: every photograph acknowledged is in the
 (lost: 0), has exactly one prediction (duplicated: 0), and every report version is one SR object
 at the PACS (an SR received again under its own UID after a delivery whose outcome was unknown
 is counted apart: C-STORE is at-least-once and a PACS keeps one object per UID); memory and
-open files of each service and the database size at the start and the end. Prints the figures and, with ``--json``, writes them.
+open files of each service and the database size at the start and the end. Prints the figures
+and, with ``--json``, writes them.
 """
 
 from __future__ import annotations
