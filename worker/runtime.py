@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import registry
@@ -236,10 +237,11 @@ class WorkerRuntime:
         """Deliver the reports now, one association per destination; a destination that failed
         a moment ago is left to the queue's backoff, as is every delivery not done here."""
         now = time.monotonic()
+        destinations = self._destinations(list(deliveries))
         todo = [
             delivery_id
             for delivery_id in deliveries
-            if now >= self._unreachable_until.get(self.delivery_destination(delivery_id), 0.0)
+            if now >= self._unreachable_until.get(destinations[delivery_id], 0.0)
         ]
         try:
             outcomes = self.reports().deliver_together(todo, self.sender()) if todo else {}
@@ -251,12 +253,20 @@ class WorkerRuntime:
             if outcome is not None and outcome.retry_in_s is None:
                 continue  # delivered, or dead-lettered for an administrator
             if outcome is not None and outcome.error is not None:
-                self._unreachable_until[self.delivery_destination(delivery_id)] = now + 60
+                self._unreachable_until[destinations[delivery_id]] = now + 60
             self._queue(message_id)
 
-    def delivery_destination(self, delivery_id: int) -> str:
+    def _destinations(self, delivery_ids: list[int]) -> dict[int, str]:
+        """Each delivery's destination, in one query."""
+        if not delivery_ids:
+            return {}
         with self.sessions() as session:
-            return session.get_one(ReportDelivery, delivery_id).destination
+            rows = session.execute(
+                select(ReportDelivery.id, ReportDelivery.destination).where(
+                    ReportDelivery.id.in_(delivery_ids)
+                )
+            )
+            return {delivery_id: destination for delivery_id, destination in rows}
 
     def sender(self):  # type: ignore[no-untyped-def]
         """C-STORE to the destinations, over TLS where a destination asks for it; made once
