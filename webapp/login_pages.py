@@ -33,15 +33,22 @@ def _login_form(request: Request, next: str, error: str | None, status: int = 20
         {"next": _safe_next(next), "error": error, "login_token": token},
         status_code=status,
     )
+    _set_private_cookie(request, response, LOGIN_COOKIE, token, 3600)
+    return response
+
+
+def _set_private_cookie(
+    request: Request, response: Response, name: str, value: str, max_age: int
+) -> None:
+    """A cookie only this site's pages send back, never to scripts, Secure under HTTPS."""
     response.set_cookie(
-        LOGIN_COOKIE,
-        token,
+        name,
+        value,
         httponly=True,
         samesite="strict",
         secure=request.app.state.secure_cookies,
-        max_age=3600,
+        max_age=max_age,
     )
-    return response
 
 
 @router.get("/login")
@@ -71,14 +78,7 @@ def login(
     audit.record(session, actor_of(request, person.id), "login")
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.delete_cookie(LOGIN_COOKIE)
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.app.state.secure_cookies,
-        max_age=12 * 3600,
-    )
+    _set_private_cookie(request, response, COOKIE, token, 12 * 3600)
     return response
 
 
