@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from eyescreen.cli_common import settings_or_exit
+
+if TYPE_CHECKING:
+    from services.backup import Manifest
 
 
 @click.group("backup")
@@ -14,21 +19,29 @@ def backup_group() -> None:
     """Back up and restore the database, the image and report stores and the pseudonym key."""
 
 
+def _with_progress(what: str, action: Callable[..., Manifest], folder: Path) -> Manifest:
+    """Run a backup or restore with this installation's settings and a progress bar; its
+    refusal is the command's error."""
+    from tqdm import tqdm
+
+    from services.backup import BackupError
+
+    settings = settings_or_exit()
+    with tqdm(unit="file", desc=what) as bar:
+        try:
+            return action(settings, folder, lambda n: bar.update(n))
+        except BackupError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
 @backup_group.command("create")
 @click.argument("target", type=click.Path(file_okay=False, path_type=Path))
 def create_command(target: Path) -> None:
     """Back up into TARGET while the service runs (an earlier backup there is updated: only
     new files are copied). TARGET holds patient data: keep it as safe as the data folder."""
-    from tqdm import tqdm
-
     from services import backup
 
-    settings = settings_or_exit()
-    with tqdm(unit="file", desc="backup") as bar:
-        try:
-            manifest = backup.create(settings, target, lambda n: bar.update(n))
-        except backup.BackupError as exc:
-            raise click.ClickException(str(exc)) from None
+    manifest = _with_progress("backup", backup.create, target)
     click.echo(
         f"backup in {target}: {manifest.database} at schema {manifest.schema_revision}, "
         f"{manifest.files} files ({manifest.copied} new, {manifest.bytes >> 20} MiB), "
@@ -60,16 +73,9 @@ def verify_command(source: Path) -> None:
 def restore_command(source: Path, yes: bool) -> None:
     """Restore a backup into this installation's database and data folder. Stop the service
     first; afterwards `eyescreen up` re-sends what was not yet sent and nothing twice."""
-    from tqdm import tqdm
-
     from services import backup
 
     if not yes:
         raise click.ClickException("stop the service, then run again with --yes")
-    settings = settings_or_exit()
-    with tqdm(unit="file", desc="restore") as bar:
-        try:
-            manifest = backup.restore(settings, source, lambda n: bar.update(n))
-        except backup.BackupError as exc:
-            raise click.ClickException(str(exc)) from None
+    manifest = _with_progress("restore", backup.restore, source)
     click.echo(f"restored the backup of {manifest.created_at} (schema {manifest.schema_revision})")
