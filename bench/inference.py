@@ -18,7 +18,7 @@ import torch
 from ml.backbones import BACKBONES, build_backbone
 from ml.network import HierarchicalHeads, ScreeningNet
 from ml.predictor import pick_device
-from services.taxonomy import load_taxonomy
+from services.taxonomy.tree import load_taxonomy
 
 
 def images_per_second(

@@ -23,7 +23,7 @@ from PIL import Image  # noqa: E402
 
 from bench.common import SHARED  # noqa: E402
 from ml.predictor import Predictor  # noqa: E402
-from services.screening import decide  # noqa: E402
+from services.screening.decision import decide  # noqa: E402
 
 
 def main() -> None:

@@ -44,9 +44,9 @@ from services.db.models import (
     Triage,
 )
 from services.db.session import make_engine, make_session_factory
-from services.study import Filters, gather
-from services.study_tables import Options
-from services.taxonomy import load_taxonomy
+from services.study.records import Filters, gather
+from services.study.tables import Options
+from services.taxonomy.tree import load_taxonomy
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 QC_RATE = 0.10

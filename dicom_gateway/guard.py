@@ -26,7 +26,7 @@ from dicom_gateway.inspection import (
     Unreadable,
     inspect,
 )
-from services.errors import InstanceRejected
+from services.kernel.errors import InstanceRejected
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pynetdicom.dimse_primitives import C_STORE
 from dicom_gateway import statuses as st
 from dicom_gateway.guard import DecodeTimeout
 from dicom_gateway.inspection import BadPixels, DatasetMismatch, Inspected, TooLarge, Unreadable
-from services.errors import InstanceConflict, InstanceRejected, NoRoute, OutOfResources
-from services.ingest import IngestResult, ReceivedImage
-from services.metrics import C_STORES
-from services.routing import Router, RoutingFacts
-from services.settings import DicomSource
+from services.intake.ingest import IngestResult, ReceivedImage
+from services.intake.routing import Router, RoutingFacts
+from services.kernel.errors import InstanceConflict, InstanceRejected, NoRoute, OutOfResources
+from services.kernel.metrics import C_STORES
+from services.kernel.settings import DicomSource
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 
 from dicom_gateway.reading import laterality, routing_codes, text
-from services.errors import InstanceRejected
+from services.kernel.errors import InstanceRejected
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")

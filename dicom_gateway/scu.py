@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
-from services.settings import DicomNode
+from services.kernel.settings import DicomNode
 
 log = logging.getLogger(__name__)
 

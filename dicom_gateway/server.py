@@ -18,10 +18,10 @@ from dicom_gateway.guard import InspectorPool
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_requested, handle_store
 from dicom_gateway.inspection import Limits
 from dicom_gateway.tls import server_context
-from services.group_commit import GroupCommit
-from services.ingest import IngestService
-from services.routing import Router
-from services.settings import Settings
+from services.intake.group_commit import GroupCommit
+from services.intake.ingest import IngestService
+from services.intake.routing import Router
+from services.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 
-from services.settings import Settings
+from services.kernel.settings import Settings
 
 
 def server_context(settings: Settings) -> ssl.SSLContext | None:

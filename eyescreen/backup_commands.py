@@ -11,7 +11,7 @@ import click
 from eyescreen.cli_common import settings_or_exit
 
 if TYPE_CHECKING:
-    from services.backup import Manifest
+    from services.operations.backup import Manifest
 
 
 @click.group("backup")
@@ -24,7 +24,7 @@ def _with_progress(what: str, action: Callable[..., Manifest], folder: Path) -> 
     refusal is the command's error."""
     from tqdm import tqdm
 
-    from services.backup import BackupError
+    from services.operations.backup import BackupError
 
     settings = settings_or_exit()
     with tqdm(unit="file", desc=what) as bar:
@@ -39,7 +39,7 @@ def _with_progress(what: str, action: Callable[..., Manifest], folder: Path) -> 
 def create_command(target: Path) -> None:
     """Back up into TARGET while the service runs (an earlier backup there is updated: only
     new files are copied). TARGET holds patient data: keep it as safe as the data folder."""
-    from services import backup
+    from services.operations import backup
 
     manifest = _with_progress("backup", backup.create, target)
     click.echo(
@@ -53,7 +53,7 @@ def create_command(target: Path) -> None:
 @click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def verify_command(source: Path) -> None:
     """Check every stored file of a backup against its sha256 name."""
-    from services import backup
+    from services.operations import backup
 
     try:
         manifest = backup.read_manifest(source)
@@ -73,7 +73,7 @@ def verify_command(source: Path) -> None:
 def restore_command(source: Path, yes: bool) -> None:
     """Restore a backup into this installation's database and data folder. Stop the service
     first; afterwards `eyescreen up` re-sends what was not yet sent and nothing twice."""
-    from services import backup
+    from services.operations import backup
 
     if not yes:
         raise click.ClickException("stop the service, then run again with --yes")

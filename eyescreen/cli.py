@@ -15,7 +15,7 @@ from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
 from eyescreen.stats_commands import stats_group
 from eyescreen.web_commands import users_group, web_command
-from services.settings import DicomNode, Settings
+from services.kernel.settings import DicomNode, Settings
 
 
 @click.group()
@@ -269,7 +269,7 @@ def train(
 
     from eyescreen.logging_setup import configure_logging
     from ml.pipeline import load_samples, operating_meta, train_final
-    from services.taxonomy import load_taxonomy
+    from services.taxonomy.tree import load_taxonomy
 
     configure_logging("train")
     taxonomy = load_taxonomy(taxonomy_name)
@@ -330,7 +330,7 @@ def cross_validate_cmd(
     from ml.crossval import cross_validate
     from ml.data import source_folds
     from ml.pipeline import load_samples
-    from services.taxonomy import load_taxonomy
+    from services.taxonomy.tree import load_taxonomy
 
     configure_logging("cv")
     taxonomy = load_taxonomy(taxonomy_name)
@@ -389,7 +389,7 @@ def evaluate(
     from eyescreen.logging_setup import configure_logging
     from ml.pipeline import evaluate_checkpoint, load_samples
     from ml.predictor import resolve_checkpoint
-    from services.taxonomy import load_taxonomy
+    from services.taxonomy.tree import load_taxonomy
 
     configure_logging("evaluate")
     settings = _settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import ValidationError
 
-from services.settings import Settings, load_settings
+from services.kernel.settings import Settings, load_settings
 
 
 def settings_or_exit() -> Settings:

@@ -50,8 +50,8 @@ def build_reference(
     from tqdm import tqdm
 
     from ml.data import read_manifest
-    from services.drift import Reference, features
-    from services.quality import image_statistics
+    from services.screening.drift import Reference, features
+    from services.screening.quality import image_statistics
 
     runtime = _runtime(settings_or_exit())
     model = runtime.predictor(route)
@@ -79,7 +79,7 @@ def check_drift(route: str, window: int, min_count: int, threshold: float) -> No
     """PSI per camera and feature; exit status 3 if any camera has drifted."""
     import logging
 
-    from services import drift
+    from services.screening import drift
 
     runtime = _runtime(settings_or_exit())
     checkpoint = runtime.checkpoint_for(route)

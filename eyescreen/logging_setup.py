@@ -8,7 +8,7 @@ import warnings
 
 
 def configure_logging(role: str) -> None:
-    from services.settings import LOG_LEVELS
+    from services.kernel.settings import LOG_LEVELS
 
     # Read before the settings object may exist; validated against the same choices.
     level = os.environ.get("EYESCREEN_LOG_LEVEL", "INFO").strip().upper()

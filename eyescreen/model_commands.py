@@ -9,9 +9,9 @@ import click
 from sqlalchemy import select
 
 from eyescreen.cli_common import settings_or_exit
-from services import registry
 from services.db.models import AuditEvent, ModelActivation, ModelVersion
 from services.db.session import make_engine, make_session_factory, transaction
+from services.screening import registry
 
 
 @click.group("model")
@@ -47,7 +47,7 @@ def list_models() -> None:
 def register_model(checkpoint: Path) -> None:
     """Check that CHECKPOINT loads, copy it in under its sha256 and record it."""
     from ml.checkpoint import load_checkpoint
-    from services.storage import file_sha256
+    from services.kernel.storage import file_sha256
 
     settings = settings_or_exit()
     try:
@@ -84,7 +84,7 @@ def register_model(checkpoint: Path) -> None:
 @click.option("--site", default="", help="only at this site (default: every site)")
 def activate_model(sha256_prefix: str, site: str) -> None:
     """Make a registered model read its route from now on (workers pick it up without restart)."""
-    from services.errors import ModelNotFound
+    from services.kernel.errors import ModelNotFound
 
     settings = settings_or_exit()
     sessions = make_session_factory(make_engine(settings.effective_database_url))

@@ -14,8 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy import text
 
 from services.db.session import make_engine, make_session_factory
-from services.metrics import WorkWaiting
-from services.settings import Settings
+from services.kernel.metrics import WorkWaiting
+from services.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

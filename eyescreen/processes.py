@@ -12,12 +12,12 @@ from types import FrameType
 
 from dicom_gateway.server import start_gateway
 from services.db.session import make_engine, make_session_factory
-from services.ingest import IngestService
-from services.outbox import BackgroundDispatch, OutboxDispatcher
-from services.recovery import sweep
-from services.routing import Router
-from services.settings import Settings
-from services.storage import ContentStore
+from services.intake.ingest import IngestService
+from services.intake.routing import Router
+from services.kernel.outbox import BackgroundDispatch, OutboxDispatcher
+from services.kernel.settings import Settings
+from services.kernel.storage import ContentStore
+from services.operations.recovery import sweep
 from worker.app import create_app
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from eyescreen.cli_common import settings_or_exit
 from services.db.models import AuditEvent, DeliveryState, Report, ReportDelivery
 from services.db.session import make_engine, make_session_factory, transaction
-from services.outbox import OutboxDispatcher
-from services.settings import Settings
-from services.storage import ContentStore
+from services.kernel.outbox import OutboxDispatcher
+from services.kernel.settings import Settings
+from services.kernel.storage import ContentStore
 
 
 @click.group("reports")
@@ -50,7 +50,7 @@ def list_deliveries(state: str | None) -> None:
 @click.argument("delivery_ids", nargs=-1, type=int)
 def retry(delivery_ids: tuple[int, ...]) -> None:
     """Send dead-lettered deliveries again (all of them, or the ids given)."""
-    from services.reporting import requeue_dead
+    from services.reporting.service import requeue_dead
     from worker.app import create_app
 
     settings = settings_or_exit()

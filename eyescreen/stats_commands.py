@@ -48,10 +48,10 @@ def export_command(
     from tqdm import tqdm
 
     from reports.study_export import export
-    from services import audit
+    from services.access import audit
     from services.db.session import make_engine, make_session_factory, transaction
-    from services.study import Filters, study_key
-    from services.study_tables import Options
+    from services.study.records import Filters, study_key
+    from services.study.tables import Options
 
     settings = settings_or_exit()
     filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions, cameras)

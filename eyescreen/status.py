@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from services.db.models import Instance, Prediction, ReportDelivery
 from services.db.session import make_engine, make_session_factory
-from services.settings import Settings
+from services.kernel.settings import Settings
 
 
 def collect_status(settings: Settings) -> dict[str, dict[str, int]]:

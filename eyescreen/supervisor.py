@@ -9,7 +9,7 @@ import sys
 import time
 from types import FrameType
 
-from services.settings import Settings
+from services.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

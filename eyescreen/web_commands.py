@@ -64,7 +64,7 @@ def add_user(
     username: str, display_name: str, role: str, sites: tuple[str, ...], arbitrate_all: bool
 ) -> None:
     """Add an account; the password is read from standard input (or prompted for)."""
-    from services import audit, people
+    from services.access import audit, people
 
     with _session() as session:
         try:
@@ -112,7 +112,7 @@ def api_token(username: str) -> None:
 
 
 def _change(username: str, action: str) -> None:
-    from services import audit, people
+    from services.access import audit, people
 
     with _session() as session:
         try:

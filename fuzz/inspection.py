@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 with atheris.instrument_imports(include=["dicom_gateway", "pydicom"]):
     from dicom_gateway.inspection import Limits, inspect
-    from services.errors import InstanceRejected
+    from services.kernel.errors import InstanceRejected
 
 LIMITS = Limits(max_sequence_depth=12, max_decoded_bytes=64 << 20)
 SYNTAXES = (

@@ -16,8 +16,8 @@ import torch
 from ml.backbones import build_backbone
 from ml.network import HierarchicalHeads, ScreeningNet
 from ml.preprocess import Preprocessing
-from services.storage import file_sha256
-from services.taxonomy import Taxonomy, parse_taxonomy
+from services.kernel.storage import file_sha256
+from services.taxonomy.tree import Taxonomy, parse_taxonomy
 
 FORMAT = "eyescreen-checkpoint/1"
 

@@ -39,8 +39,8 @@ from ml.train import (
     predict_heads,
     train_heads,
 )
-from services.screening import ProbabilityScale
-from services.taxonomy import Taxonomy
+from services.screening.decision import ProbabilityScale
+from services.taxonomy.tree import Taxonomy
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Manifest columns (``../shared/data/fundus/manifest.csv``): file, patient_id, eye
 folder_label, odir_keywords (``;``-separated); ``group_id``, ``label`` and ``source_repo`` are
 taken for patient_id, folder_label and source (the anterior manifests' names). A malformed row
 raises ``ManifestError`` naming its line. Labels become taxonomy codes through a label map (the
-package's ``services/taxonomies/<taxonomy>_labels.json``, or a hospital's own file with the
+package's ``services/taxonomy/<taxonomy>_labels.json``, or a hospital's own file with the
 same keys: ``folder_label``, ``odir_keywords``, ``ignore`` for keywords that add nothing,
 ``skip_labels`` for folder labels whose rows are left out); every positive code's ancestors are
 positive too.
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from services.errors import ManifestError
-from services.taxonomy import Taxonomy
+from services.kernel.errors import ManifestError
+from services.taxonomy.tree import Taxonomy
 
 # Each column and the other names it is known by, first found wins.
 COLUMN_ALIASES = {
@@ -53,7 +53,7 @@ def load_label_map(taxonomy_name: str, path: Path | None = None) -> dict[str, An
         if not isinstance(data, dict) or not isinstance(data.get("folder_label"), dict):
             raise ManifestError(f"{path}: a label map needs a 'folder_label' object")
         return data
-    resource = resources.files("services.taxonomies").joinpath(f"{taxonomy_name}_labels.json")
+    resource = resources.files("services.taxonomy").joinpath(f"{taxonomy_name}_labels.json")
     if not resource.is_file():
         raise ManifestError(f"no label mapping for taxonomy {taxonomy_name!r}")
     return dict(json.loads(resource.read_text()))

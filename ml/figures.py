@@ -16,7 +16,7 @@ from ml.data import Sample
 from ml.heatmaps import heatmap_overlay, model_view
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb
-from services.screening import decide, heatmap_targets
+from services.screening.decision import decide, heatmap_targets
 
 
 def gradcam_grid(predictor: Predictor, samples: list[Sample], out: Path, count: int = 8) -> None:

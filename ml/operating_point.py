@@ -1,8 +1,8 @@
 """Choosing a screening operating point on out-of-fold predictions, and measuring it honestly.
 
 The referral refers an eye when any assessed disease class reaches its threshold or no normal
-class does (``services.screening.refers``). Over every assessed class's threshold, we look for
-the highest specificity that keeps referral sensitivity at the target:
+class does (``services.screening.decision.refers``). Over every assessed class's threshold, we
+look for the highest specificity that keeps referral sensitivity at the target:
 
 1. a greedy path from "refer nobody": at each step lower the one threshold that adds the most
    referred diseased eyes per referred normal eye, until the target is reached;
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from services.proportions import wilson
-from services.taxonomy import Taxonomy
+from services.statistics.proportions import wilson
+from services.taxonomy.tree import Taxonomy
 
 OFF = np.inf
 

@@ -31,7 +31,7 @@ from ml.train import (
     train_heads,
     train_unfreezing,
 )
-from services.taxonomy import Taxonomy
+from services.taxonomy.tree import Taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def constrained(
     levels: list[np.ndarray], taxonomy: Taxonomy, not_assessed: frozenset[str] = frozenset()
 ) -> list[np.ndarray]:
     """The max-constraint on arrays: each parent at least its assessed children (C-HMCNN), as
-    ``services.screening.enforce_hierarchy`` does for one image."""
+    ``services.screening.decision.enforce_hierarchy`` does for one image."""
     out = [p.copy() for p in levels]
     for level in range(taxonomy.depth, 1, -1):
         codes = taxonomy.level_codes(level)
@@ -273,11 +273,12 @@ def evaluate_checkpoint(
     path: Path, samples: list[Sample], out_dir: Path, device: str = "auto", figures: bool = True
 ) -> dict[str, Any]:
     """A checkpoint on photographs it never saw: per-class tables and the referral it makes
-    (through ``services.screening.decide``, as the service decides), per eye and patient."""
+    (through ``services.screening.decision.decide``, as the service decides), per eye and
+    patient."""
     from ml.operating_point import diseased_eyes, referral_figures
     from ml.predictor import Predictor
     from ml.preprocess import load_rgb
-    from services.screening import decide
+    from services.screening.decision import decide
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(path, device)

@@ -1,4 +1,4 @@
-"""Inference as pre-process -> predict -> (post-process in services.screening)."""
+"""Inference as pre-process -> predict -> (post-process in services.screening.decision)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
 from ml.network import ScreeningNet, level_probabilities
 from ml.preprocess import Preprocessing, prepare
-from services.screening import OperatingPoint, ProbabilityScale
-from services.storage import file_sha256
-from services.taxonomy import Taxonomy, load_taxonomy, parse_taxonomy
+from services.kernel.storage import file_sha256
+from services.screening.decision import OperatingPoint, ProbabilityScale
+from services.taxonomy.tree import Taxonomy, load_taxonomy, parse_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def resolve_checkpoint(route: str, configured: Path | None, scratch_dir: Path) -
     """The configured checkpoint, else the shipped one, else an untrained stand-in (warned)."""
     if configured is not None:
         if not configured.exists():
-            from services.errors import ModelNotFound
+            from services.kernel.errors import ModelNotFound
 
             raise ModelNotFound(f"configured {route} checkpoint {configured} does not exist")
         return configured

@@ -26,7 +26,7 @@ from ml.backbones import Backbone, build_backbone
 from ml.data import Sample, targets
 from ml.network import HierarchicalHeads, ScreeningNet
 from ml.preprocess import Preprocessing, load_rgb, normalise, to_square_image
-from services.taxonomy import Taxonomy
+from services.taxonomy.tree import Taxonomy
 
 log = logging.getLogger(__name__)
 

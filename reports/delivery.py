@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset
 
 from dicom_gateway.conformance import SCU_SOP_CLASSES
 from dicom_gateway.scu import DeliveryFailed, send_datasets
-from services.reporting import DeliveryError, SendReport
-from services.settings import DicomNode
+from services.kernel.settings import DicomNode
+from services.reporting.service import DeliveryError, SendReport
 
 
 def make_sender(calling_ae: str, tls: ssl.SSLContext | None = None) -> SendReport:

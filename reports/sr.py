@@ -24,9 +24,9 @@ from pydicom.uid import generate_uid
 
 from reports import sr_items
 from reports.sr_document import assemble
-from services.quality import Quality
-from services.reporting import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
-from services.screening import Finding
+from services.reporting.service import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
+from services.screening.decision import Finding
+from services.screening.quality import Quality
 
 SCHEME = "99EYESCR"
 SCHEME_NAME = "Eye screening taxonomy"

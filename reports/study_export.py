@@ -21,11 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reports import study_plots
-from services import study_tables
 from services.db.models import ModelVersion
 from services.statistics.accuracy import Interval
-from services.study import Filters, gather
-from services.study_tables import Options
+from services.study import tables as study_tables
+from services.study.records import Filters, gather
+from services.study.tables import Options
 
 Row = dict[str, Any]
 Progress = Callable[[str], None]

@@ -15,10 +15,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from services.proportions import wilson
-from services.study import EyeRecord
-from services.study_tables import MODEL, has_reference
-from services.taxonomy import route_of_code
+from services.statistics.proportions import wilson
+from services.study.records import EyeRecord
+from services.study.tables import MODEL, has_reference
+from services.taxonomy.tree import route_of_code
 
 Row = dict[str, Any]
 

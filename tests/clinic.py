@@ -16,12 +16,12 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from dicom_gateway.photos import photo_to_dataset
-from services import people
+from services.access import people
+from services.clinic.triage import model_read
 from services.db.models import Instance, Role
 from services.db.session import transaction
-from services.ingest import IngestService
-from services.settings import Settings
-from services.triage import model_read
+from services.intake.ingest import IngestService
+from services.kernel.settings import Settings
 from tests.dicom_files import received_dataset
 from tests.synthetic_photos import generated_fundus_photos
 from webapp.app import create_app

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from dicom_gateway.photos import photo_to_dataset
 from dicom_gateway.reading import laterality
 from reports.sr import encode
-from services.ingest import ReceivedImage
+from services.intake.ingest import ReceivedImage
 
 
 def write_photo_dicom(photo: Path, target: Path, **kwargs: object) -> Dataset:

@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 
 from dicom_gateway.server import start_gateway
 from services.db.session import make_engine, make_session_factory
-from services.ingest import IngestService
-from services.outbox import OutboxDispatcher
-from services.routing import Router
-from services.settings import Settings
-from services.storage import ContentStore
+from services.intake.ingest import IngestService
+from services.intake.routing import Router
+from services.kernel.outbox import OutboxDispatcher
+from services.kernel.settings import Settings
+from services.kernel.storage import ContentStore
 from tests.conftest import free_port
 from tests.dicom_peers import storescu
 

@@ -10,11 +10,12 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services import audit, dashboard, people
+from services.access import audit, people
+from services.clinic import dashboard
 from services.db.models import AuditEvent, Person, PersonSite, Role
-from services.reporting import requeue_dead
-from webapp.app import render
+from services.reporting.service import requeue_dead
 from webapp.security import Principal, db, posted, require, signed_in
+from webapp.templating import render
 
 router = APIRouter()
 ADMIN = require(Role.ADMIN)

@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services import audit, grading, people
+from services.access import audit, people
+from services.clinic import grading
+from services.clinic.grading import READERS
+from services.clinic.triage import triage_case
 from services.db.models import Person, ReadSource, ScreeningCase, Study
-from services.grading import READERS
-from services.triage import triage_case
 from webapp.grading_pages import policy_of
 from webapp.security import actor_of, db
 

@@ -6,19 +6,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.session import make_engine, make_session_factory
-from services.settings import Settings
-from services.storage import ContentStore
+from services.kernel.settings import Settings
+from services.kernel.storage import ContentStore
+from webapp import admin_pages, api, grading_pages, login_pages, panel_pages, stats_pages
 from webapp.security import NotSignedIn
+from webapp.templating import make_templates, render
 
 HERE = Path(__file__).parent
 API_PREFIXES = ("/api/", "/images/", "/heatmaps/")
@@ -43,7 +43,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         make_engine(settings.effective_database_url)
     )
     app.state.images = ContentStore(settings.images_dir, 0)
-    app.state.templates = Jinja2Templates(directory=HERE / "templates")
+    app.state.templates = make_templates()
     app.state.secure_cookies = settings.web_certificate is not None
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -85,14 +85,5 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
 def routers() -> list[APIRouter]:
     """Every router of the application (the access tests walk all their routes)."""
-    from webapp import admin_pages, api, grading_pages, login_pages, panel_pages, stats_pages
-
     modules = (login_pages, grading_pages, panel_pages, admin_pages, stats_pages, api)
     return [m.router for m in modules]
-
-
-def render(
-    request: Request, template: str, context: dict[str, Any], status_code: int = 200
-) -> HTMLResponse:
-    templates: Jinja2Templates = request.app.state.templates
-    return templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -11,13 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from services import audit, grading
+from services.access import audit
+from services.clinic import grading
+from services.clinic.grading import READERS, ImportFailed, ReadError
+from services.clinic.triage import Rule, TriagePolicy, model_read, triage_case
 from services.db.models import Instance, Prediction, Role
-from services.grading import READERS, ImportFailed, ReadError
-from services.triage import Rule, TriagePolicy, model_read, triage_case
-from webapp.app import render
 from webapp.images import for_browser, heatmap_png
 from webapp.security import Principal, case_for, db, posted, require, signed_in
+from webapp.templating import render
 
 router = APIRouter()
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from services import audit, people, web_sessions
-from webapp.app import render
+from services.access import audit, people, web_sessions
 from webapp.security import COOKIE, Principal, actor_of, csrf_checked, db
+from webapp.templating import render
 
 router = APIRouter()
 

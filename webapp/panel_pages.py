@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from services import audit, grading, panel
+from services.access import audit
+from services.clinic import grading, panel
+from services.clinic.panel import PANEL, DecisionError
+from services.clinic.triage import Conflict
 from services.db.models import ArbitrationCase
-from services.panel import PANEL, DecisionError
-from services.triage import Conflict
-from webapp.app import render
 from webapp.grading_pages import eyes_from_form, finding_choices, photos_by_eye
 from webapp.security import Principal, case_for, db, posted, require
+from webapp.templating import render
 
 router = APIRouter()
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import web_sessions
-from services.audit import Actor
+from services.access import web_sessions
+from services.access.audit import Actor
 from services.db.models import Person, Role, ScreeningCase, WebSession
 
 COOKIE = "eyescreen_session"

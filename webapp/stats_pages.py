@@ -14,12 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reports.study_export import export
-from services import audit
+from services.access import audit
 from services.db.models import Instance, ModelVersion, Role
-from services.study import Filters, study_key
-from services.study_tables import Options
-from webapp.app import render
+from services.study.records import Filters, study_key
+from services.study.tables import Options
 from webapp.security import Principal, db, posted, require
+from webapp.templating import render
 
 router = APIRouter()
 ANALYSTS = (Role.STATISTICIAN, Role.ADMIN)

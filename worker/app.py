@@ -9,8 +9,8 @@ from celery import Celery
 from celery.signals import task_failure, task_retry, worker_process_init
 from kombu import Queue
 
-from services.settings import Settings
-from services.task_names import INFER_URGENT_TASK, TaskName
+from services.kernel.settings import Settings
+from services.kernel.task_names import INFER_URGENT_TASK, TaskName
 from worker import embedded_broker
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
@@ -47,7 +47,7 @@ class RuntimeHolder:
 
 
 def _count_task_errors() -> None:
-    from services.metrics import TASK_ERRORS
+    from services.kernel.metrics import TASK_ERRORS
 
     def failed(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
         TASK_ERRORS.labels(task=getattr(sender, "name", "?"), kind=type(exception).__name__).inc()

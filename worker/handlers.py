@@ -1,7 +1,7 @@
 """The one table of queued work: each task name and the service call that does it.
 
 Celery registers a task per row (``worker.tasks``) and the in-worker follow-up
-(``WorkerRuntime.follow_up``) runs the rows marked inline through the same functions, so a
+(``worker.follow_up``) runs the rows marked inline through the same functions, so a
 step of an image's path is written once whichever way it is reached."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from services import recovery
 from services.db.models import DeliveryState
-from services.task_names import TaskName
+from services.kernel.task_names import TaskName
+from services.operations import recovery
 
 if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime

@@ -9,28 +9,24 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services import registry
-from services.db.models import Prediction, Report, ReportDelivery
+from services.db.models import Prediction, Report
 from services.db.session import make_engine, make_session_factory, transaction
-from services.inference import BatchPolicy, InferenceService
-from services.outbox import OutboxDispatcher, Publish, give_back, take
-from services.reporting import ReportService
-from services.screening import heatmap_targets
-from services.settings import Settings
-from services.storage import ContentStore
-from services.task_names import TaskName
-from services.taxonomy import ROUTES
+from services.kernel.outbox import OutboxDispatcher, Publish
+from services.kernel.settings import Settings
+from services.kernel.storage import ContentStore
+from services.reporting.service import ReportService
+from services.screening import registry
+from services.screening.decision import heatmap_targets
+from services.screening.inference import BatchPolicy, InferenceService
+from services.taxonomy.tree import ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +91,8 @@ class WorkerRuntime:
     _checkpoints: dict[str, Path] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _heatmap_maker: Any = field(default=None, init=False)
-    _unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
+    # destination -> monotonic time before which inline delivery leaves it to the queue
+    unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
     _sender: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -184,89 +181,6 @@ class WorkerRuntime:
             model_for,
             lambda route: str(model_for(route).predictor.path),
         )
-
-    def follow_up(self, outbox_ids: Iterable[int]) -> None:
-        """Do the work these outbox rows announce (build the case's report, deliver it) here
-        and now, so that one task carries an image from the model to the PACS without queue
-        round trips; the reports of a batch go to each PACS over one association. Whatever is
-        not done here (PDFs, a failed or backing-off delivery, an error) is handed to the queue
-        as usual; the rows stay the safety net."""
-        pending = list(outbox_ids)
-        deliveries: dict[int, int] = {}  # delivery id -> its outbox row, sent together below
-        while pending:
-            message_id = pending.pop(0)
-            taken = self._take(message_id)
-            if taken is None:
-                continue
-            task, argument = taken
-            if task == TaskName.DELIVER:
-                deliveries[argument] = message_id
-                continue
-            try:
-                done = self._follow(task, argument, pending)
-            except Exception:  # handed to the queue, which retries with backoff
-                log.exception("inline %s(%s) failed; queued instead", task, argument)
-                done = False
-            if not done:
-                self._queue(message_id)
-        self._deliver_together(deliveries)
-
-    def _take(self, message_id: int) -> tuple[TaskName, int] | None:
-        taken = take(self.sessions, message_id)
-        if taken is None:
-            return None
-        task, args = taken
-        return TaskName(task), int(args[0])
-
-    def _queue(self, message_id: int) -> None:
-        give_back(self.sessions, message_id)
-        self.dispatcher.dispatch([message_id])
-
-    def _follow(self, name: TaskName, argument: int, pending: list[int]) -> bool:
-        from worker.handlers import HANDLERS, INLINE
-
-        if name not in INLINE:
-            return False
-        handled = HANDLERS[name](self, argument)
-        if handled.retry_in_s is not None:
-            return False
-        pending.extend(handled.follow)
-        return True
-
-    def _deliver_together(self, deliveries: dict[int, int]) -> None:
-        """Deliver the reports now, one association per destination; a destination that failed
-        a moment ago is left to the queue's backoff, as is every delivery not done here."""
-        now = time.monotonic()
-        destinations = self._destinations(list(deliveries))
-        todo = [
-            delivery_id
-            for delivery_id in deliveries
-            if now >= self._unreachable_until.get(destinations[delivery_id], 0.0)
-        ]
-        try:
-            outcomes = self.reports().deliver_together(todo, self.sender()) if todo else {}
-        except Exception:
-            log.exception("inline delivery of %d report(s) failed; queued instead", len(todo))
-            outcomes = {}
-        for delivery_id, message_id in deliveries.items():
-            outcome = outcomes.get(delivery_id)
-            if outcome is not None and outcome.retry_in_s is None:
-                continue  # delivered, or dead-lettered for an administrator
-            if outcome is not None and outcome.error is not None:
-                self._unreachable_until[destinations[delivery_id]] = now + 60
-            self._queue(message_id)
-
-    def _destinations(self, delivery_ids: list[int]) -> dict[int, str]:
-        """Each delivery's destination, in one query."""
-        if not delivery_ids:
-            return {}
-        with self.sessions() as session:
-            rows = session.execute(
-                select(ReportDelivery.id, ReportDelivery.destination).where(
-                    ReportDelivery.id.in_(delivery_ids)
-                )
-            )
-            return {delivery_id: destination for delivery_id, destination in rows}
 
     def sender(self):  # type: ignore[no-untyped-def]
         """C-STORE to the destinations, over TLS where a destination asks for it; made once

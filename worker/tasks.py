@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, Task
 from sqlalchemy.exc import OperationalError
 
-from services.task_names import TaskName
+from services.kernel.task_names import TaskName
+from worker.follow_up import follow_up
 from worker.handlers import HANDLERS, Handler
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def _register(
         handled = handler(rt, *ids)
         if handled.retry_in_s is not None:  # e.g. a delivery backing off: not an error
             raise self.retry(countdown=handled.retry_in_s, max_retries=None)
-        rt.follow_up(handled.follow)  # report and delivery right here when they can
+        follow_up(rt, handled.follow)  # report and delivery right here when they can
 
     run.__name__ = name.value.rsplit(".", 1)[-1]
     run.__doc__ = handler.__doc__

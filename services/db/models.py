@@ -34,8 +34,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from services.db.base import Base, BigId, UtcDateTime, utcnow
-from services.task_names import TASK_NAME_LENGTH
-from services.taxonomy import ROUTE_LENGTH
+
+# Column widths of closed vocabularies defined elsewhere (task names, routes); the unit tests
+# check that every member fits.
+TASK_NAME_LENGTH = 64
+ROUTE_LENGTH = 16
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -407,22 +410,6 @@ class CaseRead(Base):
     grader: Mapped[Person] = relationship()
 
 
-class GraderRead(Base):
-    """A human grader's reading of one image: the codes present, referral, image quality."""
-
-    __tablename__ = "grader_read"
-    __table_args__ = (UniqueConstraint("instance_pk", "grader_pk"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    case_pk: Mapped[int] = mapped_column(ForeignKey("screening_case.id"), index=True)
-    instance_pk: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
-    grader_pk: Mapped[int] = mapped_column(ForeignKey("person.id"))
-    findings: Mapped[dict[str, bool]] = mapped_column(JSON)  # taxonomy code -> present
-    referral: Mapped[bool] = mapped_column(Boolean)
-    quality: Mapped[str] = mapped_column(String(32), default="gradable")
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
-
-
 class ArbitrationState(enum.StrEnum):
     """An arbitration is open until the panel decides it."""
 
@@ -443,7 +430,8 @@ class ArbitrationCase(Base):
     )
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    conflict: Mapped[str] = mapped_column(String(24), default="")  # a services.triage.Conflict
+    # a services.clinic.triage.Conflict
+    conflict: Mapped[str] = mapped_column(String(24), default="")
     rule_version: Mapped[str] = mapped_column(String(32), default="")
     read_pk: Mapped[int | None] = mapped_column(ForeignKey("case_read.id"), nullable=True)
     # The chance this case was sent to the panel: 1 for a discrepancy, the QC share otherwise.

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from scipy.stats import beta
 
-from services.proportions import Z95, wilson
+from services.statistics.proportions import Z95, wilson
 
 
 class Interval(StrEnum):

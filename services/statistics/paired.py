@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import binomtest
 from statsmodels.stats.inter_rater import fleiss_kappa as _fleiss_kappa
 
-from services.proportions import Z95, wilson
+from services.statistics.proportions import Z95, wilson
 
 
 def mcnemar_exact(both: int, only_first: int, only_second: int, neither: int) -> float:

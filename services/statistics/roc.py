@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from services.proportions import Z95
+from services.statistics.proportions import Z95
 
 
 @dataclass(frozen=True)

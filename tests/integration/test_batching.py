@@ -17,9 +17,9 @@ from sqlalchemy import func, select, update
 from services.db.base import utcnow
 from services.db.models import Instance, InstanceState, Prediction, Report
 from services.db.session import transaction
-from services.inference import BatchPolicy
-from services.ingest import IngestService
-from services.settings import Settings
+from services.intake.ingest import IngestService
+from services.kernel.settings import Settings
+from services.screening.inference import BatchPolicy
 from tests.conftest import FUNDUS, needs_shared_data
 from tests.dicom_files import received_photo
 from tests.synthetic_photos import generated_fundus_photos
@@ -205,7 +205,7 @@ def test_one_stand_in_for_every_process(tmp_path: Path) -> None:
     import multiprocessing
 
     from ml.predictor import untrained_checkpoint
-    from services.storage import file_sha256
+    from services.kernel.storage import file_sha256
 
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         paths = pool.starmap(untrained_checkpoint, [("anterior", tmp_path)] * 3)

@@ -10,9 +10,9 @@ from sqlalchemy import select, update
 from services.db.base import utcnow
 from services.db.models import CaseState, Instance, InstanceState, ScreeningCase
 from services.db.session import make_engine, make_session_factory, transaction
-from services.ingest import IngestService, ReceivedImage
-from services.recovery import close_quiet_cases
-from services.storage import ContentStore
+from services.intake.ingest import IngestService, ReceivedImage
+from services.kernel.storage import ContentStore
+from services.operations.recovery import close_quiet_cases
 
 
 def _image(n: int, study: str, eye: str) -> ReceivedImage:

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from eyescreen.database import upgrade
-from services import drift
-from services.ingest import IngestService
-from services.settings import Settings
+from services.intake.ingest import IngestService
+from services.kernel.settings import Settings
+from services.screening import drift
 from tests.conftest import FUNDUS, needs_shared_data
 from tests.dicom_files import received_photo
 from tests.service_harness import eyescreen

@@ -12,10 +12,10 @@ from sqlalchemy import event, func, select
 
 from services.db.models import Instance, OutboxMessage, Patient, ScreeningCase
 from services.db.session import make_engine, make_session_factory
-from services.errors import InstanceConflict
-from services.group_commit import GroupCommit
-from services.ingest import IngestResult, IngestService, ReceivedImage
-from services.storage import ContentStore
+from services.intake.group_commit import GroupCommit
+from services.intake.ingest import IngestResult, IngestService, ReceivedImage
+from services.kernel.errors import InstanceConflict
+from services.kernel.storage import ContentStore
 
 
 def _image(n: int, content: str | None = None) -> ReceivedImage:

@@ -63,3 +63,41 @@ def test_upgrade_keeps_rows_matches_models_and_downgrades(empty_database: str) -
         assert tuple(row) == (1, 1)
     upgrade(empty_database)
     engine.dispose()
+
+
+def test_dropping_per_image_reads_refuses_while_one_is_left(empty_database: str) -> None:
+    """Revision 0007 drops the unused ``grader_read`` table, but never a row of it unseen."""
+    upgrade(empty_database, "0001")
+    engine = create_engine(empty_database)
+    with engine.begin() as conn:
+        for statement in ROWS_AT_0001:
+            conn.execute(text(statement))
+    upgrade(empty_database, "0002")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO person (id, username, display_name, role, active, created_at) "
+                f"VALUES (1, 'g', 'G', 'grader', true, '{NOW}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO grader_read (id, case_pk, instance_pk, grader_pk, findings, referral,"
+                f" quality, created_at) VALUES (1, 1, 1, 1, '{{}}', false, 'gradable', '{NOW}')"
+            )
+        )
+    upgrade(empty_database, "0006")
+    with pytest.raises(RuntimeError, match="grader_read holds 1 per-image read"):
+        upgrade(empty_database)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM grader_read"))
+    upgrade(empty_database)
+    with engine.connect() as conn:
+        assert "grader_read" not in _tables(conn)
+    engine.dispose()
+
+
+def _tables(conn) -> set[str]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import inspect
+
+    return set(inspect(conn).get_table_names())

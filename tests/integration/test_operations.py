@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eyescreen.ops_server import serve, standard_checks
-from services.settings import Settings
+from services.kernel.settings import Settings
 from tests.conftest import free_port, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu

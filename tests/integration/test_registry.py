@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from ml.predictor import untrained_checkpoint
 from services.db.models import AuditEvent, Prediction
-from services.settings import Settings
-from services.storage import file_sha256
-from services.taxonomy import load_taxonomy
+from services.kernel.settings import Settings
+from services.kernel.storage import file_sha256
+from services.taxonomy.tree import load_taxonomy
 from tests.integration.test_batching import _receive
 from tests.service_harness import eyescreen
 from tests.synthetic_photos import generated_fundus_photos

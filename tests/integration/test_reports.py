@@ -23,7 +23,7 @@ from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.predictor import SHIPPED_DIR
 from reports.delivery import make_sender
 from reports.encapsulated import wrap_pdf
-from services.arbitration import record_decision
+from services.clinic.arbitration import record_decision
 from services.db.models import (
     ArbitrationCase,
     AuditEvent,
@@ -38,10 +38,10 @@ from services.db.models import (
     Role,
 )
 from services.db.session import transaction
-from services.ingest import IngestService
-from services.recovery import close_quiet_cases
-from services.reporting import requeue_dead
-from services.settings import Settings
+from services.intake.ingest import IngestService
+from services.kernel.settings import Settings
+from services.operations.recovery import close_quiet_cases
+from services.reporting.service import requeue_dead
 from tests.conftest import free_port, require_binary, run
 from tests.dicom_files import received_dataset
 from tests.pki import pki

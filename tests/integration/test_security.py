@@ -16,9 +16,9 @@ from sqlalchemy import select, update
 from reports.study_export import export
 from services.db.base import utcnow
 from services.db.models import ArbitrationCase, Report, WebSession
-from services.settings import Settings
-from services.study import Filters, study_key
-from services.study_tables import Options
+from services.kernel.settings import Settings
+from services.study.records import Filters, study_key
+from services.study.tables import Options
 from tests.clinic import PASSWORD, Clinic, clinic, open_clinic, other_read, sign_in
 from tests.conftest import REPO, require_binary
 from webapp.security import COOKIE
@@ -57,7 +57,7 @@ def test_an_idle_session_expires(clinic: Clinic) -> None:
     [
         "/static/../../pyproject.toml",
         "/static/..%2f..%2fpyproject.toml",
-        "/static/%2e%2e/%2e%2e/services/settings.py",
+        "/static/%2e%2e/%2e%2e/services/kernel/settings.py",
         "/images/..%2f..%2fetc%2fpasswd",
         "/images/1.png/../../../etc/passwd",
         "/cases/1/..%2f..%2fadmin",

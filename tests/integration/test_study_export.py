@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from reports.study_export import export
 from services.db.models import ArbitrationCase, ArbitrationState
-from services.study import Filters, study_key
-from services.study_tables import Options
+from services.study.records import Filters, study_key
+from services.study.tables import Options
 from tests.clinic import PASSWORD, open_clinic, other_read
 from tests.conftest import require_binary
 

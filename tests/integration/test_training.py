@@ -19,7 +19,7 @@ from ml.pipeline import evaluate_checkpoint, train_final
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb
 from ml.train import TrainConfig
-from services.taxonomy import load_taxonomy
+from services.taxonomy.tree import load_taxonomy
 from tests.conftest import FUNDUS, needs_shared_data
 from tests.service_harness import eyescreen
 

@@ -22,7 +22,7 @@ from services.db.models import (
     Triage,
 )
 from services.db.session import transaction
-from services.task_names import TaskName
+from services.kernel.task_names import TaskName
 from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, open_clinic, other_read, sign_in
 from webapp.app import routers
 
@@ -263,7 +263,7 @@ def test_json_api_with_a_personal_token(clinic: Clinic) -> None:
 def test_quorum_disagreement_escalates_to_a_senior_arbiter(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    from services import people
+    from services.access import people
     from services.db.models import Role
 
     with open_clinic(postgres_url, tmp_path, arbitration_quorum=2) as clinic:
@@ -341,7 +341,7 @@ def test_ungradable_goes_to_the_outcome_queue_and_qc_draws_concordant_cases(
 def test_new_graders_reads_all_go_to_the_panel_until_signed_off(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    from services import people
+    from services.access import people
     from services.db.models import Role
 
     with open_clinic(postgres_url, tmp_path) as clinic:
@@ -367,7 +367,7 @@ def test_amendment_is_a_new_version_and_old_arbitrations_escalate(clinic: Clinic
     from datetime import timedelta
 
     from services.db.base import utcnow
-    from services.recovery import triage_waiting
+    from services.operations.recovery import triage_waiting
 
     case = clinic.case()
     grader, csrf = clinic.login("grace")

@@ -21,6 +21,7 @@ from tests.clinic import PASSWORD, Clinic, open_clinic
 from tests.conftest import free_port, require_binary
 from tests.service_harness import pacs
 from webapp.app import create_app
+from worker.follow_up import follow_up
 
 pytestmark = pytest.mark.integration
 __all__ = ["pacs"]  # the fixture
@@ -174,7 +175,7 @@ def test_admin_grader_and_arbiter_in_the_browser(
         "arbitration.decide",
     ):
         assert action in actions, action
-    clinic.runtime.follow_up(pending)  # what the worker does with the queued report
+    follow_up(clinic.runtime, pending)  # what the worker does with the queued report
     _, inbox = pacs
     deadline = time.monotonic() + 20
     verified = []

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from services.dashboard import cohen_kappa
-from services.grading import ReadError, derive, normalise
-from services.panel import model_first
-from services.triage import Conflict, ModelRead, Rule, conflict, drawn_for_qc
+from services.clinic.dashboard import cohen_kappa
+from services.clinic.grading import ReadError, derive, normalise
+from services.clinic.panel import model_first
+from services.clinic.triage import Conflict, ModelRead, Rule, conflict, drawn_for_qc
 
 FUNDUS_BOTH = {"R": ["fundus"], "L": ["fundus"]}
 

@@ -13,7 +13,7 @@ from dicom_gateway.conformance import (
     VERIFICATION_SOP_CLASS,
 )
 from dicom_gateway.server import build_scp_ae
-from services.settings import Settings
+from services.kernel.settings import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
 
@@ -69,7 +69,7 @@ def test_the_sender_refuses_what_the_statement_does_not_list() -> None:
     from dicom_gateway.photos import photo_to_dataset
     from reports.delivery import make_sender
     from reports.sr import encode
-    from services.reporting import DeliveryError
+    from services.reporting.service import DeliveryError
     from tests.synthetic_photos import generated_fundus_photos
 
     photo = encode(photo_to_dataset(generated_fundus_photos(1)[0], patient_id="C1"))

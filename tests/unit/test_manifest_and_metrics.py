@@ -13,8 +13,8 @@ from ml.metrics import (
     top_k_accuracy,
     weighted,
 )
-from services.errors import ManifestError
-from services.taxonomy import load_taxonomy
+from services.kernel.errors import ManifestError
+from services.taxonomy.tree import load_taxonomy
 
 HEADER = "file,patient_id,eye,source,folder_label,odir_keywords\n"
 

@@ -6,7 +6,7 @@ import torch
 from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
 from ml.network import HierarchicalHeads, level_probabilities
 from ml.preprocess import Preprocessing
-from services.taxonomy import load_taxonomy
+from services.taxonomy.tree import load_taxonomy
 
 
 def test_heads_follow_the_taxonomy_and_feed_level_one_into_level_two() -> None:

@@ -13,9 +13,9 @@ from ml.operating_point import (
     search_cuts,
 )
 from ml.pipeline import constrained
-from services.proportions import wilson
-from services.screening import OperatingPoint, ProbabilityScale, decide
-from services.taxonomy import load_taxonomy
+from services.screening.decision import OperatingPoint, ProbabilityScale, decide
+from services.statistics.proportions import wilson
+from services.taxonomy.tree import load_taxonomy
 
 DISEASES = ("F.GLAU.GLAU", "F.VRD.RVAS", "F.LENS.CAT")
 NOT_ASSESSED = frozenset({"F.VRD.OPT", "F.VRD.RDET", "F.VRD.RDEG"})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from services.quality import GRADABLE, assess, image_statistics
+from services.screening.quality import GRADABLE, assess, image_statistics
 from tests.conftest import ANTERIOR, FUNDUS, needs_shared_data
 
 
@@ -54,7 +54,7 @@ def test_a_cornea_photo_routed_as_fundus_is_refused_and_statistics_describe_it()
 def test_every_verdict_has_its_own_defined_sr_code() -> None:
     """SR codes are defined per verdict (DICOM SH: at most 16 characters), never cut from text."""
     from reports.sr import QUALITY_CODES
-    from services.quality import Quality
+    from services.screening.quality import Quality
 
     assert set(QUALITY_CODES) == set(Quality)
     values = [code.value for code in QUALITY_CODES.values()]

@@ -1,7 +1,7 @@
 import pytest
 
-from services.errors import NoRoute
-from services.routing import Router, RoutingFacts
+from services.intake.routing import Router, RoutingFacts
+from services.kernel.errors import NoRoute
 
 
 def test_configured_source_wins_over_attributes() -> None:

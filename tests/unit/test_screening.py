@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from services.screening import (
+from services.screening.decision import (
     OperatingPoint,
     ProbabilityScale,
     decide,
     enforce_hierarchy,
 )
-from services.taxonomy import load_taxonomy
+from services.taxonomy.tree import load_taxonomy
 
 
 @pytest.mark.parametrize("route", ["fundus", "anterior"])

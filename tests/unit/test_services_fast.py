@@ -23,15 +23,15 @@ from services.db.models import (
     ReportDelivery,
 )
 from services.db.session import make_engine, make_session_factory
-from services.errors import InstanceConflict
-from services.inference import InferenceService
-from services.ingest import IngestService, ReceivedImage
-from services.outbox import OutboxDispatcher
-from services.reporting import CaseReport, DeliveryError, EncodedReport, ReportService
-from services.screening import OperatingPoint, ProbabilityScale
-from services.storage import ContentStore
-from services.task_names import INFER_TASK, REPORT_TASK
-from services.taxonomy import Taxonomy, load_taxonomy
+from services.intake.ingest import IngestService, ReceivedImage
+from services.kernel.errors import InstanceConflict
+from services.kernel.outbox import OutboxDispatcher
+from services.kernel.storage import ContentStore
+from services.kernel.task_names import INFER_TASK, REPORT_TASK
+from services.reporting.service import CaseReport, DeliveryError, EncodedReport, ReportService
+from services.screening.decision import OperatingPoint, ProbabilityScale
+from services.screening.inference import InferenceService
+from services.taxonomy.tree import Taxonomy, load_taxonomy
 from tests.synthetic_photos import fundus_rgb
 
 NORMAL = b"normal-photo"
@@ -268,7 +268,7 @@ def test_stale_work_is_requeued_once_per_period_and_old_sent_rows_are_pruned(
 
     from services.db.base import utcnow
     from services.db.session import transaction
-    from services.recovery import prune_sent_messages, requeue_stale_work
+    from services.operations.recovery import prune_sent_messages, requeue_stale_work
 
     instance_id = world.receive(NORMAL, "1.2.3.7")
     grace = timedelta(minutes=10)

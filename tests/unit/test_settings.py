@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.settings import DicomNode, Settings
+from services.kernel.settings import DicomNode, Settings
 
 
 def test_defaults_are_embedded_under_var(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from services.errors import StorageFull
-from services.storage import ContentStore
+from services.kernel.errors import StorageFull
+from services.kernel.storage import ContentStore
 
 
 def test_put_is_content_addressed_and_idempotent(tmp_path: Path) -> None:

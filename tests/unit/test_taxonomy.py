@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from services.errors import TaxonomyError
-from services.taxonomy import load_taxonomy, parse_taxonomy
+from services.kernel.errors import TaxonomyError
+from services.taxonomy.tree import load_taxonomy, parse_taxonomy
 
 
 def test_shipped_trees_have_the_papers_classes() -> None:

@@ -1,0 +1,21 @@
+"""Names of the queued tasks, shared by whoever writes an outbox row and the worker."""
+
+from enum import StrEnum
+
+
+class TaskName(StrEnum):
+    """The queued tasks; the value is the Celery task name."""
+
+    INFER = "screening.infer"
+    INFER_URGENT = "screening.infer_urgent"  # the urgent lane: read, report and send at once
+    REPORT = "reports.build_case"  # argument: screening case id
+    DELIVER = "reports.deliver"  # argument: report delivery id
+    RENDER = "reports.render_pdf"  # argument: report id
+    HOUSEKEEPING = "housekeeping.sweep"  # Celery beat: outbox, quiet cases, stale work
+
+
+INFER_TASK = TaskName.INFER
+INFER_URGENT_TASK = TaskName.INFER_URGENT
+REPORT_TASK = TaskName.REPORT
+DELIVER_TASK = TaskName.DELIVER
+RENDER_TASK = TaskName.RENDER

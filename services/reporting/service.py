@@ -1,0 +1,452 @@
+"""Turning a screening case into a stored report and delivering it to each destination once.
+
+One report covers every read image of a visit (both eyes). It is built when no image of the
+case is still waiting to be read; a later image or an arbitration decision makes a revision
+that points at its predecessor. Building the same content twice is a no-op (``content_key``).
+
+The SR encoder, the document renderer and the sender are injected (highdicom, jinja2/WeasyPrint
+and pynetdicom live in ``reports`` and ``dicom_gateway``). Each (report, destination) pair is a
+delivery row: retried with exponential backoff, dead-lettered after the configured number of
+attempts, re-sent by an operator (``eyescreen reports retry``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db.base import utcnow
+from services.db.models import (
+    ArbitrationDecision,
+    CaseState,
+    DeliveryState,
+    Instance,
+    InstanceState,
+    Prediction,
+    Report,
+    ReportDelivery,
+    ScreeningCase,
+)
+from services.db.session import transaction
+from services.kernel import metrics
+from services.kernel.outbox import add_message
+from services.kernel.storage import ContentStore
+from services.kernel.task_names import DELIVER_TASK, RENDER_TASK
+from services.reporting.predictions import latest_predictions, reading_order
+from services.screening import Finding
+from services.taxonomy.tree import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The model's reading of one image, with the image as received (for references)."""
+
+    source: bytes
+    laterality: str
+    route: str
+    findings: tuple[Finding, ...]
+    top3: tuple[str, ...]
+    referral: bool
+    quality: str
+    algorithm_name: str
+    algorithm_version: str
+    weights_sha256: str
+    threshold_set: str
+    heatmap_path: str | None = None
+    probability_scale: str = "raw"  # "calibrated": per-class temperature scaling
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An arbitration panel decision: reported as a verified revision, the person as observer."""
+
+    person_name: str  # DICOM PN, Family^Given
+    login: str
+    organization: str
+    findings: dict[str, bool]
+    names: dict[str, str]  # code -> name, for the codes in findings
+    referral: bool
+    comment: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class Patient:
+    """The patient and study attributes a report shows (PHI: never logged)."""
+
+    name: str
+    patient_id: str
+    birth_date: str
+    sex: str
+    study_date: str
+    accession_number: str
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """Everything a report of one case says."""
+
+    case_id: int
+    patient: Patient
+    images: tuple[ImageResult, ...]
+    verdict: Verdict | None = None
+    predecessor_sr: bytes | None = None
+
+    @property
+    def referral(self) -> bool:
+        """The case is referred when any of its images is (or the panel says so)."""
+        if self.verdict is not None:
+            return self.verdict.referral
+        return any(image.referral for image in self.images)
+
+
+@dataclass(frozen=True)
+class EncodedReport:
+    """A built SR: its bytes and UIDs."""
+
+    sop_instance_uid: str
+    data: bytes
+
+
+EncodeReport = Callable[[CaseReport], EncodedReport]
+RenderDocument = Callable[[CaseReport], bytes]  # a PDF
+WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
+# Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
+# one association, in order; raises DeliveryError saying how many deliveries went whole.
+SendReport = Callable[[Sequence[Sequence[bytes]], str], None]
+
+
+class DeliveryError(Exception):
+    """A delivery that failed: connection refused, timeout, or a failure status; ``sent``
+    deliveries of the association's went whole before it."""
+
+    def __init__(self, message: str, status: int | None = None, sent: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.sent = sent
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What one delivery attempt gave."""
+
+    state: DeliveryState
+    retry_in_s: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class ReportService:
+    """One SR per screening case, revised when the case changes, delivered to every
+    destination with retry, backoff and dead-letter; the PDF when the case closes."""
+
+    sessions: sessionmaker[Session]
+    images: ContentStore
+    reports: ContentStore
+    encode: EncodeReport
+    render: RenderDocument | None = None
+    wrap_pdf: WrapDocument | None = None  # set: the PDF goes to the PACS as well
+    destinations: list[str] = field(default_factory=list)
+    max_attempts: int = 8
+    base_delay_s: float = 5.0
+    max_delay_s: float = 3600.0
+
+    def build_case(self, case_id: int) -> tuple[int, ...]:
+        """Build the case's report if its content changed; returns outbox ids of deliveries."""
+        with self.sessions() as session:
+            gathered = self._gather(session, case_id)
+        if gathered is None:
+            return ()
+        content, key, prediction_ids, predecessor_id, decision_id = gathered
+        encoded = self.encode(content)
+        sr = self.reports.put(encoded.data)
+        # The PDF goes with the SR only when the PACS gets it too; otherwise it is rendered
+        # (with its heatmaps) once the case is closed, so that it never delays an SR.
+        pdf = self.reports.put(self.render(content)) if self.render and self.wrap_pdf else None
+        try:
+            with transaction(self.sessions) as session:
+                report = Report(
+                    case_pk=case_id,
+                    predecessor_pk=predecessor_id,
+                    decision_pk=decision_id,
+                    content_key=key,
+                    verified=content.verdict is not None,
+                    sop_instance_uid=encoded.sop_instance_uid,
+                    sha256=sr.sha256,
+                    pdf_sha256=pdf.sha256 if pdf else None,
+                    predictions=[session.get_one(Prediction, p) for p in prediction_ids],
+                )
+                session.add(report)
+                session.flush()
+                ids = [self._delivery(session, report.id, d) for d in self.destinations]
+                closed = session.get_one(ScreeningCase, case_id).state == CaseState.CLOSED
+                if self.render and pdf is None and closed:  # a revision of a closed case
+                    ids.append(add_message(session, RENDER_TASK, report.id).id)
+        except IntegrityError:
+            log.info("case %d: the same report was built concurrently; keeping that one", case_id)
+            return ()
+        log.info(
+            "case %d: report %s built (%d image(s)%s%s)",
+            case_id,
+            encoded.sop_instance_uid,
+            len(content.images),
+            ", verified" if content.verdict else "",
+            ", revision" if predecessor_id else "",
+        )
+        return tuple(ids)
+
+    @staticmethod
+    def _delivery(session: Session, report_id: int, destination: str) -> int:
+        delivery = ReportDelivery(report_pk=report_id, destination=destination)
+        session.add(delivery)
+        session.flush()
+        return add_message(session, DELIVER_TASK, delivery.id).id
+
+    def _gather(
+        self, session: Session, case_id: int
+    ) -> tuple[CaseReport, str, list[int], int | None, int | None] | None:
+        case = session.get_one(ScreeningCase, case_id)
+        unread = exists().where(
+            Instance.case_pk == case_id, Instance.state == InstanceState.RECEIVED
+        )
+        if session.scalar(select(unread)):
+            return None  # the last image read will build the report
+        predictions = latest_predictions(session, case_id)
+        if not predictions:
+            log.warning("case %d has no readable image; no report", case_id)
+            return None
+        decision = session.scalar(
+            select(ArbitrationDecision)
+            .where(ArbitrationDecision.case_pk == case_id)
+            .order_by(ArbitrationDecision.id.desc())
+        )
+        said = "p:" + ",".join(str(p.id) for p in predictions)
+        if decision is not None:
+            said += f";d:{decision.id}"
+        key = hashlib.sha256(said.encode()).hexdigest()  # fixed length, however many images
+        if session.scalar(
+            select(Report.id).where(Report.case_pk == case_id, Report.content_key == key)
+        ):
+            return None
+        predecessor = session.scalar(
+            select(Report).where(Report.case_pk == case_id).order_by(Report.id.desc())
+        )
+        content = CaseReport(
+            case_id=case_id,
+            patient=_patient(case),
+            images=tuple(self._image_result(p) for p in predictions),
+            verdict=self._verdict(decision) if decision else None,
+            predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
+        )
+        return (
+            content,
+            key,
+            [p.id for p in predictions],
+            predecessor.id if predecessor else None,
+            decision.id if decision else None,
+        )
+
+    def _image_result(self, prediction: Prediction) -> ImageResult:
+        instance = prediction.instance
+        taxonomy = load_taxonomy(instance.route)
+        model = prediction.model_version
+        return ImageResult(
+            source=self.images.read(instance.sha256),
+            laterality=instance.laterality,
+            route=instance.route,
+            findings=tuple(
+                Finding(
+                    f.code,
+                    taxonomy.node(f.code).name,
+                    f.level,
+                    f.probability,
+                    f.threshold,
+                    f.positive,
+                )
+                for f in prediction.findings
+            ),
+            top3=tuple(prediction.top3),
+            referral=prediction.referral,
+            quality=prediction.quality,
+            algorithm_name=model.name,
+            algorithm_version=model.version,
+            weights_sha256=model.weights_sha256,
+            threshold_set=str(prediction.provenance.get("threshold_set", "checkpoint")),
+            probability_scale=str(prediction.provenance.get("probability_scale", "raw")),
+            heatmap_path=prediction.heatmap_path,
+        )
+
+    @staticmethod
+    def _verdict(decision: ArbitrationDecision) -> Verdict:
+        names: dict[str, str] = {}
+        for code in decision.findings:
+            for route in ("fundus", "anterior"):
+                taxonomy = load_taxonomy(route)
+                if taxonomy.has(code):
+                    names[code] = taxonomy.node(code).name
+        return Verdict(
+            person_name=decision.decided_by.display_name,
+            login=decision.decided_by.username,
+            organization="Arbitration panel",
+            findings=dict(decision.findings),
+            names=names,
+            referral=decision.referral,
+            comment=decision.comment,
+            decided_at=decision.decided_at,
+        )
+
+    def render_pdf(self, report_id: int) -> None:
+        """Render and keep the PDF of a report built without one; idempotent."""
+        if self.render is None:
+            return
+        with self.sessions() as session:
+            report = session.get_one(Report, report_id)
+            if report.pdf_sha256 is not None:
+                return
+            content = self._content_of(session, report)
+        pdf = self.reports.put(self.render(content))
+        with transaction(self.sessions) as session:
+            session.get_one(Report, report_id).pdf_sha256 = pdf.sha256
+        log.info("report %d: PDF rendered", report_id)
+
+    def _content_of(self, session: Session, report: Report) -> CaseReport:
+        """What an existing report says, rebuilt from its rows (for the PDF)."""
+        decision = (
+            session.get(ArbitrationDecision, report.decision_pk) if report.decision_pk else None
+        )
+        return CaseReport(
+            case_id=report.case_pk,
+            patient=_patient(report.case),
+            images=tuple(self._image_result(p) for p in reading_order(report.predictions)),
+            verdict=self._verdict(decision) if decision else None,
+        )
+
+    def objects_for(self, report: Report) -> list[bytes]:
+        """What a delivery sends: the SR, and the PDF wrapped as a DICOM object if configured."""
+        objects = [self.reports.read(report.sha256)]
+        if self.wrap_pdf is not None and report.pdf_sha256:
+            with self.sessions() as session:
+                sha256 = session.scalars(
+                    select(Instance.sha256).where(Instance.case_pk == report.case_pk)
+                ).first()
+            assert sha256 is not None  # a report exists only for a case with images
+            objects.append(
+                self.wrap_pdf(self.reports.read(report.pdf_sha256), self.images.read(sha256))
+            )
+        return objects
+
+    def deliver(self, delivery_id: int, send: SendReport) -> DeliveryOutcome:
+        """One attempt; the caller schedules the retry the outcome asks for."""
+        return self.deliver_together([delivery_id], send)[delivery_id]
+
+    def deliver_together(
+        self, delivery_ids: Sequence[int], send: SendReport
+    ) -> dict[int, DeliveryOutcome]:
+        """One attempt at each delivery, those due to one destination over one association.
+        A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0."""
+        outcomes: dict[int, DeliveryOutcome] = {}
+        due: dict[str, list[tuple[int, Report]]] = {}
+        with self.sessions() as session:
+            for delivery_id in delivery_ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+                if delivery.state != DeliveryState.PENDING:
+                    outcomes[delivery_id] = DeliveryOutcome(delivery.state)
+                elif delivery.attempts and wait > 0:  # backing off: not yet
+                    outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
+                else:
+                    due.setdefault(delivery.destination, []).append((delivery_id, delivery.report))
+        for destination, items in due.items():
+            outcomes.update(self._send_to(destination, items, send))
+        return outcomes
+
+    def _send_to(
+        self, destination: str, items: list[tuple[int, Report]], send: SendReport
+    ) -> dict[int, DeliveryOutcome]:
+        ids = [delivery_id for delivery_id, _ in items]
+        try:
+            send([self.objects_for(report) for _, report in items], destination)
+            error, sent = None, len(ids)
+        except DeliveryError as exc:
+            error, sent = exc, min(exc.sent, len(ids))
+        outcomes = self._delivered(ids[:sent], destination)
+        if error is not None:
+            metrics.DELIVERIES.labels(outcome="failed").inc()
+            outcomes[ids[sent]] = self._failed(ids[sent], str(error), error.status)
+            for untried in ids[sent + 1 :]:
+                outcomes[untried] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=0.0)
+        return outcomes
+
+    def _delivered(self, ids: list[int], destination: str) -> dict[int, DeliveryOutcome]:
+        if not ids:
+            return {}
+        with transaction(self.sessions) as session:
+            for delivery_id in ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                delivery.attempts += 1
+                delivery.state = DeliveryState.DELIVERED
+                delivery.delivered_at = utcnow()
+                delivery.last_status, delivery.last_error = 0, None
+        metrics.DELIVERIES.labels(outcome="delivered").inc(len(ids))
+        log.info("report deliveries %s to %s done", ids, destination)
+        return {delivery_id: DeliveryOutcome(DeliveryState.DELIVERED) for delivery_id in ids}
+
+    def _failed(self, delivery_id: int, error: str, status: int | None) -> DeliveryOutcome:
+        with transaction(self.sessions) as session:
+            delivery = session.get_one(ReportDelivery, delivery_id)
+            delivery.attempts += 1
+            delivery.last_error, delivery.last_status = error[:1000], status
+            if delivery.attempts >= self.max_attempts:
+                delivery.state = DeliveryState.DEAD
+                log.error(
+                    "report delivery %d dead-lettered after %d attempts: %s",
+                    delivery_id,
+                    delivery.attempts,
+                    error,
+                )
+                return DeliveryOutcome(DeliveryState.DEAD, error=error)
+            delay = min(self.max_delay_s, self.base_delay_s * 2 ** (delivery.attempts - 1))
+            delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            log.warning(
+                "report delivery %d failed (attempt %d), retry in %.0fs: %s",
+                delivery_id,
+                delivery.attempts,
+                delay,
+                error,
+            )
+            return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=error)
+
+
+def _patient(case: ScreeningCase) -> Patient:
+    study, patient = case.study, case.study.patient
+    return Patient(
+        patient.name,
+        patient.patient_id,
+        patient.birth_date,
+        patient.sex,
+        study.study_date,
+        study.accession_number,
+    )
+
+
+def requeue_dead(session: Session, delivery_ids: Sequence[int] | None = None) -> list[int]:
+    """Operator action: dead deliveries (all, or those given) become pending again; returns
+    the outbox ids that send them."""
+    query = select(ReportDelivery).where(ReportDelivery.state == DeliveryState.DEAD)
+    if delivery_ids:
+        query = query.where(ReportDelivery.id.in_(delivery_ids))
+    ids = []
+    for delivery in session.scalars(query):
+        delivery.state, delivery.attempts = DeliveryState.PENDING, 0
+        delivery.next_attempt_at = utcnow()
+        ids.append(add_message(session, DELIVER_TASK, delivery.id).id)
+    return ids

@@ -1,0 +1,316 @@
+"""Reading stored images with the model and recording the decision, idempotently.
+
+The model and the pixel decoder are injected (the worker provides torch and pydicom ones), so
+this module holds only the rules: one prediction per (instance, model), every probability kept
+with the thresholds used, a report queued in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db.base import utcnow
+from services.db.models import (
+    Instance,
+    InstanceState,
+    ModelVersion,
+    Prediction,
+    PredictionFinding,
+)
+from services.db.session import transaction
+from services.kernel import metrics
+from services.kernel.outbox import add_message
+from services.kernel.storage import ContentStore
+from services.kernel.task_names import REPORT_TASK
+from services.screening.decision import OperatingPoint, decide
+from services.screening.quality import GRADABLE, Quality, assess, image_statistics
+from services.taxonomy.tree import Taxonomy
+
+log = logging.getLogger(__name__)
+
+
+class Model(Protocol):
+    """A loaded model: probabilities on its operating point's scale, and that operating point.
+    ``stand_in`` marks an untrained stand-in, which must refer every image."""
+
+    name: str
+    version: str
+    sha256: str
+    taxonomy: Taxonomy
+    stand_in: bool
+    operating_point: OperatingPoint
+
+    def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]: ...
+
+    def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a worker gathers waiting images into one forward pass."""
+
+    size: int = 16
+    lease: timedelta = timedelta(seconds=30)  # longer than any batch takes
+    poll_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    """What reading one instance gave: its prediction, the queued work, or an error."""
+
+    instance_id: int
+    prediction_id: int | None
+    outbox_ids: tuple[int, ...] = ()
+    error: str | None = None
+
+
+class InferenceService:
+    """Reads received images with their route's model and records each decision once.
+
+    The model, pixel decoder and store are injected; claims with leases keep two workers off
+    the same image (``infer_batch``), and a corrupt image fails alone (``infer``)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: ContentStore,
+        decode: Callable[[bytes], np.ndarray],
+        model_for_route: Callable[[str], Model],
+        model_path_for_route: Callable[[str], str],
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.decode = decode
+        self.model_for_route = model_for_route
+        self.model_path_for_route = model_path_for_route
+
+    def infer_batch(
+        self, instance_id: int, worker: str, policy: BatchPolicy
+    ) -> list[InferenceOutcome]:
+        """Read this image together with up to ``policy.size - 1`` other waiting images of its
+        route, in one forward pass. Each queued message still stands for one image: if another
+        worker holds this image, wait for it (its prediction is then found and nothing is done
+        twice); if that worker died, its lease runs out and this one takes the image over."""
+        give_up = time.monotonic() + policy.lease.total_seconds() + 5
+        while (claimed := self._claim(instance_id, worker, policy)) is None:
+            if time.monotonic() > give_up:
+                claimed = [instance_id]
+                break
+            time.sleep(policy.poll_s)
+        try:
+            return self.infer(claimed)
+        finally:
+            self._release(claimed, worker)
+
+    def _claim(self, instance_id: int, worker: str, policy: BatchPolicy) -> list[int] | None:
+        """Ids this worker now holds, the given one first; None while another worker holds it.
+
+        The given image is claimed alone and committed; companions are then claimed in one
+        statement over rows locked in id order with SKIP LOCKED (PostgreSQL; SQLite runs one
+        writer at a time), so two workers never hold the same image nor wait on each other."""
+        now = utcnow()
+        free = or_(Instance.claimed_at.is_(None), Instance.claimed_at < now - policy.lease)
+        with transaction(self.sessions) as session:
+            mine = session.execute(
+                update(Instance)
+                .where(Instance.id == instance_id, Instance.state == InstanceState.RECEIVED)
+                .where(or_(free, Instance.claimed_by == worker))
+                .values(claimed_by=worker, claimed_at=now)
+            )
+            if mine.rowcount == 0:  # type: ignore[attr-defined]
+                state = session.scalar(select(Instance.state).where(Instance.id == instance_id))
+                # Done already (or unknown): infer() reports it without work. Else: held.
+                return [instance_id] if state != InstanceState.RECEIVED else None
+            route = session.scalar(select(Instance.route).where(Instance.id == instance_id))
+        if policy.size == 1:
+            return [instance_id]
+        with transaction(self.sessions) as session:
+            candidates = list(
+                session.scalars(
+                    select(Instance.id)
+                    .where(
+                        Instance.state == InstanceState.RECEIVED,
+                        Instance.route == route,
+                        Instance.id != instance_id,
+                        free,
+                    )
+                    .order_by(Instance.id)
+                    .limit(policy.size - 1)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not candidates:
+                return [instance_id]
+            session.execute(
+                update(Instance)
+                .where(Instance.id.in_(candidates), Instance.state == InstanceState.RECEIVED)
+                .where(free)
+                .values(claimed_by=worker, claimed_at=now)
+            )
+            companions = list(
+                session.scalars(
+                    select(Instance.id).where(
+                        Instance.id.in_(candidates), Instance.claimed_by == worker
+                    )
+                )
+            )
+        return [instance_id, *companions]
+
+    def _release(self, instance_ids: list[int], worker: str) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Instance)
+                .where(Instance.id.in_(instance_ids), Instance.claimed_by == worker)
+                .values(claimed_by=None, claimed_at=None)
+            )
+
+    def infer(self, instance_ids: Sequence[int]) -> list[InferenceOutcome]:
+        """Read each instance once with its route's model; a bad image fails alone."""
+        outcomes: list[InferenceOutcome] = []
+        pending: dict[str, list[tuple[int, np.ndarray]]] = {}
+        with self.sessions() as session:
+            for instance_id in instance_ids:
+                instance = session.get(Instance, instance_id)
+                if instance is None:
+                    outcomes.append(InferenceOutcome(instance_id, None, error="no such instance"))
+                    continue
+                model = self.model_for_route(instance.route)
+                done = self._existing(session, instance_id, model.sha256)
+                if done is not None:
+                    outcomes.append(InferenceOutcome(instance_id, done))
+                    continue
+                try:
+                    rgb = self.decode(self.store.read(instance.sha256))
+                except (ValueError, OSError) as exc:
+                    outcomes.append(self._fail(instance_id, str(exc)))
+                    continue
+                pending.setdefault(instance.route, []).append((instance_id, rgb))
+        for route, items in pending.items():
+            outcomes.extend(self._run(route, items))
+        return outcomes
+
+    def _run(self, route: str, items: list[tuple[int, np.ndarray]]) -> list[InferenceOutcome]:
+        model = self.model_for_route(route)
+        started = time.perf_counter()
+        probabilities = model.predict([rgb for _, rgb in items])
+        elapsed = time.perf_counter() - started
+        metrics.INFERENCE_SECONDS.labels(route=route).observe(elapsed)
+        metrics.BATCH_SIZE.observe(len(items))
+        provenance = model.provenance(elapsed / len(items), len(items))
+        return [
+            self._record(instance_id, model, route, probs, rgb, provenance)
+            for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
+        ]
+
+    def _record(
+        self,
+        instance_id: int,
+        model: Model,
+        route: str,
+        probabilities: dict[str, float],
+        rgb: np.ndarray,
+        provenance: dict[str, Any],
+    ) -> InferenceOutcome:
+        quality = assess(rgb, route)
+        if model.stand_in:
+            # A stand-in without training must never pass anyone: refer, and say why.
+            quality = Quality.NO_TRAINED_MODEL
+        decision = decide(model.taxonomy, probabilities, model.operating_point, quality)
+        received_at = None
+        try:
+            with transaction(self.sessions) as session:
+                version = self._model_row(session, model, route)
+                prediction = Prediction(
+                    instance_pk=instance_id,
+                    model_version_pk=version.id,
+                    probabilities=decision.probabilities,
+                    thresholds=decision.thresholds,
+                    top3=list(decision.top3),
+                    referral=decision.referral,
+                    quality=quality,
+                    provenance=provenance
+                    | {"raw_probabilities": probabilities, "image": image_statistics(rgb)},
+                    findings=[
+                        PredictionFinding(
+                            code=f.code,
+                            level=f.level,
+                            probability=f.probability,
+                            threshold=f.threshold,
+                            positive=f.positive,
+                        )
+                        for f in decision.findings
+                    ],
+                )
+                session.add(prediction)
+                instance = session.get_one(Instance, instance_id)
+                received_at = instance.received_at
+                instance.state = InstanceState.PREDICTED
+                instance.error = None
+                session.flush()
+                message = add_message(session, REPORT_TASK, instance.case_pk)
+                outcome = InferenceOutcome(instance_id, prediction.id, (message.id,))
+        except IntegrityError:
+            # Another worker recorded the same (instance, model) first: theirs stands.
+            with self.sessions() as session:
+                existing = self._existing(session, instance_id, model.sha256)
+            if existing is None:  # a different conflict: never leave the image unread
+                raise
+            return InferenceOutcome(instance_id, existing)
+        if quality != GRADABLE:
+            log.info("instance %d is %s: referred", instance_id, quality)
+        metrics.IMAGES_READ.labels(route=route, outcome="predicted").inc()
+        if received_at is not None:  # the receipt-to-prediction time of this image
+            metrics.IMAGE_LATENCY.observe((utcnow() - received_at).total_seconds())
+        return outcome
+
+    def _model_row(self, session: Session, model: Model, route: str) -> ModelVersion:
+        row = session.scalar(
+            select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256)
+        )
+        if row is not None:
+            return row
+        try:
+            with session.begin_nested():
+                row = ModelVersion(
+                    name=model.name,
+                    version=model.version,
+                    route=route,
+                    weights_sha256=model.sha256,
+                    taxonomy_version=f"{model.taxonomy.name}/{model.taxonomy.version}",
+                    path=self.model_path_for_route(route),
+                )
+                session.add(row)
+            return row
+        except IntegrityError:  # another worker recorded this model at the same moment
+            return session.scalars(
+                select(ModelVersion).where(ModelVersion.weights_sha256 == model.sha256)
+            ).one()
+
+    @staticmethod
+    def _existing(session: Session, instance_id: int, sha256: str) -> int | None:
+        return session.scalar(
+            select(Prediction.id)
+            .join(ModelVersion)
+            .where(Prediction.instance_pk == instance_id, ModelVersion.weights_sha256 == sha256)
+        )
+
+    def _fail(self, instance_id: int, error: str) -> InferenceOutcome:
+        log.warning("instance %d cannot be read: %s", instance_id, error[:200])
+        with transaction(self.sessions) as session:
+            instance = session.get_one(Instance, instance_id)
+            instance.state = InstanceState.FAILED
+            instance.error = error[:2000]
+            metrics.IMAGES_READ.labels(route=instance.route, outcome="failed").inc()
+            # The case may now be complete without this image: let the report be built.
+            message = add_message(session, REPORT_TASK, instance.case_pk)
+        return InferenceOutcome(instance_id, None, (message.id,), error=error)
