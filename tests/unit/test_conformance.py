@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dicom_gateway import statuses
-from dicom_gateway import mpps
+from dicom_gateway import mpps, statuses
 from dicom_gateway.conformance import (
     IHE_TRANSACTIONS,
     SCU_SOP_CLASSES,
