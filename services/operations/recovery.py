@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from services.db.base import utcnow
 from services.db.models import (
     CaseState,
+    DeliveryChannel,
     DeliveryState,
     Instance,
     InstanceState,
@@ -25,7 +26,13 @@ from services.db.models import (
 from services.db.session import transaction
 from services.kernel.outbox import OutboxDispatcher, add_message
 from services.kernel.settings import Settings
-from services.kernel.task_names import DELIVER_TASK, INFER_TASK, RENDER_TASK, REPORT_TASK
+from services.kernel.task_names import (
+    DELIVER_HL7_TASK,
+    DELIVER_TASK,
+    INFER_TASK,
+    RENDER_TASK,
+    REPORT_TASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +210,14 @@ def requeue_stale_work(
         .limit(500)
     ):
         requeue(REPORT_TASK, case_id)
-    for delivery_id in session.scalars(
-        select(ReportDelivery.id)
+    for delivery_id, channel in session.execute(
+        select(ReportDelivery.id, ReportDelivery.channel)
         .where(
             ReportDelivery.state == DeliveryState.PENDING, ReportDelivery.next_attempt_at < cutoff
         )
         .limit(500)
     ):
-        requeue(DELIVER_TASK, delivery_id)
+        requeue(DELIVER_HL7_TASK if channel == DeliveryChannel.HL7 else DELIVER_TASK, delivery_id)
     if render_pdfs:  # closed cases whose latest report still has no PDF
         latest = select(func.max(Report.id)).group_by(Report.case_pk).scalar_subquery()
         for report_id in session.scalars(
