@@ -52,6 +52,20 @@ def sweep(
         timedelta(seconds=settings.inference_lease_s),
     )
     triage_waiting(settings, sessions)
+    workflow_round(settings, sessions, dispatcher)
+
+
+def workflow_round(
+    settings: Settings, sessions: sessionmaker[Session], dispatcher: OutboxDispatcher
+) -> None:
+    """Ended MPPS steps settled again (their images may have come since: the visit closes at
+    once), expected visits matched, and the site's failsafe list brought up to date."""
+    from services.workflow import FailsafePolicy, refresh, settle_steps
+
+    with transaction(sessions) as session:
+        ids = settle_steps(session, settings.pdf_reports)
+        refresh(session, settings.site, FailsafePolicy.from_settings(settings))
+    dispatcher.dispatch(ids)
 
 
 def triage_waiting(settings: Settings, sessions: sessionmaker[Session]) -> None:

@@ -97,15 +97,17 @@ def find_case(session: Session, visit: ExpectedVisit) -> tuple[ScreeningCase, st
         case = _case_by(session, visit.site, Study.study_instance_uid == visit.study_instance_uid)
         if case is not None:
             return case, "study"
-    if visit.patient_id:
-        case = _case_by(
-            session,
-            visit.site,
-            Patient.patient_id == visit.patient_id,
-            Study.study_date == visit.scheduled_date,
-        )
-        if case is not None:
-            return case, "patient"
+    if visit.patient_id:  # the patient's case of that day (its study date, else its arrival)
+        for case in session.scalars(
+            select(ScreeningCase)
+            .join(Study, Study.id == ScreeningCase.study_pk)
+            .join(Patient, Patient.id == Study.patient_pk)
+            .where(ScreeningCase.site == visit.site, Patient.patient_id == visit.patient_id)
+            .where(Study.study_date.in_([visit.scheduled_date, ""]))
+            .order_by(ScreeningCase.id)
+        ):
+            if case_day(case) == visit.scheduled_date:
+                return case, "patient"
     return None
 
 
