@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from services.db.base import utcnow
@@ -64,8 +65,12 @@ def workflow_round(
 
     with transaction(sessions) as session:
         ids = settle_steps(session, settings.pdf_reports)
-        refresh(session, settings.site, FailsafePolicy.from_settings(settings))
     dispatcher.dispatch(ids)
+    try:
+        with transaction(sessions) as session:
+            refresh(session, settings.site, FailsafePolicy.from_settings(settings))
+    except IntegrityError:  # the gateway's and the beat's sweeps added the same item at once
+        log.info("failsafe refreshed concurrently by another sweep; its items stand")
 
 
 def triage_waiting(settings: Settings, sessions: sessionmaker[Session]) -> None:

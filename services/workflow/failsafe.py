@@ -138,65 +138,85 @@ def _step_concerns(session: Session, site: str, now: datetime) -> Iterator[Conce
             )
 
 
-def _referred(session: Session, case_id: int) -> bool:
-    decision = session.scalar(
-        select(ArbitrationDecision.referral)
-        .where(ArbitrationDecision.case_pk == case_id)
-        .order_by(ArbitrationDecision.id.desc())
-    )
-    if decision is not None:
-        return bool(decision)
-    return bool(
-        session.scalar(
-            select(func.count())
-            .select_from(Prediction)
-            .join(Instance, Instance.id == Prediction.instance_pk)
-            .where(Instance.case_pk == case_id, Prediction.referral.is_(True))
+def _referred(session: Session, case_ids: Collection[int]) -> set[int]:
+    """The cases referred: by the panel's latest decision where there is one, else by any
+    image the model referred (a failsafe errs on the side of listing)."""
+    decided: dict[int, bool] = {}
+    for case_id, referral in session.execute(
+        select(ArbitrationDecision.case_pk, ArbitrationDecision.referral)
+        .where(ArbitrationDecision.case_pk.in_(case_ids))
+        .order_by(ArbitrationDecision.id)
+    ):
+        decided[case_id] = bool(referral)
+    by_model = set(
+        session.scalars(
+            select(Instance.case_pk)
+            .join(Prediction, Prediction.instance_pk == Instance.id)
+            .where(Instance.case_pk.in_(case_ids), Prediction.referral.is_(True))
+            .distinct()
         )
     )
+    return {c for c in case_ids if decided.get(c, c in by_model)}
 
 
 def _case_concerns(
     session: Session, site: str, policy: FailsafePolicy, now: datetime
 ) -> Iterator[Concern]:
-    late = now - policy.turnaround
-    for case in session.scalars(
-        select(ScreeningCase).where(
-            ScreeningCase.site == site, ScreeningCase.opened_at >= now - WINDOW
-        )
-    ):
-        day, subject = case_day(case), f"case:{case.id}"
-        unread = session.scalar(
-            select(func.count()).where(
-                Instance.case_pk == case.id,
+    """Set-based: a handful of queries per sweep, however many cases the window holds."""
+    late, since = now - policy.turnaround, now - WINDOW
+    of_site = (ScreeningCase.site == site, ScreeningCase.opened_at >= since)
+    unread = dict(
+        session.execute(
+            select(Instance.case_pk, func.count())
+            .join(ScreeningCase, ScreeningCase.id == Instance.case_pk)
+            .where(*of_site)
+            .where(
                 Instance.state.in_([InstanceState.RECEIVED, InstanceState.FAILED]),
                 Instance.received_at < late,
             )
+            .group_by(Instance.case_pk)
+        ).all()
+    )
+    ungraded = set(
+        session.scalars(
+            select(ScreeningCase.id).where(
+                *of_site, ScreeningCase.graded_at.is_(None), ScreeningCase.opened_at < late
+            )
         )
-        if unread:
+    )
+    ended = func.coalesce(ScreeningCase.closed_at, ScreeningCase.last_image_at)
+    due = list(
+        session.scalars(
+            select(ScreeningCase.id).where(*of_site, ended < now - policy.referral_outcome_after)
+        )
+    )
+    referred = _referred(session, due) if due else set()
+    for case_id in sorted(set(unread) | ungraded | referred):
+        case = session.get_one(ScreeningCase, case_id)
+        day, subject = case_day(case), f"case:{case_id}"
+        if case_id in unread:
             yield Concern(
                 FailsafeKind.NOT_READ_BY_MODEL,
                 subject,
                 day,
-                f"{unread} image(s) not read by the model within the turnaround",
-                case_pk=case.id,
+                f"{unread[case_id]} image(s) not read by the model within the turnaround",
+                case_pk=case_id,
             )
-        if case.graded_at is None and case.opened_at < late:
+        if case_id in ungraded:
             yield Concern(
                 FailsafeKind.NOT_GRADED,
                 subject,
                 day,
                 "no grader's read within the turnaround",
-                case_pk=case.id,
+                case_pk=case_id,
             )
-        ended = case.closed_at or case.last_image_at
-        if ended < now - policy.referral_outcome_after and _referred(session, case.id):
+        if case_id in referred:
             yield Concern(
                 FailsafeKind.REFERRAL_NO_OUTCOME,
                 subject,
                 day,
                 "referred: record the outcome (attended, declined, ...) as the reason",
-                case_pk=case.id,
+                case_pk=case_id,
             )
 
 
@@ -248,9 +268,10 @@ def refresh(
     now = now or utcnow()
     match_visits(session, site)
     found = {(c.kind, c.subject): c for c in concerns(session, site, policy, now)}
+    recent = FailsafeItem.closed_at.is_(None) | (FailsafeItem.opened_at >= now - 2 * WINDOW)
     known = {
         (item.kind, item.subject): item
-        for item in session.scalars(select(FailsafeItem).where(FailsafeItem.site == site))
+        for item in session.scalars(select(FailsafeItem).where(FailsafeItem.site == site, recent))
     }
     new = 0
     for key, concern in found.items():

@@ -205,3 +205,31 @@ def test_mpps_discontinued_keeps_its_reason_and_the_visit_open(
         assert step.status == StepStatus.DISCONTINUED
         assert step.discontinued_reason == "110514 Incorrect worklist entry selected"
         assert session.scalars(select(ScreeningCase)).one().state == CaseState.OPEN
+
+
+def test_a_step_completed_before_its_images_closes_the_visit_when_they_arrive(
+    gateway: Gateway, fundus_photo: Path, tmp_path: Path
+) -> None:
+    from services.kernel.outbox import OutboxDispatcher
+    from services.operations.recovery import workflow_round
+
+    study, step_uid = generate_uid(), generate_uid()
+    image = _photo(fundus_photo, tmp_path / "r.dcm", "P3", "ACC7", study)
+    assoc = _mpps_association(gateway)
+    try:
+        assoc.send_n_create(_in_progress(study, "ACC7", "P3"), MPPS_SOP_CLASS, step_uid)
+        status, _ = assoc.send_n_set(_completed([image.SOPInstanceUID]), MPPS_SOP_CLASS, step_uid)
+        assert status.Status == 0x0000
+    finally:
+        assoc.release()
+    with gateway.sessions() as session:
+        step = session.scalars(select(PerformedStep)).one()
+        assert step.case_pk is None and step.missing == [image.SOPInstanceUID]
+    assert gateway.storescu(tmp_path / "r.dcm") == [0]
+    dispatcher = OutboxDispatcher(gateway.sessions, lambda name, args: None)
+    workflow_round(gateway.settings, gateway.sessions, dispatcher)  # the sweep's round
+    with gateway.sessions() as session:
+        step = session.scalars(select(PerformedStep)).one()
+        case = session.scalars(select(ScreeningCase)).one()
+        assert step.case_pk == case.id and step.missing == []
+        assert case.state == CaseState.CLOSED  # at the next sweep, not after the quiet period
