@@ -14,6 +14,7 @@ from services.access import audit, people
 from services.clinic import dashboard
 from services.db.models import AuditEvent, Person, PersonSite, Role
 from services.reporting.service import requeue_dead
+from services.workflow import open_counts
 from webapp.security import Principal, db, posted, require, signed_in
 from webapp.templating import render
 
@@ -37,6 +38,7 @@ def dashboard_page(
             "overview": dashboard.overview(session, sites),
             "graders": dashboard.grader_quality(session, sites, principal.person, named),
             "named": named,
+            "failsafe": open_counts(session, sites),
         },
     )
 
