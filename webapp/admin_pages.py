@@ -11,10 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.access import audit, people
-from services.clinic import dashboard
-from services.db.models import AuditEvent, Person, PersonSite, Role
+from services.clinic import dashboard, panel
+from services.db.models import ArbitrationCase, AuditEvent, Person, PersonSite, Role
 from services.reporting.service import requeue_dead
-from webapp.security import Principal, db, posted, require, signed_in
+from webapp.security import Principal, case_for, db, posted, require, signed_in
 from webapp.templating import render
 
 router = APIRouter()
@@ -37,8 +37,47 @@ def dashboard_page(
             "overview": dashboard.overview(session, sites),
             "graders": dashboard.grader_quality(session, sites, principal.person, named),
             "named": named,
+            "undecidable": panel.undecidable(session, sites),
+            "seniors": session.scalars(
+                select(Person)
+                .where(Person.role == Role.SENIOR_ARBITER, Person.active.is_(True))
+                .order_by(Person.username)
+            ).all()
+            if named
+            else [],
         },
     )
+
+
+@router.post("/admin/arbitrations/{arbitration_id}/assign")
+async def assign_arbitration(
+    request: Request,
+    arbitration_id: int,
+    principal: Principal = Depends(posted(Role.ADMIN)),
+    session: Session = Depends(db, scope="function"),
+) -> Response:
+    """A case nobody of its site can decide, given to a senior arbiter (of any site)."""
+    arbitration = session.get(ArbitrationCase, arbitration_id)
+    if arbitration is None:
+        raise HTTPException(404, "no such arbitration")
+    case_for(session, principal, arbitration.case_pk)  # an admin of the case's site
+    form = await request.form()
+    senior = session.scalar(select(Person).where(Person.username == str(form.get("senior") or "")))
+    if senior is None:
+        raise HTTPException(422, "choose a senior arbiter")
+    try:
+        panel.assign(session, arbitration, senior)
+    except panel.DecisionError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    audit.record(
+        session,
+        principal.actor,
+        "arbitration.assign",
+        arbitration.case_pk,
+        arbitration=arbitration.id,
+        to=senior.username,
+    )
+    return RedirectResponse("/dashboard", status_code=303)
 
 
 @router.post("/dashboard/resend/{delivery_id}")

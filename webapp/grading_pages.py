@@ -129,6 +129,18 @@ def finding_choices(session: Session, case_id: int) -> dict[str, Any]:
     }
 
 
+def entered_eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
+    """Each eye as the form states it, blank states kept blank (for ``grading.as_entered``)."""
+    return {
+        eye: {
+            "state": str(form.get(f"eye_{eye}_state") or ""),
+            "codes": [str(c) for c in form.getlist(f"eye_{eye}_code")],
+            "ungradable": str(form.get(f"eye_{eye}_reason") or ""),
+        }
+        for eye in eyes
+    }
+
+
 def eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for eye in eyes:
