@@ -382,7 +382,8 @@ def test_amendment_is_a_new_version_and_old_arbitrations_escalate(clinic: Clinic
         assert (
             versions[1].amends_pk == versions[0].id and versions[0].findings != versions[1].findings
         )
-        assert session.scalars(select(Triage)).one().read_pk == versions[0].id  # triaged once
+        # triaged once per version: the amendment is triaged again (issue 21)
+        assert session.scalars(select(Triage)).one().read_pk == versions[1].id
     with transaction(clinic.runtime.sessions) as session:
         arbitration = session.scalars(select(ArbitrationCase)).one()
         arbitration.opened_at = utcnow() - timedelta(hours=100)
