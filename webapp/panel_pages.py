@@ -15,7 +15,7 @@ from services.clinic.panel import PANEL, DecisionError
 from services.clinic.triage import Conflict
 from services.db.models import ArbitrationCase
 from webapp.grading_pages import entered_eyes_from_form, finding_choices, photos_by_eye
-from webapp.security import Principal, case_for, db, posted, require
+from webapp.security import Principal, RowId, case_for, db, posted, require
 from webapp.templating import render
 
 router = APIRouter()
@@ -79,7 +79,7 @@ def queue_page(
 @router.get("/arbitration/{arbitration_id}")
 def arbitration_page(
     request: Request,
-    arbitration_id: int,
+    arbitration_id: RowId,
     principal: Principal = Depends(require(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -115,7 +115,7 @@ def arbitration_page(
 @router.post("/arbitration/{arbitration_id}/vote")
 async def vote(
     request: Request,
-    arbitration_id: int,
+    arbitration_id: RowId,
     principal: Principal = Depends(posted(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:

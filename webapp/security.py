@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +26,11 @@ from services.db.models import (
 )
 
 COOKIE = "eyescreen_session"
+
+# Ids in URLs are database keys (64-bit): a larger number is refused with 422 before any query
+# (it used to reach PostgreSQL and fail there with a 500).
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 
 
 class NotSignedIn(Exception):
