@@ -17,6 +17,7 @@ from services.db.session import make_engine, make_session_factory
 from services.kernel.settings import Settings
 from services.kernel.storage import ContentStore
 from webapp import (
+    account_pages,
     admin_pages,
     api,
     failsafe_pages,
@@ -95,6 +96,7 @@ def routers() -> list[APIRouter]:
     """Every router of the application (the access tests walk all their routes)."""
     modules = (
         login_pages,
+        account_pages,
         grading_pages,
         panel_pages,
         admin_pages,

@@ -14,8 +14,8 @@ from services.clinic import grading, panel
 from services.clinic.panel import PANEL, DecisionError
 from services.clinic.triage import Conflict
 from services.db.models import ArbitrationCase
-from webapp.grading_pages import eyes_from_form, finding_choices, photos_by_eye
-from webapp.security import Principal, case_for, db, posted, require
+from webapp.grading_pages import entered_eyes_from_form, finding_choices, photos_by_eye
+from webapp.security import Principal, RowId, case_for, db, posted, require
 from webapp.templating import render
 
 router = APIRouter()
@@ -79,7 +79,7 @@ def queue_page(
 @router.get("/arbitration/{arbitration_id}")
 def arbitration_page(
     request: Request,
-    arbitration_id: int,
+    arbitration_id: RowId,
     principal: Principal = Depends(require(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -103,7 +103,8 @@ def arbitration_page(
             "patient": arbitration.case.study.patient,
             "photos": photos_by_eye(session, arbitration.case_pk),
             "reads": [] if outcome_queue else panel.shown_reads(session, arbitration, seed),
-            "ungradable_read": arbitration.read,
+            "ungradable_read": panel.current_read(session, arbitration),
+            "history": panel.read_history(session, arbitration),
             "outcome_queue": outcome_queue,
             "outcomes": panel.OUTCOMES,
         }
@@ -114,7 +115,7 @@ def arbitration_page(
 @router.post("/arbitration/{arbitration_id}/vote")
 async def vote(
     request: Request,
-    arbitration_id: int,
+    arbitration_id: RowId,
     principal: Principal = Depends(posted(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -138,7 +139,7 @@ async def vote(
         else:
             choice = str(form.get("choice") or "")
             eyes = list(grading.case_eyes(session, arbitration.case_pk))
-            other = eyes_from_form(form, eyes) if choice == "other" else None
+            other = entered_eyes_from_form(form, eyes) if choice == "other" else None
             result = panel.vote(
                 session,
                 arbitration,

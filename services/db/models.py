@@ -559,6 +559,8 @@ class ArbitrationCase(Base):
     inclusion_probability: Mapped[float] = mapped_column(Float, default=1.0)
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)  # ungradable cases
+    # A senior arbiter an admin gave the case to when nobody of its site could decide it.
+    assigned_pk: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
 
     case: Mapped[ScreeningCase] = relationship()
     read: Mapped[CaseRead | None] = relationship()
@@ -586,7 +588,8 @@ class ArbitrationVote(Base):
     """One arbiter's signed vote; a quorum of agreeing votes decides, disagreement escalates."""
 
     __tablename__ = "arbitration_vote"
-    __table_args__ = (UniqueConstraint("arbitration_pk", "arbiter_pk"),)
+    # One vote per arbiter on each version of the grader's read: an amendment reopens voting.
+    __table_args__ = (UniqueConstraint("arbitration_pk", "arbiter_pk", "read_pk"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     arbitration_pk: Mapped[int] = mapped_column(ForeignKey("arbitration_case.id"), index=True)
@@ -596,6 +599,7 @@ class ArbitrationVote(Base):
     referral: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str] = mapped_column(Text, default="")
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    read_pk: Mapped[int | None] = mapped_column(ForeignKey("case_read.id"), nullable=True)
 
 
 class ArbitrationDecision(Base):
@@ -612,6 +616,10 @@ class ArbitrationDecision(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     eyes: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)  # per eye
+    # What it was made on: {"read": id, "read_version": n, "predictions": [ids]}.
+    basis: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Every arbiter who signed it (person ids, in signing order): the SR's Verifying Observers.
+    signers: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
 
     decided_by: Mapped[Person] = relationship()
 

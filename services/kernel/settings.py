@@ -189,7 +189,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
 
     # The clinicians' web application (graders, arbitration panel, admins, statisticians).
-    web_host: str = "0.0.0.0"
+    # Unset: every interface with HTTPS, loopback only without (passwords must not cross the
+    # network in clear); set it to listen elsewhere on purpose.
+    web_host: str | None = None
     web_port: int = Field(8080, ge=0, le=65535)  # 0: no web application
     web_certificate: Path | None = None  # with web_private_key: HTTPS
     web_private_key: Path | None = None
@@ -295,6 +297,14 @@ class Settings(BaseSettings):
         if (self.web_certificate is None) != (self.web_private_key is None):
             raise ValueError("HTTPS needs both EYESCREEN_WEB_CERTIFICATE and _PRIVATE_KEY")
         return self
+
+    @property
+    def web_bind_host(self) -> str:
+        """Where the web application listens: ``web_host`` when set, otherwise every interface
+        with a certificate and only this machine (127.0.0.1) without one."""
+        if self.web_host:
+            return self.web_host
+        return "0.0.0.0" if self.web_certificate is not None else "127.0.0.1"
 
     def blind_at(self, site: str) -> bool:
         """Whether graders at this site read before seeing the model's output."""

@@ -30,6 +30,7 @@ from services.db.models import (
     DeliveryState,
     Instance,
     InstanceState,
+    Person,
     Prediction,
     Report,
     ReportDelivery,
@@ -78,6 +79,14 @@ class Verdict:
     referral: bool
     comment: str
     decided_at: datetime
+    # Everyone who signed the decision (DICOM PN names), in signing order: the SR's
+    # Verifying Observers. Empty for decisions from before signers were kept: the decider.
+    signers: tuple[str, ...] = ()
+
+    @property
+    def verifying_observers(self) -> tuple[tuple[str, str], ...]:
+        """(name, organization) of each Verifying Observer."""
+        return tuple((name, self.organization) for name in self.signers or (self.person_name,))
 
 
 @dataclass(frozen=True)
@@ -271,7 +280,7 @@ class ReportService:
             case_id=case_id,
             patient=_patient(case),
             images=tuple(self._image_result(p) for p in predictions),
-            verdict=self._verdict(decision) if decision else None,
+            verdict=self._verdict(session, decision) if decision else None,
             predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
         )
         return (
@@ -313,7 +322,7 @@ class ReportService:
         )
 
     @staticmethod
-    def _verdict(decision: ArbitrationDecision) -> Verdict:
+    def _verdict(session: Session, decision: ArbitrationDecision) -> Verdict:
         names: dict[str, str] = {}
         for code in decision.findings:
             for route in ("fundus", "anterior"):
@@ -329,6 +338,9 @@ class ReportService:
             referral=decision.referral,
             comment=decision.comment,
             decided_at=decision.decided_at,
+            signers=tuple(
+                session.get_one(Person, pk).display_name for pk in decision.signers or []
+            ),
         )
 
     def render_pdf(self, report_id: int) -> None:
@@ -354,7 +366,7 @@ class ReportService:
             case_id=report.case_pk,
             patient=_patient(report.case),
             images=tuple(self._image_result(p) for p in reading_order(report.predictions)),
-            verdict=self._verdict(decision) if decision else None,
+            verdict=self._verdict(session, decision) if decision else None,
         )
 
     def objects_for(self, report: Report) -> list[bytes]:
