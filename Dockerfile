@@ -10,6 +10,7 @@ COPY reports reports
 COPY migrations migrations
 COPY ml ml
 COPY eyescreen eyescreen
+COPY webapp webapp
 RUN pip install --no-cache-dir .
 RUN useradd --system --home /data eyescreen && mkdir -p /data && chown eyescreen /data
 USER eyescreen

@@ -34,15 +34,16 @@ CONTEXTS: dict[str, set[str]] = {
     "screening": set(),
     "access": set(),
     "reporting": {"screening"},
-    "clinic": {"access", "reporting", "screening"},
+    "clinic": {"access", "reporting"},
     "study": {"clinic", "reporting"},
-    "operations": {"clinic", "reporting", "workflow"},
+    "operations": {"clinic", "workflow"},
 }
 
 # Libraries the domain core must not import (protocols, brokers, web, the network itself).
 FORBIDDEN_IN_SERVICES = (
     "pydicom", "pynetdicom", "highdicom", "celery", "kombu", "redis", "fastapi", "starlette",
     "uvicorn", "httpx", "requests", "http", "urllib.request", "torch", "torchvision",
+    "hl7apy", "socket", "ssl", "urllib3", "smtplib",
     "webapp", "worker", "dicom_gateway", "reports", "ml", "eyescreen",
 )  # fmt: skip
 
@@ -75,7 +76,9 @@ def imports_of(module: str, source: str, modules: Mapping[str, str]) -> Iterator
     (``from pkg import submodule`` is an import of the submodule)."""
     is_package = any(m.startswith(module + ".") for m in modules)
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call) and _literal_import(node):
+            yield Import(module, _literal_import(node), node.lineno)
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield Import(module, alias.name, node.lineno)
         elif isinstance(node, ast.ImportFrom):
@@ -84,6 +87,16 @@ def imports_of(module: str, source: str, modules: Mapping[str, str]) -> Iterator
                 candidate = f"{base}.{alias.name}"
                 target = candidate if candidate in modules else base
                 yield Import(module, target, node.lineno)
+
+
+def _literal_import(call: ast.Call) -> str:
+    """The module named by ``importlib.import_module("x")`` or ``__import__("x")``, if any."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if name not in {"import_module", "__import__"} or not call.args:
+        return ""
+    first = call.args[0]
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else ""
 
 
 def _absolute(module: str, is_package: bool, name: str | None, level: int) -> str:
@@ -101,6 +114,27 @@ def _top(name: str) -> str:
 
 def _within(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
+
+
+def allowed_imports(package: str) -> set[str]:
+    """The ``services`` packages a services package may import besides itself."""
+    if package in SHARED:
+        return set(SHARED[package])
+    return set(CONTEXTS[package]) | set(SHARED)
+
+
+def contexts_used(sources: Mapping[str, str]) -> dict[str, set[str]]:
+    """For each services package, the other services packages its modules import."""
+    used: dict[str, set[str]] = {}
+    for module, source in sources.items():
+        parts = module.split(".")
+        if parts[0] != "services" or len(parts) < 2:
+            continue
+        for imp in imports_of(module, source, sources):
+            target = imp.target.split(".")
+            if target[0] == "services" and len(target) > 1 and target[1] != parts[1]:
+                used.setdefault(parts[1], set()).add(target[1])
+    return used
 
 
 def rule_breaches(sources: Mapping[str, str]) -> list[str]:
@@ -144,13 +178,21 @@ def _context_breach(where: str, own: str, other: str, target: str) -> list[str]:
 
 
 def import_circles(sources: Mapping[str, str]) -> list[list[str]]:
-    """Each set of the project's modules that import each other in a circle (Tarjan)."""
+    """Each set of the project's modules that import each other in a circle (Tarjan). Importing
+    ``a.b.c`` runs the ``__init__`` of ``a`` and ``a.b`` first: those count as imports too,
+    unless the importer lives inside them."""
     graph: dict[str, set[str]] = {m: set() for m in sources}
     for module, source in sources.items():
         for imp in imports_of(module, source, sources):
-            if imp.target in sources and imp.target != module:
-                graph[module].add(imp.target)
+            for target in (*_ancestors(imp.target), imp.target):
+                if target in sources and target != module and not _within(module, target):
+                    graph[module].add(target)
     return [sorted(c) for c in _strongly_connected(graph) if len(c) > 1]
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _strongly_connected(graph: Mapping[str, set[str]]) -> list[list[str]]:

@@ -1,9 +1,9 @@
 """The clinic: graders' reads and their worklist (``grading``), the model-against-grader
 comparison that sends a case to the panel (``triage``), the panel's votes and decisions
-(``panel``, ``arbitration``) and the dashboard's figures (``dashboard``).
+(``panel``, ``arbitration``), the rule that takes every arbitration to a decision
+(``escalation``) and the dashboard's figures (``dashboard``).
 
-May import: the shared kernel, ``services.access``, ``services.reporting``,
-``services.screening``."""
+May import: the shared kernel, ``services.access``, ``services.reporting``."""
 
 from services.clinic.grading import eye_of
 from services.clinic.panel import escalate_overdue

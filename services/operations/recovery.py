@@ -1,5 +1,7 @@
-"""Finding work that fell through the cracks (a worker killed, a broker message lost) and
-queueing it again. Every task is idempotent, so a spurious re-queue costs only compute."""
+"""The periodic sweep: finding work that fell through the cracks (a worker killed, a broker
+message lost) and queueing it again, closing visits gone quiet (``close_quiet_cases``: the timer
+for cameras without MPPS), triaging late model results, escalating overdue arbitrations and
+refreshing the failsafe. Every task is idempotent, so a spurious re-queue costs only compute."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from services.clinic import Rule, TriagePolicy, escalate_overdue, triage_case, untriaged_cases
 from services.db.base import utcnow
 from services.db.models import (
     CaseState,
@@ -34,6 +37,7 @@ from services.kernel.task_names import (
     RENDER_TASK,
     REPORT_TASK,
 )
+from services.workflow import FailsafePolicy, refresh, settle_steps
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,6 @@ def workflow_round(
 ) -> None:
     """Ended MPPS steps settled again (their images may have come since: the visit closes at
     once), expected visits matched, and the site's failsafe list brought up to date."""
-    from services.workflow import FailsafePolicy, refresh, settle_steps
-
     with transaction(sessions) as session:
         ids = settle_steps(session, settings.pdf_reports)
     dispatcher.dispatch(ids)
@@ -76,14 +78,6 @@ def workflow_round(
 def triage_waiting(settings: Settings, sessions: sessionmaker[Session]) -> None:
     """Triage the cases whose model result came after the grader's read; escalate overdue
     arbitrations to a senior arbiter."""
-    from services.clinic import (
-        Rule,
-        TriagePolicy,
-        escalate_overdue,
-        triage_case,
-        untriaged_cases,
-    )
-
     policy = TriagePolicy(
         Rule(settings.discrepancy_rule), settings.qc_sample_rate, settings.qc_seed
     )
