@@ -43,6 +43,7 @@ def home(principal: Principal = Depends(signed_in)) -> Response:
 def worklist_page(
     request: Request,
     page: int = 0,
+    saved: int | None = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -60,6 +61,7 @@ def worklist_page(
             "page": page,
             "stuck": stuck,
             "turnaround_hours": settings.turnaround_hours,
+            "saved": saved,
         },
     )
 
@@ -67,11 +69,16 @@ def worklist_page(
 @router.get("/cases/next")
 def next_case(
     after: int | None = None,
+    saved: int | None = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
+    """The next case to read; ``saved`` (the case just read) is carried on to say so there."""
+    if after is not None:
+        grading.release(session, after, principal.person)  # skipped: free for a colleague
     case_id = grading.next_case(session, principal.person, after)
-    return RedirectResponse(f"/cases/{case_id}" if case_id else "/worklist", status_code=303)
+    target = f"/cases/{case_id}" if case_id else "/worklist"
+    return RedirectResponse(target + (f"?saved={saved}" if saved else ""), status_code=303)
 
 
 def photos_by_eye(session: Session, case_id: int) -> dict[str, list[dict[str, Any]]]:
@@ -89,6 +96,7 @@ def photos_by_eye(session: Session, case_id: int) -> dict[str, list[dict[str, An
 def case_page(
     request: Request,
     case_id: int,
+    saved: int | None = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -112,9 +120,29 @@ def case_page(
             "mine": mine,
             "held": held,
             "model": model_read(session, case_id) if unblinded else None,
+            "saved": saved,
+            "place": _place(session, principal, case_id) if mine is None else None,
         }
         | finding_choices(session, case_id),
     )
+
+
+def _place(session: Session, principal: Principal, case_id: int) -> dict[str, int] | None:
+    found = grading.place_in_list(session, principal.person, case_id)
+    return {"n": found[0], "total": found[1]} if found else None
+
+
+@router.post("/cases/{case_id}/release")
+def release_case(
+    case_id: int,
+    principal: Principal = Depends(posted(*READERS)),
+    session: Session = Depends(db, scope="function"),
+) -> Response:
+    """The page sends this as it is left unread (a beacon): the case is free for a colleague
+    at once instead of when the lease runs out."""
+    case_for(session, principal, case_id)
+    grading.release(session, case_id, principal.person)
+    return Response(status_code=204)
 
 
 def finding_choices(session: Session, case_id: int) -> dict[str, Any]:
@@ -181,7 +209,11 @@ async def submit_read(
         version=read.version,
     )
     triage_case(session, case_id, policy_of(request))
-    target = f"/cases/next?after={case_id}" if form.get("then") == "next" else f"/cases/{case_id}"
+    target = (
+        f"/cases/next?after={case_id}&saved={case_id}"
+        if form.get("then") == "next"
+        else f"/cases/{case_id}?saved={case_id}"
+    )
     return RedirectResponse(target, status_code=303)
 
 
@@ -216,6 +248,7 @@ def image(
 
 @router.get("/heatmaps/{instance_id}.png")
 def heatmap(
+    request: Request,
     instance_id: int,
     principal: Principal = Depends(signed_in),
     session: Session = Depends(db, scope="function"),
@@ -236,7 +269,12 @@ def heatmap(
     if path is None:
         raise HTTPException(404, "no heatmap for this image")
     audit.record(session, principal.actor, "heatmap.view", instance.case_pk, instance=instance_id)
-    return Response(heatmap_png(path), media_type="image/png")
+    store = request.app.state.images
+    return Response(
+        heatmap_png(path, lambda: store.read(instance.sha256)),
+        media_type="image/png",
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 @router.post("/reads/import")

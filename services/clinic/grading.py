@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
@@ -277,6 +277,29 @@ def next_case(session: Session, person: Person, after_case: int | None = None) -
     if after_case is not None:
         query = query.where(ScreeningCase.id != after_case)
     return session.scalar(query.limit(1))
+
+
+def place_in_list(session: Session, person: Person, case_id: int) -> tuple[int, int] | None:
+    """(n, N): the case is the n-th of the N unread cases of the person's sites, in worklist
+    order (urgent first, then oldest); None once it is read. Two index-backed counts."""
+    case = session.get(ScreeningCase, case_id)
+    if case is None or case.graded_at is not None or case.site not in person.site_names:
+        return None
+    unread = and_(ScreeningCase.site.in_(person.site_names), ScreeningCase.graded_at.is_(None))
+    same_urgency_earlier = and_(
+        ScreeningCase.urgent == case.urgent,
+        or_(
+            ScreeningCase.opened_at < case.opened_at,
+            and_(ScreeningCase.opened_at == case.opened_at, ScreeningCase.id < case.id),
+        ),
+    )
+    ahead = ScreeningCase.urgent.is_(True) if not case.urgent else false()
+    before, total = session.execute(
+        select(func.count().filter(or_(ahead, same_urgency_earlier)), func.count())
+        .select_from(ScreeningCase)
+        .where(unread)
+    ).one()
+    return before + 1, total
 
 
 def stuck_cases(session: Session, sites: set[str], older_than: timedelta) -> list[tuple[int, str]]:
