@@ -21,6 +21,7 @@ from dicom_gateway.tls import server_context
 from services.intake.group_commit import GroupCommit
 from services.intake.ingest import IngestService
 from services.intake.routing import Router
+from services.intake.sites import SourceSites
 from services.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def start_gateway(
         inspect=inspectors.inspect,
         max_dataset_bytes=settings.max_dataset_mb << 20,
         urgent_sources=frozenset(settings.urgent_sources),
+        sites=SourceSites(settings.site, settings.source_sites),
     )
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_requested, [settings.dicom_sources]),

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     heatmaps: bool = True  # Grad-CAM of the main positive finding, stored with the prediction
     inference_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     site: str = ""  # this installation's site name, for per-site models and thresholds
+    # One gateway, several clinics: SOURCE=SITE, where SOURCE is a calling AE title, a Station
+    # Name or an IP address (EYESCREEN_SOURCE_SITES=CAM-NORTH=NORTH,10.0.4.7=SOUTH); sources
+    # not named go to ``site``.
+    source_sites: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     thresholds_file: Path | None = None  # JSON {route: {code: threshold}} overriding the model's
     stale_after_s: float = Field(600.0, gt=0)  # work not done by then is queued again
     metrics_port: int = Field(0, ge=0, le=65535)  # worker /metrics and /healthz; 0: off
@@ -210,6 +214,21 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_urgent(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("source_sites", mode="before")
+    @classmethod
+    def _parse_source_sites(cls, value: object) -> object:
+        """``CAM-NORTH=NORTH,10.0.4.7=SOUTH`` -> {"CAM-NORTH": "NORTH", "10.0.4.7": "SOUTH"}."""
+        items = _split_list(value)
+        if not isinstance(items, list):
+            return items
+        sites: dict[str, str] = {}
+        for item in items:
+            source, sep, site = str(item).partition("=")
+            if not sep or not source.strip() or not site.strip():
+                raise ValueError(f"{item!r}: write SOURCE=SITE (AE title, station or address)")
+            sites[source.strip()] = site.strip()
+        return sites
 
     @field_validator("station_routes", mode="before")
     @classmethod
