@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 
 from services.access import audit
 from services.clinic import grading
+from services.clinic.dr_grading import describe, scheme_named
 from services.clinic.grading import READERS, ImportFailed, ReadError
 from services.clinic.triage import Rule, TriagePolicy, model_read, triage_case
 from services.db.models import Instance, Prediction, Role
@@ -122,6 +123,8 @@ def case_page(
             "model": model_read(session, case_id) if unblinded else None,
             "saved": saved,
             "place": _place(session, principal, case_id) if mine is None else None,
+            "dr": scheme_named(settings.dr_scheme_at(case.site)),
+            "dr_text": describe,
         }
         | finding_choices(session, case_id),
     )
@@ -165,10 +168,14 @@ def eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
         reason = str(form.get(f"eye_{eye}_reason") or "")
         if state == "ungradable":
             given[eye] = {"codes": [], "ungradable": reason or "unspecified"}
-        elif state == "normal":
-            given[eye] = {"codes": [], "ungradable": None}
-        else:
-            given[eye] = {"codes": codes, "ungradable": None}
+            continue
+        given[eye] = {"codes": [] if state == "normal" else codes, "ungradable": None}
+        dr = {
+            field: str(form.get(f"eye_{eye}_dr_{field}") or "")
+            for field in ("retinopathy", "maculopathy", "photocoagulation")
+        }
+        if any(dr.values()):
+            given[eye]["dr"] = dr | {"photocoagulation": bool(dr["photocoagulation"])}
     return given
 
 
@@ -197,6 +204,7 @@ async def submit_read(
             amend_reason=str(form.get("amend_reason") or ""),
             # an amendment is made after seeing the model's output
             blinded=request.app.state.settings.blind_at(case.site) and mine_before is None,
+            dr_scheme=request.app.state.settings.dr_scheme_at(case.site),
         )
     except ReadError as exc:
         raise HTTPException(422, str(exc)) from exc

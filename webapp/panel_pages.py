@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 
 from services.access import audit
 from services.clinic import grading, panel
+from services.clinic.dr_grading import describe
 from services.clinic.panel import PANEL, DecisionError
 from services.clinic.triage import Conflict
 from services.db.models import ArbitrationCase
@@ -140,10 +141,19 @@ def _arbitration_page(
             "ungradable_read": arbitration.read,
             "outcome_queue": outcome_queue,
             "outcomes": panel.OUTCOMES,
+            "dr": None,  # the panel decides findings; the grader's DR grade is shown as read
+            "grader_dr": _grader_dr(arbitration),
         }
         | finding_choices(session, arbitration.case_pk),
         status_code=422 if refused else 200,
     )
+
+
+def _grader_dr(arbitration: ArbitrationCase) -> dict[str, str]:
+    """The DR grade per eye of the read that sent the case here, in words (sites that grade
+    DR only). Shown apart from Read A and B: it does not say which of them is the model's."""
+    eyes = arbitration.read.eyes if arbitration.read else {}
+    return {eye: describe(read.get("dr")) for eye, read in eyes.items() if read.get("dr")}
 
 
 def _field_of(message: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.clinic.dr_grading import DrGradeError, check_grade, scheme_named
 from services.db.base import utcnow
 from services.db.models import (
     CaseRead,
@@ -88,9 +89,12 @@ def case_eyes(session: Session, case_id: int) -> dict[str, list[str]]:
 
 
 def normalise(
-    eyes_given: Mapping[str, Any], eyes_present: Mapping[str, list[str]]
+    eyes_given: Mapping[str, Any],
+    eyes_present: Mapping[str, list[str]],
+    dr_scheme: str | None = None,
 ) -> dict[str, Any]:
-    """Check a read against the case's eyes and the taxonomy; returns its canonical form."""
+    """Check a read against the case's eyes and the taxonomy (and the site's DR grading
+    scheme, if it uses one); returns its canonical form."""
     missing = [eye for eye in eyes_present if eye not in eyes_given]
     if missing:
         raise ReadError(f"no read for eye(s) {', '.join(missing)}")
@@ -113,6 +117,14 @@ def normalise(
         if ungradable and codes:
             raise ReadError(f"eye {eye}: ungradable, yet findings recorded")
         canonical[eye] = {"codes": codes, "ungradable": ungradable}
+        try:
+            dr = check_grade(scheme_named(dr_scheme), given.get("dr"))
+        except DrGradeError as exc:
+            raise ReadError(f"eye {eye}: {exc}") from exc
+        if dr is not None and ungradable:
+            raise ReadError(f"eye {eye}: ungradable, yet a DR grade recorded")
+        if dr is not None:
+            canonical[eye]["dr"] = dr
     return canonical
 
 
@@ -177,6 +189,7 @@ def submit_read(
     source: ReadSource = ReadSource.WEB,
     amend_reason: str = "",
     blinded: bool | None = None,
+    dr_scheme: str | None = None,
 ) -> CaseRead:
     """Record a grader's read. A second read of the same case by the same grader is an
     amendment: a new version, which needs a reason; earlier versions stay as they were."""
@@ -184,7 +197,7 @@ def submit_read(
         raise ReadError(f"{grader.username} may not grade")
     if case.site not in grader.site_names:
         raise ReadError("not a case of your sites")
-    eyes = normalise(eyes_given, case_eyes(session, case.id))
+    eyes = normalise(eyes_given, case_eyes(session, case.id), dr_scheme)
     findings, referral = derive(eyes)
     previous = latest_read(session, case.id, grader.id)
     if previous is not None and not amend_reason.strip():

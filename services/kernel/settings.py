@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     turnaround_hours: float = Field(72.0, gt=0)  # the worklist's target from arrival to read
     blind_reads: bool = True  # graders see the model's output only after their own read
     unblinded_sites: Annotated[list[str], NoDecode] = Field(default_factory=list)  # exceptions
+    # Diabetic retinopathy grade per eye beside the taxonomy, at the sites named:
+    # SITE=icdr (ICDR scale and DME) or SITE=nhs (R0-R3, M0-M1, P). Off elsewhere.
+    dr_schemes: Annotated[dict[str, Literal["icdr", "nhs"]], NoDecode] = Field(default_factory=dict)
     discrepancy_rule: Literal["level1", "level2", "referral"] = "level2"
     qc_sample_rate: float = Field(0.10, ge=0, le=1)  # concordant cases also sent to the panel
     qc_seed: int = 20211  # the QC draw is reproducible: the same seed draws the same cases
@@ -215,6 +218,21 @@ class Settings(BaseSettings):
     def _parse_urgent(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("dr_schemes", mode="before")
+    @classmethod
+    def _parse_dr_schemes(cls, value: object) -> object:
+        """``NORTH=icdr,SOUTH=nhs`` -> {"NORTH": "icdr", "SOUTH": "nhs"}."""
+        items = _split_list(value)
+        if not isinstance(items, list):
+            return items
+        schemes: dict[str, str] = {}
+        for item in items:
+            site, sep, scheme = str(item).partition("=")
+            if not sep or not site.strip() or scheme.strip() not in ("icdr", "nhs"):
+                raise ValueError(f"{item!r}: write SITE=icdr or SITE=nhs")
+            schemes[site.strip()] = scheme.strip()
+        return schemes
+
     @field_validator("source_sites", mode="before")
     @classmethod
     def _parse_source_sites(cls, value: object) -> object:
@@ -256,6 +274,10 @@ class Settings(BaseSettings):
         if (self.web_certificate is None) != (self.web_private_key is None):
             raise ValueError("HTTPS needs both EYESCREEN_WEB_CERTIFICATE and _PRIVATE_KEY")
         return self
+
+    def dr_scheme_at(self, site: str) -> str | None:
+        """The diabetic retinopathy grading scheme graders at this site use, if any."""
+        return self.dr_schemes.get(site)
 
     def blind_at(self, site: str) -> bool:
         """Whether graders at this site read before seeing the model's output."""
