@@ -4,7 +4,7 @@ see what the modality sent)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 SEX = {"F": "female", "M": "male", "O": "other"}
 
@@ -36,3 +36,10 @@ def dicom_date(value: str | None) -> str:
 
 def sex(value: str | None) -> str:
     return SEX.get((value or "").upper(), value or "sex not given")
+
+
+def when(value: datetime | None) -> str:
+    """A time stamp as "6 Dec 2026, 21:41" (the pages say which clock: UTC)."""
+    if value is None:
+        return ""
+    return f"{value.day} {value.strftime('%b %Y, %H:%M')}"

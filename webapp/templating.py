@@ -18,7 +18,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters.update(
-        person_name=display.person_name, dicom_date=display.dicom_date, sex=display.sex
+        person_name=display.person_name,
+        dicom_date=display.dicom_date,
+        sex=display.sex,
+        when=display.when,
     )
     return templates
 

@@ -117,8 +117,7 @@ def make_case(clinic: Clinic, right: Path, left: Path, name: str = "Doe^Jane^Ann
 
 def to_arbitration(clinic: Clinic, case_id: int, tmp_path: Path) -> int:
     """Grace reads the case against the model, so it goes to the panel; every photograph gets
-    a heatmap (a 320 px square view, as the worker writes it) with a white mark at the
-    photograph's point (0.6, 0.4) of its content square."""
+    a heatmap as the worker writes it."""
     model = clinic.model(case_id)
     with transaction(clinic.runtime.sessions) as session:
         case = session.get_one(ScreeningCase, case_id)
@@ -137,12 +136,17 @@ def to_arbitration(clinic: Clinic, case_id: int, tmp_path: Path) -> int:
 
 
 def _heatmap(clinic: Clinic, instance: Instance, folder: Path) -> str:
+    """What the worker writes: half the network's 320 px square view, half a jet-coloured
+    Grad-CAM (here a hot spot at (0.62, 0.42) of the square), with the square's box."""
     from dicom_gateway.pixels import decode_rgb
+    from ml.preprocess import Preprocessing, to_square_image
 
     rgb = decode_rgb(clinic.runtime.images.read(instance.sha256))
-    view = np.zeros((320, 320, 3), np.uint8)
-    view[..., 0] = 180
-    view[120:136, 184:200] = 255
+    base = np.asarray(to_square_image(rgb, Preprocessing(size=320))).astype(float) / 255
+    y, x = np.mgrid[0:320, 0:320] / 320
+    cam = np.exp(-((x - 0.62) ** 2 + (y - 0.42) ** 2) / 0.01)
+    jet = np.stack([np.clip(1.5 - abs(4 * cam - k), 0, 1) for k in (3, 2, 1)], axis=2)
+    view = (255 * (0.5 * base + 0.5 * jet)).astype(np.uint8)
     info = PngInfo()
     info.add_text(BOX_KEY, square_box(rgb).to_text())
     path = folder / f"heat-{instance.id}.png"
