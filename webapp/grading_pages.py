@@ -132,7 +132,7 @@ def case_page(
 
 def _place(session: Session, principal: Principal, case_id: int) -> dict[str, int] | None:
     found = grading.place_in_list(session, principal.person, case_id)
-    return {"n": found[0], "total": found[1]} if found else None
+    return {"n": found[0], "total": found[1], "cap": grading.PLACE_CAP} if found else None
 
 
 @router.post("/cases/{case_id}/release")

@@ -292,9 +292,13 @@ def next_case(session: Session, person: Person, after_case: int | None = None) -
     return session.scalar(query.limit(1))
 
 
+PLACE_CAP = 1000  # counted no further: "case 3 of 1000+" says enough, and costs little
+
+
 def place_in_list(session: Session, person: Person, case_id: int) -> tuple[int, int] | None:
     """(n, N): the case is the n-th of the N unread cases of the person's sites, in worklist
-    order (urgent first, then oldest); None once it is read. Two index-backed counts."""
+    order (urgent first, then oldest); None once it is read. Each count stops at
+    ``PLACE_CAP`` + 1 rows, so a backlog of 100,000 costs no more than one of 1,000."""
     case = session.get(ScreeningCase, case_id)
     if case is None or case.graded_at is not None or case.site not in person.site_names:
         return None
@@ -307,12 +311,12 @@ def place_in_list(session: Session, person: Person, case_id: int) -> tuple[int, 
         ),
     )
     ahead = ScreeningCase.urgent.is_(True) if not case.urgent else false()
-    before, total = session.execute(
-        select(func.count().filter(or_(ahead, same_urgency_earlier)), func.count())
-        .select_from(ScreeningCase)
-        .where(unread)
-    ).one()
-    return before + 1, total
+
+    def capped(*where: ColumnElement[bool]) -> int:
+        rows = select(ScreeningCase.id).where(unread, *where).limit(PLACE_CAP + 1).subquery()
+        return int(session.scalar(select(func.count()).select_from(rows)) or 0)
+
+    return capped(or_(ahead, same_urgency_earlier)) + 1, capped()
 
 
 def stuck_cases(session: Session, sites: set[str], older_than: timedelta) -> list[tuple[int, str]]:
