@@ -88,3 +88,26 @@ def test_a_site_that_grades_dr_records_shows_and_exports_it(
             data=_form(csrf_o, other_read(clinic.model(other_case)), dr),
         )
         assert refused.status_code == 422 and "not used at this site" in refused.text
+
+
+def test_the_api_takes_a_dr_grade_where_the_site_grades_dr(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with open_clinic(postgres_url, tmp_path, dr_schemes="NORTH=icdr") as clinic:
+        case = clinic.case()
+        admin, csrf = clinic.login("admin")
+        with clinic.runtime.sessions() as session:
+            from services.db.models import Person
+
+            grace = session.scalars(select(Person).where(Person.username == "grace")).one()
+        page = admin.post(f"/admin/users/{grace.id}/token", data={"csrf_token": csrf})
+        token = page.text.split('id="api-token">')[1].split("<")[0]
+        dr = {"retinopathy": "severe", "maculopathy": "present"}
+        body = {"study_instance_uid": clinic.study_uid(case), "eyes": {"R": {"dr": dr}, "L": {}}}
+        made = clinic.client().post(
+            "/api/reads", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert made.status_code == 201, made.text
+        with clinic.runtime.sessions() as session:
+            eyes = session.scalars(select(CaseRead)).one().eyes
+        assert eyes["R"]["dr"] == {"scheme": "icdr"} | dr and "dr" not in eyes["L"]
