@@ -16,6 +16,31 @@ STORAGE_SOP_CLASSES: dict[str, str] = {
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
+# The eye-care workflow (IHE Eye Care Workflow): the gateway is the Performed Procedure Step
+# Manager of the cameras (MPPS SCP) and queries the department's worklist (MWL SCU).
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
+WORKFLOW_SCP_SOP_CLASSES: dict[str, str] = {
+    MPPS_SOP_CLASS: "Modality Performed Procedure Step",
+}
+WORKLIST_FIND_SOP_CLASS = "1.2.840.10008.5.1.4.31"
+WORKFLOW_SCU_SOP_CLASSES: dict[str, str] = {
+    WORKLIST_FIND_SOP_CLASS: "Modality Worklist Information Model - FIND",
+}
+
+# The IHE Eye Care Workflow actors the service plays and the transactions it takes part in
+# (docs/conformance.md's table, kept true by tests/unit/test_conformance.py):
+# (actor, transaction, role in it, how).
+_PPSM = "Performed Procedure Step Manager"
+_STORED = "EYECARE-2 Modality Images/Evidence Stored"
+IHE_TRANSACTIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("Acquisition Modality Importer", "EYECARE-1 Query Modality Worklist", "Initiator",
+     "MWL C-FIND SCU"),
+    (_PPSM, "RAD-6 Modality Procedure Step In Progress", "Responder", "MPPS N-CREATE SCP"),
+    (_PPSM, "RAD-7 Modality Procedure Step Completed", "Responder", "MPPS N-SET SCP"),
+    ("Image Manager/Archive", _STORED, "Responder", "Storage SCP"),
+    ("Evidence Creator", _STORED, "Initiator", "SR and Encapsulated PDF Storage SCU"),
+)  # fmt: skip
+
 TRANSFER_SYNTAXES: dict[str, str] = {
     uid.ImplicitVRLittleEndian: "Implicit VR Little Endian",
     uid.ExplicitVRLittleEndian: "Explicit VR Little Endian",

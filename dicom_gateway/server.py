@@ -13,16 +13,23 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from dicom_gateway.conformance import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
+from dicom_gateway.conformance import (
+    MPPS_SOP_CLASS,
+    STORAGE_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
 from dicom_gateway.guard import InspectorPool
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_requested, handle_store
 from dicom_gateway.inspection import Limits
+from dicom_gateway.mpps import StepContext, mpps_handlers
 from dicom_gateway.tls import server_context
 from services.intake.group_commit import GroupCommit
 from services.intake.ingest import IngestService
 from services.intake.routing import Router
 from services.intake.sites import SourceSites
 from services.kernel.settings import Settings
+from services.workflow import PerformedSteps
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ def build_scp_ae(settings: Settings) -> AE:
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(VERIFICATION_SOP_CLASS, syntaxes[:2])
+    ae.add_supported_context(MPPS_SOP_CLASS, syntaxes[:2])
     return ae
 
 
@@ -112,10 +120,12 @@ def start_gateway(
         urgent_sources=frozenset(settings.urgent_sources),
         sites=SourceSites(settings.site, settings.source_sites),
     )
+    steps = PerformedSteps(ingest.sessions, settings.pdf_reports)
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_requested, [settings.dicom_sources]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
+        *mpps_handlers(StepContext(steps, dispatch)),
     ]
     if not settings.dicom_sources:
         log.warning(

@@ -15,6 +15,7 @@ from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
 from eyescreen.stats_commands import stats_group
 from eyescreen.web_commands import users_group, web_command
+from eyescreen.workflow_commands import failsafe_group, worklist_group
 from services.kernel.settings import DicomNode, Settings
 
 
@@ -457,3 +458,5 @@ main.add_command(users_group)
 main.add_command(stats_group)
 main.add_command(web_command)
 main.add_command(backup_group)
+main.add_command(worklist_group)
+main.add_command(failsafe_group)

@@ -11,6 +11,7 @@ import threading
 from types import FrameType
 
 from dicom_gateway.server import start_gateway
+from dicom_gateway.worklist import WorklistSchedule
 from services.db.session import make_engine, make_session_factory
 from services.intake.ingest import IngestService
 from services.intake.routing import Router
@@ -53,6 +54,7 @@ def run_gateway(settings: Settings) -> None:
 
         serve(settings.gateway_metrics_port, make_registry(settings), standard_checks(settings))
 
+    worklists = WorklistSchedule(settings, sessions)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -70,6 +72,7 @@ def run_gateway(settings: Settings) -> None:
                 continue
             try:
                 sweep(settings, sessions, dispatcher)
+                worklists.tick()
             except Exception:  # the database may be down for a while: keep serving, try again
                 log.exception("sweep failed; will retry")
     finally:

@@ -28,18 +28,36 @@ def web_command() -> None:
     upgrade(settings.effective_database_url)
     tls = settings.web_certificate is not None
     scheme = "https" if tls else "http"
-    host = "localhost" if settings.web_host in ("0.0.0.0", "::") else settings.web_host
+    bind = settings.web_bind_host
+    host = "localhost" if bind in ("0.0.0.0", "::") else bind
     log.info("web application at %s://%s:%d/", scheme, host, settings.web_port)
     click.echo(f"eyescreen web application: {scheme}://{host}:{settings.web_port}/", err=True)
+    click.echo(listening_note(bind, tls), err=True)
     uvicorn.run(
         create_app(settings),
-        host=settings.web_host,
+        host=bind,
         port=settings.web_port,
         ssl_certfile=str(settings.web_certificate) if tls else None,
         ssl_keyfile=str(settings.web_private_key) if settings.web_private_key else None,
         log_level="warning",
         access_log=False,  # URLs hold case ids: the audit trail records access instead
         proxy_headers=False,
+    )
+
+
+def listening_note(bind: str, tls: bool) -> str:
+    """What the start-up says about who can reach the web application."""
+    if tls:
+        return f"listening on {bind} over HTTPS"
+    if bind in ("127.0.0.1", "::1", "localhost"):
+        return (
+            f"listening on {bind} only (this machine): there is no certificate "
+            "(EYESCREEN_WEB_CERTIFICATE / _PRIVATE_KEY); set EYESCREEN_WEB_HOST to listen on "
+            "the network behind a TLS proxy"
+        )
+    return (
+        f"WARNING: listening on {bind} over plain HTTP (EYESCREEN_WEB_HOST is set): passwords "
+        "and patient data cross the network in clear unless a TLS proxy is in front"
     )
 
 
@@ -112,13 +130,14 @@ def api_token(username: str) -> None:
 
 
 def _change(username: str, action: str) -> None:
-    from services.access import audit, people
+    from services.access import audit, people, web_sessions
 
     with _session() as session:
         try:
             person = people.find(session, username)
             if action == "disable":
                 person.active = False
+                web_sessions.end_all(session, person)
             elif action == "enable":
                 person.active = True
             elif action == "reset-password":

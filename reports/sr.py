@@ -219,7 +219,7 @@ def build_sr(content: CaseReport, device_uid: str, series_uid: str | None = None
         series_number=900,
         series_description="AI screening result" + (" (verified)" if verdict else ""),
         manufacturer="eyescreen",
-        verifying_observer=(verdict.person_name, verdict.organization) if verdict else None,
+        verifying_observers=verdict.verifying_observers if verdict else (),
         predecessors=previous,
     )
     scheme = Dataset()

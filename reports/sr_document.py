@@ -38,6 +38,15 @@ OPTIONAL = (
 )
 
 
+def _verifying_observer(name: str, organization: str, now: datetime.datetime) -> Dataset:
+    observer = Dataset()
+    observer.VerifyingObserverName = name
+    observer.VerifyingOrganization = organization
+    observer.VerificationDateTime = now.strftime("%Y%m%d%H%M%S.%f")
+    observer.VerifyingObserverIdentificationCodeSequence = DicomSequence()
+    return observer
+
+
 def assemble(
     root: Dataset,
     sources: Sequence[Dataset],
@@ -46,12 +55,12 @@ def assemble(
     series_number: int,
     series_description: str,
     manufacturer: str,
-    verifying_observer: tuple[str, str] | None,
+    verifying_observers: Sequence[tuple[str, str]],
     predecessors: Sequence[Dataset] = (),
 ) -> Dataset:
     """The SR data set: ``root`` is the content tree's root item (TID 1500), ``sources`` the
-    images it refers to (metadata only), ``verifying_observer`` (name, organization) when the
-    report is verified and final."""
+    images it refers to (metadata only), ``verifying_observers`` (name, organization of each
+    person who signed) when the report is verified and final."""
     first = sources[0]
     now = datetime.datetime.now()
     ds = Dataset()
@@ -82,15 +91,12 @@ def assemble(
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S.%f")
     ds.CompletionFlag = "COMPLETE"
-    if verifying_observer is not None:
-        name, organization = verifying_observer
-        observer = Dataset()
-        observer.VerifyingObserverName = name
-        observer.VerifyingOrganization = organization
-        observer.VerificationDateTime = now.strftime("%Y%m%d%H%M%S.%f")
-        observer.VerifyingObserverIdentificationCodeSequence = DicomSequence()
+    if verifying_observers:
+        ds.VerifyingObserverSequence = [
+            _verifying_observer(name, organization, now)
+            for name, organization in verifying_observers
+        ]
         ds.VerificationFlag = "VERIFIED"
-        ds.VerifyingObserverSequence = [observer]
         ds.PreliminaryFlag = "FINAL"
     else:
         ds.VerificationFlag = "UNVERIFIED"

@@ -13,6 +13,7 @@ Contexts (each imports another only through its package, and only downwards):
   access/      people, their roles and sites, web sessions and the audit trail
   clinic/      graders' reads, triage, the arbitration panel and the dashboard
   study/       the prospective study's analysis records and tables
+  workflow/    who is expected (worklist), performed steps (MPPS), the failsafe list
   operations/  backups and the sweeps that recover from crashes
 
 ``tests/import_rules.py`` states these rules and ``tests/unit/test_architecture.py`` checks them.

@@ -42,7 +42,7 @@ class Gateway:
         dispatcher = OutboxDispatcher(self.sessions, lambda n, a: self.published.append((n, a)))
         self.server = start_gateway(
             self.settings,
-            IngestService(self.sessions, store),
+            IngestService(self.sessions, store, self.settings.site),
             dispatcher.dispatch,
             Router.from_settings(self.settings),
         )

@@ -30,12 +30,13 @@ SHARED: dict[str, set[str]] = {
 # Contexts: package -> the contexts it may import (through their faces), besides the kernel.
 CONTEXTS: dict[str, set[str]] = {
     "intake": set(),
+    "workflow": set(),
     "screening": set(),
     "access": set(),
     "reporting": {"screening"},
     "clinic": {"access", "reporting", "screening"},
     "study": {"clinic", "reporting"},
-    "operations": {"clinic", "reporting"},
+    "operations": {"clinic", "reporting", "workflow"},
 }
 
 # Libraries the domain core must not import (protocols, brokers, web, the network itself).

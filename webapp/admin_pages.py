@@ -10,11 +10,21 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.access import audit, people
-from services.clinic import dashboard
-from services.db.models import AuditEvent, Person, PersonSite, Role
+from services.access import audit, people, web_sessions
+from services.clinic import dashboard, panel
+from services.db.models import ArbitrationCase, AuditEvent, Person, PersonSite, Role
 from services.reporting.service import requeue_dead
-from webapp.security import Principal, db, posted, require, signed_in
+from services.workflow import open_counts
+from webapp.security import (
+    MAX_ID,
+    Principal,
+    RowId,
+    case_for,
+    db,
+    posted,
+    require,
+    signed_in,
+)
 from webapp.templating import render
 
 router = APIRouter()
@@ -37,13 +47,53 @@ def dashboard_page(
             "overview": dashboard.overview(session, sites),
             "graders": dashboard.grader_quality(session, sites, principal.person, named),
             "named": named,
+            "failsafe": open_counts(session, sites),
+            "undecidable": panel.undecidable(session, sites),
+            "seniors": session.scalars(
+                select(Person)
+                .where(Person.role == Role.SENIOR_ARBITER, Person.active.is_(True))
+                .order_by(Person.username)
+            ).all()
+            if named
+            else [],
         },
     )
 
 
+@router.post("/admin/arbitrations/{arbitration_id}/assign")
+async def assign_arbitration(
+    request: Request,
+    arbitration_id: RowId,
+    principal: Principal = Depends(posted(Role.ADMIN)),
+    session: Session = Depends(db, scope="function"),
+) -> Response:
+    """A case nobody of its site can decide, given to a senior arbiter (of any site)."""
+    arbitration = session.get(ArbitrationCase, arbitration_id)
+    if arbitration is None:
+        raise HTTPException(404, "no such arbitration")
+    case_for(session, principal, arbitration.case_pk)  # an admin of the case's site
+    form = await request.form()
+    senior = session.scalar(select(Person).where(Person.username == str(form.get("senior") or "")))
+    if senior is None:
+        raise HTTPException(422, "choose a senior arbiter")
+    try:
+        panel.assign(session, arbitration, senior)
+    except panel.DecisionError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    audit.record(
+        session,
+        principal.actor,
+        "arbitration.assign",
+        arbitration.case_pk,
+        arbitration=arbitration.id,
+        to=senior.username,
+    )
+    return RedirectResponse("/dashboard", status_code=303)
+
+
 @router.post("/dashboard/resend/{delivery_id}")
 def resend(
-    delivery_id: int,
+    delivery_id: RowId,
     principal: Principal = Depends(posted(Role.ADMIN)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -65,15 +115,14 @@ def _users(
     request: Request,
     principal: Principal,
     session: Session,
-    token: tuple[str, str] | None = None,
     error: str | None = None,
 ) -> Response:
-    """The users page, with a new API token to show once, or why an addition was refused."""
+    """The users page, or it with why an addition was refused."""
     everyone = session.scalars(select(Person).order_by(Person.username)).all()
     return render(
         request,
         "users.html",
-        {"me": principal, "people": everyone, "roles": list(Role), "token": token, "error": error},
+        {"me": principal, "people": everyone, "roles": list(Role), "error": error},
         status_code=422 if error else 200,
     )
 
@@ -112,7 +161,7 @@ async def add_user(
 @router.post("/admin/users/{person_id}/{action}")
 async def change_user(
     request: Request,
-    person_id: int,
+    person_id: RowId,
     action: str,
     principal: Principal = Depends(posted(Role.ADMIN)),
     session: Session = Depends(db, scope="function"),
@@ -121,11 +170,13 @@ async def change_user(
     if person is None:
         raise HTTPException(404, "no such user")
     form = await request.form()
-    token = None
     if action == "disable":
         person.active = False
+        web_sessions.end_all(session, person)  # re-enabling must not revive old cookies
     elif action == "enable":
         person.active = True
+    elif action == "unlock":
+        person.failed_logins, person.locked_until = 0, None
     elif action == "sign-off":
         person.arbitrate_all = False
     elif action == "reset-password":
@@ -133,16 +184,14 @@ async def change_user(
             people.reset_password(person, str(form.get("password") or ""))
         except people.AccountError as exc:
             raise HTTPException(422, str(exc)) from exc
-    elif action == "token":
-        token = people.new_api_token(person)
+    elif action == "revoke-token":  # never "show": a token is seen by its owner only
+        person.api_token_sha256 = None
     elif action == "sites":
         person.sites = [PersonSite(site=s.strip()) for s in str(form.get("sites") or "").split(",")]
     else:
         raise HTTPException(404, "no such action")
     audit.record(session, principal.actor, f"user.{action}", user=person.username)
-    if token is None:
-        return RedirectResponse("/admin/users", status_code=303)
-    return _users(request, principal, session, token=(person.username, token))
+    return RedirectResponse("/admin/users", status_code=303)
 
 
 @router.get("/admin/audit")
@@ -157,7 +206,7 @@ def audit_page(
     query = select(AuditEvent, Person.username).outerjoin(Person, Person.id == AuditEvent.person_pk)
     if action:
         query = query.where(AuditEvent.action.startswith(action))
-    case_id = int(case) if case.strip().isdigit() else None
+    case_id = int(case) if case.strip().isdigit() and int(case) <= MAX_ID else None
     if case_id is not None:
         query = query.where(AuditEvent.case_pk == case_id)
     rows = session.execute(

@@ -16,7 +16,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.db.session import make_engine, make_session_factory
 from services.kernel.settings import Settings
 from services.kernel.storage import ContentStore
-from webapp import admin_pages, api, grading_pages, login_pages, panel_pages, stats_pages
+from webapp import (
+    account_pages,
+    admin_pages,
+    api,
+    failsafe_pages,
+    grading_pages,
+    login_pages,
+    panel_pages,
+    stats_pages,
+)
 from webapp.security import NotSignedIn
 from webapp.templating import make_templates, render
 
@@ -85,5 +94,14 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
 def routers() -> list[APIRouter]:
     """Every router of the application (the access tests walk all their routes)."""
-    modules = (login_pages, grading_pages, panel_pages, admin_pages, stats_pages, api)
+    modules = (
+        login_pages,
+        account_pages,
+        grading_pages,
+        panel_pages,
+        admin_pages,
+        stats_pages,
+        failsafe_pages,
+        api,
+    )
     return [m.router for m in modules]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +18,7 @@ from services.clinic.grading import READERS, ImportFailed, ReadError
 from services.clinic.triage import Rule, TriagePolicy, model_read, triage_case
 from services.db.models import Instance, Prediction, Role
 from webapp.images import for_browser, heatmap_png
-from webapp.security import Principal, case_for, db, posted, require, signed_in
+from webapp.security import MAX_ID, Principal, RowId, case_for, db, posted, require, signed_in
 from webapp.templating import render
 
 router = APIRouter()
@@ -43,8 +43,8 @@ def home(principal: Principal = Depends(signed_in)) -> Response:
 @router.get("/worklist")
 def worklist_page(
     request: Request,
-    page: int = 0,
-    saved: int | None = None,
+    page: Annotated[int, Query(ge=0, le=MAX_ID // 50)] = 0,
+    saved: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -69,8 +69,8 @@ def worklist_page(
 
 @router.get("/cases/next")
 def next_case(
-    after: int | None = None,
-    saved: int | None = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    saved: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -96,8 +96,8 @@ def photos_by_eye(session: Session, case_id: int) -> dict[str, list[dict[str, An
 @router.get("/cases/{case_id}")
 def case_page(
     request: Request,
-    case_id: int,
-    saved: int | None = None,
+    case_id: RowId,
+    saved: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -137,7 +137,7 @@ def _place(session: Session, principal: Principal, case_id: int) -> dict[str, in
 
 @router.post("/cases/{case_id}/release")
 def release_case(
-    case_id: int,
+    case_id: RowId,
     principal: Principal = Depends(posted(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -157,6 +157,18 @@ def finding_choices(session: Session, case_id: int) -> dict[str, Any]:
         "eyes": eyes,
         "numbered": {e: [f for f in findings if f.route in routes] for e, routes in eyes.items()},
         "names": {f.code: f"{f.parent_name}: {f.name}" for f in findings},
+    }
+
+
+def entered_eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
+    """Each eye as the form states it, blank states kept blank (for ``grading.as_entered``)."""
+    return {
+        eye: {
+            "state": str(form.get(f"eye_{eye}_state") or ""),
+            "codes": [str(c) for c in form.getlist(f"eye_{eye}_code")],
+            "ungradable": str(form.get(f"eye_{eye}_reason") or ""),
+        }
+        for eye in eyes
     }
 
 
@@ -182,7 +194,7 @@ def eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
 @router.post("/cases/{case_id}/read")
 async def submit_read(
     request: Request,
-    case_id: int,
+    case_id: RowId,
     principal: Principal = Depends(posted(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -226,17 +238,22 @@ async def submit_read(
 
 
 def _instance_for(session: Session, principal: Principal, instance_id: int) -> Instance:
+    """The image, if its case is one the person may open. Another site's image and a missing
+    one get the same answer, so ids do not tell what exists elsewhere."""
     instance = session.get(Instance, instance_id)
-    if instance is None:
-        raise HTTPException(404, "no such image")
-    case_for(session, principal, instance.case_pk)
+    try:
+        if instance is None:
+            raise HTTPException(404)
+        case_for(session, principal, instance.case_pk)
+    except HTTPException as exc:
+        raise HTTPException(404, "no such image") from exc
     return instance
 
 
 @router.get("/images/{instance_id}.png")
 def image(
     request: Request,
-    instance_id: int,
+    instance_id: RowId,
     view: str = "plain",
     principal: Principal = Depends(signed_in),
     session: Session = Depends(db, scope="function"),
@@ -257,7 +274,7 @@ def image(
 @router.get("/heatmaps/{instance_id}.png")
 def heatmap(
     request: Request,
-    instance_id: int,
+    instance_id: RowId,
     principal: Principal = Depends(signed_in),
     session: Session = Depends(db, scope="function"),
 ) -> Response:

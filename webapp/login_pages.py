@@ -20,7 +20,10 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
-LOGIN_COOKIE = "eyescreen_login"  # the log-in form's CSRF token, before there is a session
+LOGIN_COOKIE = "eyescreen_login"
+# Failed log-ins from one address within people.LOCKOUT before it is refused outright (beside
+# the per-account lock of people.MAX_FAILED_LOGINS).
+ADDRESS_LIMIT = 20  # the log-in form's CSRF token, before there is a session
 
 
 def _login_form(request: Request, next: str, error: str | None, status: int = 200) -> Response:
@@ -68,6 +71,14 @@ def login(
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not cookie or not secrets.compare_digest(cookie, login_token):
         return _login_form(request, next, "The log-in form expired: please sign in again.", 403)
+    actor = actor_of(request, None)
+    if audit.recent(session, "login.failed", actor.address, people.LOCKOUT) >= ADDRESS_LIMIT:
+        # Before the password is even checked: guessing from one address stops here, and the
+        # accounts it aims at are not locked any further by it.
+        audit.record(session, actor, "login.throttled", username=username[:64])
+        return _login_form(
+            request, next, "Too many failed log-ins from your computer: wait 15 minutes.", 429
+        )
     person = people.authenticate(session, username.strip(), password)
     if person is None:
         audit.record(session, actor_of(request, None), "login.failed", username=username[:64])

@@ -16,9 +16,9 @@ from services.clinic import grading, panel
 from services.clinic.dr_grading import describe
 from services.clinic.panel import PANEL, DecisionError
 from services.clinic.triage import Conflict
-from services.db.models import ArbitrationCase
-from webapp.grading_pages import eyes_from_form, finding_choices, photos_by_eye
-from webapp.security import Principal, case_for, db, posted, require
+from services.db.models import ArbitrationCase, CaseRead
+from webapp.grading_pages import entered_eyes_from_form, finding_choices, photos_by_eye
+from webapp.security import Principal, RowId, case_for, db, posted, require
 from webapp.templating import render
 
 router = APIRouter()
@@ -101,7 +101,7 @@ def _voted_message(
 @router.get("/arbitration/{arbitration_id}")
 def arbitration_page(
     request: Request,
-    arbitration_id: int,
+    arbitration_id: RowId,
     principal: Principal = Depends(require(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -138,21 +138,22 @@ def _arbitration_page(
             "patient": arbitration.case.study.patient,
             "photos": photos_by_eye(session, arbitration.case_pk),
             "reads": [] if outcome_queue else panel.shown_reads(session, arbitration, seed),
-            "ungradable_read": arbitration.read,
+            "ungradable_read": panel.current_read(session, arbitration),
+            "history": panel.read_history(session, arbitration),
             "outcome_queue": outcome_queue,
             "outcomes": panel.OUTCOMES,
             "dr": None,  # the panel decides findings; the grader's DR grade is shown as read
-            "grader_dr": _grader_dr(arbitration),
+            "grader_dr": _grader_dr(panel.current_read(session, arbitration)),
         }
         | finding_choices(session, arbitration.case_pk),
         status_code=422 if refused else 200,
     )
 
 
-def _grader_dr(arbitration: ArbitrationCase) -> dict[str, str]:
-    """The DR grade per eye of the read that sent the case here, in words (sites that grade
+def _grader_dr(read: CaseRead | None) -> dict[str, str]:
+    """The DR grade per eye of the grader's read under arbitration, in words (sites that grade
     DR only). Shown apart from Read A and B: it does not say which of them is the model's."""
-    eyes = arbitration.read.eyes if arbitration.read else {}
+    eyes = read.eyes if read is not None else {}
     return {eye: describe(read.get("dr")) for eye, read in eyes.items() if read.get("dr")}
 
 
@@ -186,7 +187,7 @@ def _as_given(form: FormData, eyes: list[str]) -> dict[str, Any]:
 @router.post("/arbitration/{arbitration_id}/vote")
 async def vote(
     request: Request,
-    arbitration_id: int,
+    arbitration_id: RowId,
     principal: Principal = Depends(posted(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -210,7 +211,7 @@ async def vote(
         else:
             choice = str(form.get("choice") or "")
             eyes = list(grading.case_eyes(session, arbitration.case_pk))
-            other = eyes_from_form(form, eyes) if choice == "other" else None
+            other = entered_eyes_from_form(form, eyes) if choice == "other" else None
             result = panel.vote(
                 session,
                 arbitration,

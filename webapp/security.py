@@ -7,15 +7,30 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.access import web_sessions
 from services.access.audit import Actor
-from services.db.models import Person, Role, ScreeningCase, WebSession
+from services.db.models import (
+    ArbitrationCase,
+    ArbitrationState,
+    Person,
+    Role,
+    ScreeningCase,
+    WebSession,
+)
 
 COOKIE = "eyescreen_session"
+
+# Ids in URLs are database keys (64-bit): a larger number is refused with 422 before any query
+# (it used to reach PostgreSQL and fail there with a 500).
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 
 
 class NotSignedIn(Exception):
@@ -94,6 +109,22 @@ def case_for(session: Session, principal: Principal, case_id: int) -> ScreeningC
     """The case, if it belongs to one of the person's sites; otherwise 404 (so another site's
     case ids do not even show that they exist)."""
     case = session.get(ScreeningCase, case_id)
-    if case is None or case.site not in principal.person.site_names:
+    if case is None or not (
+        case.site in principal.person.site_names or _assigned(session, principal, case_id)
+    ):
         raise HTTPException(404, "no such case at your sites")
     return case
+
+
+def _assigned(session: Session, principal: Principal, case_id: int) -> bool:
+    """An admin gave this open arbitration to this (senior) arbiter of another site."""
+    return (
+        session.scalar(
+            select(ArbitrationCase.id).where(
+                ArbitrationCase.case_pk == case_id,
+                ArbitrationCase.assigned_pk == principal.person.id,
+                ArbitrationCase.state == ArbitrationState.OPEN,
+            )
+        )
+        is not None
+    )

@@ -54,7 +54,14 @@ async def stats_export(
     form = await request.form()
     asked = {str(s).strip() for s in form.getlist("site") if str(s).strip()}
     allowed = principal.person.site_names
-    sites = tuple(sorted(asked & allowed if asked else allowed))  # never another site's cases
+    refused = sorted(asked - allowed) if allowed else sorted(asked) or ["(no site of yours)"]
+    if refused:  # never another site's cases, and never "no filter" in place of a refusal
+        audit.record(
+            session, principal.actor, "stats.refused", asked=sorted(asked), refused=refused
+        )
+        message = f"not a site of yours: {', '.join(refused)}"
+        return render(request, "error.html", {"status": 403, "message": message}, status_code=403)
+    sites = tuple(sorted(asked or allowed))
     filters = Filters(
         _day(str(form.get("date_from") or "")),
         _day(str(form.get("date_to") or "")),
@@ -77,6 +84,7 @@ async def stats_export(
         principal.actor,
         "stats.export",
         identified=False,
+        asked=sorted(asked),
         filters=snapshot["filters"],
         eyes=snapshot["eyes"],
     )

@@ -59,6 +59,14 @@ def deliver(rt: WorkerRuntime, delivery_id: int) -> Handled:
     return Handled()
 
 
+def deliver_hl7(rt: WorkerRuntime, delivery_id: int) -> Handled:
+    """The case result to the hospital's record (ORU^R01 over MLLP), same retry as SRs."""
+    outcome = rt.reports().deliver(delivery_id, rt.hl7_sender())
+    if outcome.state == DeliveryState.PENDING and outcome.retry_in_s is not None:
+        return Handled(retry_in_s=outcome.retry_in_s)
+    return Handled()
+
+
 def sweep(rt: WorkerRuntime, _: int = 0) -> Handled:
     """Outbox re-sends, quiet cases, stale claims (Celery beat; takes no id)."""
     recovery.sweep(rt.settings, rt.sessions, rt.dispatcher)
@@ -70,6 +78,7 @@ HANDLERS: dict[TaskName, Handler] = {
     TaskName.INFER_URGENT: infer_urgent,
     TaskName.REPORT: build_report,
     TaskName.DELIVER: deliver,
+    TaskName.DELIVER_HL7: deliver_hl7,
     TaskName.RENDER: render_pdf,
     TaskName.HOUSEKEEPING: sweep,
 }

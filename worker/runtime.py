@@ -194,6 +194,12 @@ class WorkerRuntime:
             self._sender = make_sender(self.settings.ae_title, tls)
         return self._sender
 
+    def hl7_sender(self):  # type: ignore[no-untyped-def]
+        """ORU^R01 to the hospital's record over MLLP, the receiver's ACK honoured."""
+        from reports.mllp import make_mllp_sender
+
+        return make_mllp_sender()
+
     def explain_report(self, report_id: int) -> None:
         """Grad-CAM heatmaps for the report's predictions that lack one, each made with the
         exact model that made the prediction. A failure leaves that image without a heatmap."""
@@ -238,6 +244,7 @@ class WorkerRuntime:
         from dicom_gateway.pixels import decode_rgb
         from reports.document import make_renderer
         from reports.encapsulated import wrap_pdf
+        from reports.hl7 import make_oru_encoder
         from reports.sr import make_encoder
 
         return ReportService(
@@ -246,6 +253,10 @@ class WorkerRuntime:
             reports=self.report_store,
             encode=make_encoder(device_uid(self.settings)),
             destinations=[str(d) for d in self.settings.sr_destinations],
+            encode_hl7=make_oru_encoder(
+                self.settings.ae_title, self.settings.hl7_sending_facility or self.settings.site
+            ),
+            hl7_destinations=[str(d) for d in self.settings.hl7_destinations],
             render=make_renderer(decode_rgb) if self.settings.pdf_reports else None,
             wrap_pdf=wrap_pdf if self.settings.send_pdf_to_pacs else None,
             max_attempts=self.settings.sr_delivery_max_attempts,

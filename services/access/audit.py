@@ -4,10 +4,13 @@ PostgreSQL a trigger refuses updates and deletes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.db.base import utcnow
 from services.db.models import AuditEvent
 
 
@@ -33,4 +36,20 @@ def record(
             address=actor.address[:64],
             request_id=actor.request_id[:36],
         )
+    )
+
+
+def recent(session: Session, action: str, address: str, within: timedelta) -> int:
+    """How many rows of this action came from this address lately (the log-in limit)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(
+                AuditEvent.action == action,
+                AuditEvent.address == address[:64],
+                AuditEvent.at > utcnow() - within,
+            )
+        )
+        or 0
     )

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
@@ -49,6 +49,18 @@ def current(session: Session, token: str, idle: timedelta) -> WebSession | None:
 
 def end(row: WebSession) -> None:
     row.ended_at = utcnow()
+
+
+def end_all(session: Session, person: Person) -> int:
+    """End every live session of the person (disabled: re-enabling later must not bring an
+    old cookie back to life)."""
+    ended = session.execute(
+        update(WebSession)
+        .where(WebSession.person_pk == person.id, WebSession.ended_at.is_(None))
+        .values(ended_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(ended.rowcount)  # type: ignore[attr-defined]
 
 
 def csrf_matches(row: WebSession, token: str | None) -> bool:

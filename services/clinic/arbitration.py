@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
@@ -29,8 +31,11 @@ def record_decision(
     referral: bool,
     comment: str = "",
     eyes: dict[str, list[str]] | None = None,
+    basis: dict[str, Any] | None = None,
+    signers: list[int] | None = None,
 ) -> ArbitrationDecision:
-    """Store the decision, close the arbitration, audit it and queue the revised report."""
+    """Store the decision with what it was made on (``basis``) and everyone who signed it,
+    close the arbitration, audit it and queue the revised report."""
     if arbiter.role not in (Role.ARBITER, Role.SENIOR_ARBITER) or not arbiter.active:
         raise NotAnArbiter(f"{arbiter.username} is not an active member of the panel")
     decision = ArbitrationDecision(
@@ -41,6 +46,8 @@ def record_decision(
         referral=referral,
         comment=comment,
         eyes=eyes,
+        basis=basis,
+        signers=signers or [arbiter.id],
     )
     session.add(decision)
     arbitration.state = ArbitrationState.DECIDED
@@ -51,7 +58,13 @@ def record_decision(
             person_pk=arbiter.id,
             action="arbitration.decide",
             case_pk=arbitration.case_pk,
-            detail={"decision": decision.id, "referral": referral, "eyes": eyes or {}},
+            detail={
+                "decision": decision.id,
+                "referral": referral,
+                "eyes": eyes or {},
+                "basis": basis or {},
+                "signers": decision.signers,
+            },
         )
     )
     add_message(session, REPORT_TASK, arbitration.case_pk)

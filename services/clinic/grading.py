@@ -128,6 +128,33 @@ def normalise(
     return canonical
 
 
+STATES = ("normal", "findings", "ungradable")
+
+
+def as_entered(eyes_given: Mapping[str, Any]) -> dict[str, Any]:
+    """A read whose every eye was stated on purpose: normal, findings (at least one), or
+    ungradable with a reason. Used where an eye left blank must not pass as normal (the
+    panel's own decision); each eye's ``state`` is what the person chose."""
+    entered: dict[str, Any] = {}
+    for eye, given in eyes_given.items():
+        state = given.get("state") or ""
+        codes = list(given.get("codes") or [])
+        reason = (given.get("ungradable") or "").strip()
+        if state not in STATES:
+            raise ReadError(f"eye {eye}: nothing entered (normal, findings or ungradable)")
+        if state == "findings" and not codes:
+            raise ReadError(f"eye {eye}: findings chosen, but none ticked")
+        if state == "ungradable" and not reason:
+            raise ReadError(f"eye {eye}: ungradable needs a reason")
+        if state == "normal" and codes:
+            raise ReadError(f"eye {eye}: normal, yet findings ticked")
+        entered[eye] = {
+            "codes": codes if state == "findings" else [],
+            "ungradable": reason if state == "ungradable" else None,
+        }
+    return entered
+
+
 def derive(eyes: Mapping[str, Any]) -> tuple[dict[str, list[str]], bool]:
     """Every code each eye implies (ancestors included) and the referral that follows."""
     findings: dict[str, list[str]] = {}

@@ -10,22 +10,26 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from services.access import password_matches
 from services.clinic.arbitration import record_decision
-from services.clinic.grading import case_eyes, derive, normalise
+from services.clinic.escalation import Step, after_vote
+from services.clinic.grading import as_entered, case_eyes, derive, latest_read, normalise
 from services.clinic.triage import Conflict, model_read
 from services.db.base import utcnow
 from services.db.models import (
     ArbitrationCase,
     ArbitrationState,
     ArbitrationVote,
+    CaseRead,
     Person,
+    PersonSite,
     Role,
     ScreeningCase,
 )
+from services.reporting import latest_predictions
 
 PANEL = (Role.ARBITER, Role.SENIOR_ARBITER)
 OUTCOMES = ("re-image", "slit-lamp examination", "exclude")
@@ -44,6 +48,7 @@ class ShownRead:
     ungradable: dict[str, str]
     referral: bool
     is_model: bool  # never shown on the page; used to record what was adopted
+    version: int  # the grader's read: above 1 once amended (the page says so)
 
 
 def model_first(arbitration_id: int, seed: int) -> bool:
@@ -52,8 +57,9 @@ def model_first(arbitration_id: int, seed: int) -> bool:
 
 
 def shown_reads(session: Session, arbitration: ArbitrationCase, seed: int) -> list[ShownRead]:
+    """The model's read and the newest version of the grader's, in the arbitration's order."""
     model = model_read(session, arbitration.case_pk)
-    read = arbitration.read
+    read = current_read(session, arbitration)
     if model is None or read is None:
         raise DecisionError("this case lacks the model's result or the grader's read")
     machine = (
@@ -61,12 +67,14 @@ def shown_reads(session: Session, arbitration: ArbitrationCase, seed: int) -> li
         {eye: "not gradable by the model" for eye in model.ungradable},
         model.referral,
         True,
+        1,
     )
     human = (
         dict(read.findings),
         {eye: v["ungradable"] for eye, v in read.eyes.items() if v["ungradable"]},
         read.referral,
         False,
+        read.version,
     )
     first, second = (machine, human) if model_first(arbitration.id, seed) else (human, machine)
     return [ShownRead("A", *first), ShownRead("B", *second)]
@@ -91,7 +99,10 @@ def queue(
         .join(ScreeningCase, ScreeningCase.id == ArbitrationCase.case_pk)
         .where(
             ArbitrationCase.state == ArbitrationState.OPEN,
-            ScreeningCase.site.in_(person.site_names),
+            or_(
+                ScreeningCase.site.in_(person.site_names),
+                ArbitrationCase.assigned_pk == person.id,
+            ),
         )
     )
     if outcome_queue:
@@ -138,17 +149,95 @@ def escalate_overdue(session: Session, after: timedelta) -> int:
     return len(overdue)
 
 
+def eligible(session: Session, arbitration: ArbitrationCase, senior: bool = False) -> list[Person]:
+    """Active panel members who may act on the case: of its site, or its assignee."""
+    roles = (Role.SENIOR_ARBITER,) if senior else PANEL
+    members = select(Person).where(Person.role.in_(roles), Person.active.is_(True))
+    of_site = members.join(PersonSite).where(PersonSite.site == arbitration.case.site)
+    found = {p.id: p for p in session.scalars(of_site)}
+    assignee = session.get(Person, arbitration.assigned_pk) if arbitration.assigned_pk else None
+    if assignee is not None and assignee.active and assignee.role in roles:
+        found[assignee.id] = assignee
+    return list(found.values())
+
+
+def undecidable(session: Session, sites: set[str]) -> list[ArbitrationCase]:
+    """Open arbitrations of these sites that nobody eligible can decide: escalated with no
+    active senior arbiter (or assignee), or with no active panel member at all. The
+    dashboard lists them; an admin assigns them to a senior arbiter."""
+    open_ones = session.scalars(
+        select(ArbitrationCase)
+        .join(ScreeningCase, ScreeningCase.id == ArbitrationCase.case_pk)
+        .where(ArbitrationCase.state == ArbitrationState.OPEN, ScreeningCase.site.in_(sites))
+        .order_by(ArbitrationCase.opened_at)
+    )
+    return [a for a in open_ones if not eligible(session, a, senior=True)]
+
+
+def assign(session: Session, arbitration: ArbitrationCase, senior: Person) -> None:
+    """Give a case to an active senior arbiter (of any site), as its final, escalated act."""
+    if senior.role != Role.SENIOR_ARBITER or not senior.active:
+        raise DecisionError(f"{senior.username} is not an active senior arbiter")
+    if arbitration.state != ArbitrationState.OPEN:
+        raise DecisionError("this arbitration is decided and locked")
+    arbitration.assigned_pk = senior.id
+    arbitration.escalated = True
+
+
 def _may_decide(arbitration: ArbitrationCase, person: Person) -> None:
-    """An active panel member of the case's site, on an open arbitration; once escalated, a
-    senior arbiter (the queue shows escalated cases to them only)."""
+    """An active panel member of the case's site (or its assignee), on an open arbitration;
+    once escalated, a senior arbiter (the queue shows escalated cases to them only)."""
     if person.role not in PANEL or not person.active:
         raise DecisionError("only members of the arbitration panel decide")
-    if arbitration.case.site not in person.site_names:
+    if arbitration.case.site not in person.site_names and arbitration.assigned_pk != person.id:
         raise DecisionError("not a case of your sites")
     if arbitration.state != ArbitrationState.OPEN:
         raise DecisionError("this arbitration is decided and locked")
     if arbitration.escalated and person.role != Role.SENIOR_ARBITER:
         raise DecisionError("escalated: a senior arbiter decides this case")
+
+
+def current_read(session: Session, arbitration: ArbitrationCase) -> CaseRead | None:
+    """The newest version of the read that sent the case: its grader's latest amendment."""
+    read = arbitration.read
+    if read is None:
+        return None
+    return latest_read(session, arbitration.case_pk, read.grader_pk) or read
+
+
+def read_history(session: Session, arbitration: ArbitrationCase) -> list[CaseRead]:
+    """Every version of the grader's read of the case, oldest first."""
+    read = arbitration.read
+    if read is None:
+        return []
+    return list(
+        session.scalars(
+            select(CaseRead)
+            .where(CaseRead.case_pk == arbitration.case_pk, CaseRead.grader_pk == read.grader_pk)
+            .order_by(CaseRead.version)
+        )
+    )
+
+
+def _content(
+    session: Session,
+    arbitration: ArbitrationCase,
+    reads: Mapping[str, ShownRead],
+    choice: str,
+    other: Mapping[str, Any] | None,
+    comment: str,
+) -> tuple[dict[str, list[str]], bool]:
+    """What the vote says: an adopted read, or the eyes the arbiter entered one by one."""
+    if choice in reads:
+        return reads[choice].findings, reads[choice].referral
+    if choice != "other" or other is None:
+        raise DecisionError("choose Read A, Read B or another decision")
+    eyes = normalise(as_entered(other), case_eyes(session, arbitration.case_pk))
+    findings, referral = derive(eyes)
+    same_as = [r for r in reads.values() if r.findings == findings and r.referral == referral]
+    if not same_as and not comment.strip():
+        raise DecisionError("overriding both reads needs a comment")
+    return findings, referral
 
 
 def vote(
@@ -162,33 +251,35 @@ def vote(
     quorum: int,
     seed: int,
 ) -> str:
-    """A signed vote (the password re-entered). Returns what happened: "decided", "waiting"
-    for more votes, or "escalated" when the votes disagree. The decision is locked."""
+    """A signed vote (the password re-entered) on the current version of the grader's read.
+    Returns what happened: "decided", "waiting" for more votes, or "escalated" (the rule is
+    ``escalation.after_vote``). Once escalated, a senior arbiter's vote is the final decision,
+    whether or not they voted before. The decision is locked."""
     _may_decide(arbitration, arbiter)
     if not password_matches(arbiter, password):
         raise DecisionError("the signature's password is wrong")
+    read = current_read(session, arbitration)
     reads = {r.label: r for r in shown_reads(session, arbitration, seed)}
-    if choice in reads:
-        findings, referral = reads[choice].findings, reads[choice].referral
-    elif choice == "other" and other is not None:
-        eyes = normalise(other, case_eyes(session, arbitration.case_pk))
-        findings, referral = derive(eyes)
-        same_as = [r for r in reads.values() if r.findings == findings and r.referral == referral]
-        if not same_as and not comment.strip():
-            raise DecisionError("overriding both reads needs a comment")
-    else:
-        raise DecisionError("choose Read A, Read B or another decision")
-    if session.scalar(
-        select(ArbitrationVote.id).where(
-            ArbitrationVote.arbitration_pk == arbitration.id,
-            ArbitrationVote.arbiter_pk == arbiter.id,
-        )
-    ):
-        raise DecisionError("you have already voted on this case")
+    findings, referral = _content(session, arbitration, reads, choice, other, comment)
+    assert read is not None  # shown_reads refused a case without one
+    on_this_read = select(ArbitrationVote).where(
+        ArbitrationVote.arbitration_pk == arbitration.id, ArbitrationVote.read_pk == read.id
+    )
+    if arbitration.escalated:  # _may_decide let only a senior arbiter through
+        same = [
+            v.arbiter_pk
+            for v in session.scalars(on_this_read.order_by(ArbitrationVote.id))
+            if v.findings == findings and v.referral == referral
+        ]  # who signed this very content before: co-signers of the final decision
+        _decide(session, arbitration, arbiter, findings, referral, comment, choice, reads, same)
+        return Step.DECIDED
+    if any(v.arbiter_pk == arbiter.id for v in session.scalars(on_this_read)):
+        raise DecisionError("you have already voted on this version of the read")
     session.add(
         ArbitrationVote(
             arbitration_pk=arbitration.id,
             arbiter_pk=arbiter.id,
+            read_pk=read.id,
             choice=choice,
             findings=findings,
             referral=referral,
@@ -196,20 +287,17 @@ def vote(
         )
     )
     session.flush()
-    if arbiter.role == Role.SENIOR_ARBITER and arbitration.escalated:
-        _decide(session, arbitration, arbiter, findings, referral, comment, choice, reads)
-        return "decided"
-    votes = session.scalars(
-        select(ArbitrationVote).where(ArbitrationVote.arbitration_pk == arbitration.id)
-    ).all()
+    votes = session.scalars(on_this_read.order_by(ArbitrationVote.id)).all()
     agreeing = [v for v in votes if v.findings == findings and v.referral == referral]
-    if len(agreeing) < len(votes):
+    voted = {v.arbiter_pk for v in votes}
+    left = [p for p in eligible(session, arbitration) if p.id not in voted]
+    step = after_vote(len(agreeing), len(votes), quorum, len(left))
+    if step == Step.DECIDED:
+        signers = [v.arbiter_pk for v in agreeing]
+        _decide(session, arbitration, arbiter, findings, referral, comment, choice, reads, signers)
+    elif step == Step.ESCALATED:
         arbitration.escalated = True
-        return "escalated"
-    if len(agreeing) >= quorum:
-        _decide(session, arbitration, arbiter, findings, referral, comment, choice, reads)
-        return "decided"
-    return "waiting"
+    return step
 
 
 def _decide(
@@ -221,6 +309,7 @@ def _decide(
     comment: str,
     choice: str,
     reads: Mapping[str, ShownRead],
+    signers: list[int],
 ) -> None:
     adopted = reads[choice].is_model if choice in reads else None
     note = comment.strip()
@@ -229,7 +318,23 @@ def _decide(
             note + " " if note else ""
         ) + f"[adopted the {'model' if adopted else 'grader'}'s read]"
     present = {code: True for codes in findings.values() for code in codes}
-    record_decision(session, arbitration, arbiter, present, referral, note, eyes=findings)
+    read = current_read(session, arbitration)
+    basis = {
+        "read": read.id if read else None,
+        "read_version": read.version if read else None,
+        "predictions": [p.id for p in latest_predictions(session, arbitration.case_pk)],
+    }
+    record_decision(
+        session,
+        arbitration,
+        arbiter,
+        present,
+        referral,
+        note,
+        eyes=findings,
+        basis=basis,
+        signers=list(dict.fromkeys([*signers, arbiter.id])),
+    )
 
 
 def decide_outcome(

@@ -16,8 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.clinic.grading import eye_of, latest_read
+from services.db.base import utcnow
 from services.db.models import (
     ArbitrationCase,
+    ArbitrationState,
     CaseRead,
     Instance,
     InstanceState,
@@ -130,17 +132,19 @@ class TriagePolicy:
 
 
 def triage_case(session: Session, case_id: int, policy: TriagePolicy) -> Triage | None:
-    """Triage the case if it is ready and not yet triaged; exactly once (a unique row per case:
-    a concurrent second attempt fails on it and backs off)."""
-    if session.scalar(select(Triage).where(Triage.case_pk == case_id)) is not None:
-        return None
+    """Triage the case if it is ready and not yet triaged; once per case (a unique row per case:
+    a concurrent second attempt fails on it and backs off). A read amended since is triaged
+    again (``retriage``)."""
+    existing = session.scalar(select(Triage).where(Triage.case_pk == case_id))
     read = latest_read(session, case_id)
+    if existing is not None and (read is None or existing.read_pk == read.id):
+        return None
     model = model_read(session, case_id)
     if read is None or model is None:
         return None
-    found = conflict(model, read, policy.rule)
-    if found is None and read.grader.arbitrate_all:
-        found = Conflict.NEW_GRADER
+    found = _verdict(model, read, policy)
+    if existing is not None:
+        return retriage(session, existing, read, found, policy)
     sampled = found is None and drawn_for_qc(policy.seed, case_id, policy.qc_rate)
     probability = 1.0 if found is not None else policy.qc_rate
     send = found is not None or sampled
@@ -170,6 +174,49 @@ def triage_case(session: Session, case_id: int, policy: TriagePolicy) -> Triage 
     except IntegrityError:
         log.info("case %d was triaged concurrently", case_id)
         return None
+    return row
+
+
+def _verdict(model: ModelRead, read: CaseRead, policy: TriagePolicy) -> Conflict | None:
+    found = conflict(model, read, policy.rule)
+    if found is None and read.grader.arbitrate_all:
+        found = Conflict.NEW_GRADER
+    return found
+
+
+def retriage(
+    session: Session,
+    row: Triage,
+    read: CaseRead,
+    found: Conflict | None,
+    policy: TriagePolicy,
+) -> Triage:
+    """An amended read after triage. An open arbitration follows the new version (the panel
+    sees it, and votes on it afresh); a concordant case that now disagrees goes to the panel
+    (for certain: inclusion probability 1); a decided arbitration stays locked."""
+    arbitration = session.scalar(
+        select(ArbitrationCase).where(ArbitrationCase.case_pk == row.case_pk)
+    )
+    row.read_pk, row.rule_version, row.at = read.id, rule_version(policy.rule), utcnow()
+    if arbitration is None:
+        row.conflict = found or ""
+        if found is not None:
+            row.sampled, row.inclusion_probability, row.to_arbitration = False, 1.0, True
+            session.add(
+                ArbitrationCase(
+                    case_pk=row.case_pk,
+                    reason=str(found),
+                    conflict=str(found),
+                    rule_version=row.rule_version,
+                    read_pk=read.id,
+                    inclusion_probability=1.0,
+                )
+            )
+    elif arbitration.state == ArbitrationState.OPEN:
+        arbitration.read_pk = read.id
+        if found is not None:
+            arbitration.conflict = row.conflict = str(found)
+    session.flush()
     return row
 
 

@@ -69,6 +69,34 @@ class DeliveryState(enum.StrEnum):
     DEAD = "dead"
 
 
+class DeliveryChannel(enum.StrEnum):
+    """How a report reaches a destination: a DICOM SR by C-STORE, or an HL7 v2 ORU^R01 by
+    MLLP to the hospital's record (an interface engine)."""
+
+    DICOM = "dicom"
+    HL7 = "hl7"
+
+
+class StepStatus(enum.StrEnum):
+    """A Modality Performed Procedure Step's status, as the modality reports it."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    DISCONTINUED = "discontinued"
+
+
+class FailsafeKind(enum.StrEnum):
+    """What the failsafe list can hold: each a way a patient can fall through the workflow."""
+
+    NOT_IMAGED = "not_imaged"  # on the worklist, no study arrived
+    MISSING_IMAGES = "missing_images"  # the MPPS named images that never arrived
+    DISCONTINUED = "discontinued"  # the modality discontinued the acquisition
+    NOT_READ_BY_MODEL = "not_read_by_model"  # an image still unread past the turnaround
+    NOT_GRADED = "not_graded"  # no grader's read past the turnaround
+    REFERRAL_NO_OUTCOME = "referral_no_outcome"  # referred, no outcome recorded
+    NOT_DELIVERED = "not_delivered"  # a report to a destination dead or pending too long
+
+
 class Patient(Base):
     """A patient as the PACS identifies them (PHI: never logged)."""
 
@@ -309,8 +337,101 @@ class ReportDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    channel: Mapped[DeliveryChannel] = mapped_column(
+        _enum(DeliveryChannel), default=DeliveryChannel.DICOM, server_default="dicom"
+    )
+    # What an HL7 delivery sends (the ORU^R01 built with the report, in the report store):
+    # built once, so every retry sends the same message with the same control id.
+    payload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
+
+
+class ExpectedVisit(Base):
+    """A scheduled screening procedure read from the department's Modality Worklist: who is
+    expected at a site on a day, and the screening case that came of it once matched."""
+
+    __tablename__ = "expected_visit"
+    __table_args__ = (
+        UniqueConstraint("site", "visit_key"),
+        Index("ix_expected_visit_site_day", "site", "scheduled_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), default="")
+    # accession, else study UID, else scheduled step id: the same item fetched again is one row
+    visit_key: Mapped[str] = mapped_column(String(96))
+    scheduled_date: Mapped[str] = mapped_column(String(8))  # DICOM DA
+    scheduled_time: Mapped[str] = mapped_column(String(16), default="")  # DICOM TM
+    accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    requested_procedure_id: Mapped[str] = mapped_column(String(16), default="")
+    step_id: Mapped[str] = mapped_column(String(16), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")  # PHI: never logged
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    station_ae: Mapped[str] = mapped_column(String(16), default="")
+    procedure_code: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(128), default="")  # the worklist it came from
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    case_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("screening_case.id"), nullable=True, index=True
+    )
+    matched_by: Mapped[str] = mapped_column(String(16), default="")  # accession, study, patient
+    matched_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    case: Mapped[ScreeningCase | None] = relationship()
+
+
+class PerformedStep(Base):
+    """A Modality Performed Procedure Step the camera reported (N-CREATE, then N-SET): when it
+    is completed its visit closes at once and its referenced images are checked."""
+
+    __tablename__ = "performed_step"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[StepStatus] = mapped_column(_enum(StepStatus), default=StepStatus.IN_PROGRESS)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")  # PHI: never logged
+    referenced: Mapped[list[str]] = mapped_column(JSON, default=list)  # SOP Instance UIDs
+    missing: Mapped[list[str]] = mapped_column(JSON, default=list)  # referenced, not received
+    discontinued_reason: Mapped[str] = mapped_column(String(128), default="")
+    case_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("screening_case.id"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class FailsafeItem(Base):
+    """One patient who may have fallen through (never imaged, unread, unreported, referred
+    without outcome): it stays on the list until a person closes it with a reason, even once
+    the condition clears (``resolved_at``), so nobody leaves the list unseen."""
+
+    __tablename__ = "failsafe_item"
+    __table_args__ = (
+        UniqueConstraint("kind", "subject"),
+        Index("ix_failsafe_item_site_day", "site", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), default="")
+    day: Mapped[str] = mapped_column(String(8))  # the visit's day, DICOM DA
+    kind: Mapped[FailsafeKind] = mapped_column(_enum(FailsafeKind))
+    subject: Mapped[str] = mapped_column(String(64))  # e.g. "visit:12", "delivery:7"
+    visit_pk: Mapped[int | None] = mapped_column(ForeignKey("expected_visit.id"), nullable=True)
+    case_pk: Mapped[int | None] = mapped_column(ForeignKey("screening_case.id"), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")  # what is wrong, no patient data
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
+    closed_by_pk: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
+    close_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class Role(enum.StrEnum):
@@ -438,6 +559,8 @@ class ArbitrationCase(Base):
     inclusion_probability: Mapped[float] = mapped_column(Float, default=1.0)
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)  # ungradable cases
+    # A senior arbiter an admin gave the case to when nobody of its site could decide it.
+    assigned_pk: Mapped[int | None] = mapped_column(ForeignKey("person.id"), nullable=True)
 
     case: Mapped[ScreeningCase] = relationship()
     read: Mapped[CaseRead | None] = relationship()
@@ -465,7 +588,8 @@ class ArbitrationVote(Base):
     """One arbiter's signed vote; a quorum of agreeing votes decides, disagreement escalates."""
 
     __tablename__ = "arbitration_vote"
-    __table_args__ = (UniqueConstraint("arbitration_pk", "arbiter_pk"),)
+    # One vote per arbiter on each version of the grader's read: an amendment reopens voting.
+    __table_args__ = (UniqueConstraint("arbitration_pk", "arbiter_pk", "read_pk"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     arbitration_pk: Mapped[int] = mapped_column(ForeignKey("arbitration_case.id"), index=True)
@@ -475,6 +599,7 @@ class ArbitrationVote(Base):
     referral: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str] = mapped_column(Text, default="")
     signed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    read_pk: Mapped[int | None] = mapped_column(ForeignKey("case_read.id"), nullable=True)
 
 
 class ArbitrationDecision(Base):
@@ -491,6 +616,10 @@ class ArbitrationDecision(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     eyes: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)  # per eye
+    # What it was made on: {"read": id, "read_version": n, "predictions": [ids]}.
+    basis: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Every arbiter who signed it (person ids, in signing order): the SR's Verifying Observers.
+    signers: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
 
     decided_by: Mapped[Person] = relationship()
 

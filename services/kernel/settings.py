@@ -48,6 +48,31 @@ class DicomNode:
         return f"{self.ae_title}@{self.host}:{self.port}{'+tls' if self.tls else ''}"
 
 
+_MLLP = re.compile(r"^(?:(?P<app>[^@^|~\\&]{1,20})@)?(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class MllpNode:
+    """An HL7 v2 receiver (an interface engine) reached by MLLP, written ``[APP@]host:port``;
+    APP goes into MSH-5 (receiving application)."""
+
+    host: str
+    port: int
+    application: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> MllpNode:
+        """Parse the text form used in environment variables; a bad value says why."""
+        match = _MLLP.match(text.strip().removeprefix("mllp://"))
+        if not match or not 0 < int(match["port"]) < 65536:
+            raise ValueError(f"{text!r} is not an HL7 destination; write it as [APP@]host:port")
+        return cls(match["host"], int(match["port"]), match["app"] or "")
+
+    def __str__(self) -> str:
+        app = f"{self.application}@" if self.application else ""
+        return f"mllp://{app}{self.host}:{self.port}"
+
+
 ROUTE_CHOICES = ("fundus", "anterior", "auto")
 
 
@@ -154,10 +179,23 @@ class Settings(BaseSettings):
     pdf_reports: bool = True  # render each case's PDF report
     send_pdf_to_pacs: bool = False  # also send it as Encapsulated PDF with the SR
     outbox_resend_after_s: float = Field(30.0, gt=0)
+
+    # The eye-care workflow: who is expected (Modality Worklist), results to the record (HL7).
+    worklist_sources: Annotated[list[DicomNode], NoDecode] = Field(default_factory=list)
+    worklist_modality: str = Field("OP", max_length=16)  # "" asks for every modality
+    worklist_station_aes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    worklist_procedure_codes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    worklist_every_minutes: float = Field(15.0, gt=0)  # the gateway fetches today's this often
+    hl7_destinations: Annotated[list[MllpNode], NoDecode] = Field(default_factory=list)
+    hl7_sending_facility: str = Field("", max_length=20)  # MSH-4; the site when empty
+    failsafe_not_imaged_after_hours: float = Field(2.0, ge=0)  # after the scheduled time
+    referral_outcome_days: float = Field(42.0, ge=0)  # a referral's outcome is due by then
     log_level: LogLevel = "INFO"
 
     # The clinicians' web application (graders, arbitration panel, admins, statisticians).
-    web_host: str = "0.0.0.0"
+    # Unset: every interface with HTTPS, loopback only without (passwords must not cross the
+    # network in clear); set it to listen elsewhere on purpose.
+    web_host: str | None = None
     web_port: int = Field(8080, ge=0, le=65535)  # 0: no web application
     web_certificate: Path | None = None  # with web_private_key: HTTPS
     web_private_key: Path | None = None
@@ -197,6 +235,22 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-16 printable characters without a backslash")
         return value
 
+    @field_validator("worklist_sources", mode="before")
+    @classmethod
+    def _parse_worklists(cls, value: object) -> object:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [DicomNode.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("hl7_destinations", mode="before")
+    @classmethod
+    def _parse_hl7(cls, value: object) -> object:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [MllpNode.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
     @field_validator("sr_destinations", mode="before")
     @classmethod
     def _parse_destinations(cls, value: object) -> object:
@@ -213,7 +267,13 @@ class Settings(BaseSettings):
             return [DicomSource.parse(v) if isinstance(v, str) else v for v in value]
         return value
 
-    @field_validator("urgent_sources", "unblinded_sites", mode="before")
+    @field_validator(
+        "urgent_sources",
+        "unblinded_sites",
+        "worklist_station_aes",
+        "worklist_procedure_codes",
+        mode="before",
+    )
     @classmethod
     def _parse_urgent(cls, value: object) -> object:
         return _split_list(value)
@@ -278,6 +338,14 @@ class Settings(BaseSettings):
     def dr_scheme_at(self, site: str) -> str | None:
         """The diabetic retinopathy grading scheme graders at this site use, if any."""
         return self.dr_schemes.get(site)
+
+    @property
+    def web_bind_host(self) -> str:
+        """Where the web application listens: ``web_host`` when set, otherwise every interface
+        with a certificate and only this machine (127.0.0.1) without one."""
+        if self.web_host:
+            return self.web_host
+        return "0.0.0.0" if self.web_certificate is not None else "127.0.0.1"
 
     def blind_at(self, site: str) -> bool:
         """Whether graders at this site read before seeing the model's output."""

@@ -7,11 +7,13 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from services.db.base import utcnow
 from services.db.models import (
     CaseState,
+    DeliveryChannel,
     DeliveryState,
     Instance,
     InstanceState,
@@ -25,7 +27,13 @@ from services.db.models import (
 from services.db.session import transaction
 from services.kernel.outbox import OutboxDispatcher, add_message
 from services.kernel.settings import Settings
-from services.kernel.task_names import DELIVER_TASK, INFER_TASK, RENDER_TASK, REPORT_TASK
+from services.kernel.task_names import (
+    DELIVER_HL7_TASK,
+    DELIVER_TASK,
+    INFER_TASK,
+    RENDER_TASK,
+    REPORT_TASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,24 @@ def sweep(
         timedelta(seconds=settings.inference_lease_s),
     )
     triage_waiting(settings, sessions)
+    workflow_round(settings, sessions, dispatcher)
+
+
+def workflow_round(
+    settings: Settings, sessions: sessionmaker[Session], dispatcher: OutboxDispatcher
+) -> None:
+    """Ended MPPS steps settled again (their images may have come since: the visit closes at
+    once), expected visits matched, and the site's failsafe list brought up to date."""
+    from services.workflow import FailsafePolicy, refresh, settle_steps
+
+    with transaction(sessions) as session:
+        ids = settle_steps(session, settings.pdf_reports)
+    dispatcher.dispatch(ids)
+    try:
+        with transaction(sessions) as session:
+            refresh(session, settings.site, FailsafePolicy.from_settings(settings))
+    except IntegrityError:  # the gateway's and the beat's sweeps added the same item at once
+        log.info("failsafe refreshed concurrently by another sweep; its items stand")
 
 
 def triage_waiting(settings: Settings, sessions: sessionmaker[Session]) -> None:
@@ -203,14 +229,14 @@ def requeue_stale_work(
         .limit(500)
     ):
         requeue(REPORT_TASK, case_id)
-    for delivery_id in session.scalars(
-        select(ReportDelivery.id)
+    for delivery_id, channel in session.execute(
+        select(ReportDelivery.id, ReportDelivery.channel)
         .where(
             ReportDelivery.state == DeliveryState.PENDING, ReportDelivery.next_attempt_at < cutoff
         )
         .limit(500)
     ):
-        requeue(DELIVER_TASK, delivery_id)
+        requeue(DELIVER_HL7_TASK if channel == DeliveryChannel.HL7 else DELIVER_TASK, delivery_id)
     if render_pdfs:  # closed cases whose latest report still has no PDF
         latest = select(func.max(Report.id)).group_by(Report.case_pk).scalar_subquery()
         for report_id in session.scalars(

@@ -26,9 +26,11 @@ from services.db.base import utcnow
 from services.db.models import (
     ArbitrationDecision,
     CaseState,
+    DeliveryChannel,
     DeliveryState,
     Instance,
     InstanceState,
+    Person,
     Prediction,
     Report,
     ReportDelivery,
@@ -38,7 +40,7 @@ from services.db.session import transaction
 from services.kernel import metrics
 from services.kernel.outbox import add_message
 from services.kernel.storage import ContentStore
-from services.kernel.task_names import DELIVER_TASK, RENDER_TASK
+from services.kernel.task_names import DELIVER_HL7_TASK, DELIVER_TASK, RENDER_TASK
 from services.reporting.predictions import latest_predictions, reading_order
 from services.screening import Finding
 from services.taxonomy.tree import load_taxonomy
@@ -77,6 +79,14 @@ class Verdict:
     referral: bool
     comment: str
     decided_at: datetime
+    # Everyone who signed the decision (DICOM PN names), in signing order: the SR's
+    # Verifying Observers. Empty for decisions from before signers were kept: the decider.
+    signers: tuple[str, ...] = ()
+
+    @property
+    def verifying_observers(self) -> tuple[tuple[str, str], ...]:
+        """(name, organization) of each Verifying Observer."""
+        return tuple((name, self.organization) for name in self.signers or (self.person_name,))
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,8 @@ class EncodedReport:
 
 EncodeReport = Callable[[CaseReport], EncodedReport]
 RenderDocument = Callable[[CaseReport], bytes]  # a PDF
+# (content, the SR's SOP Instance UID, an HL7 destination) -> the ORU^R01 for that destination
+EncodeHl7 = Callable[[CaseReport, str, str], bytes]
 WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
 # Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
 # one association, in order; raises DeliveryError saying how many deliveries went whole.
@@ -156,6 +168,8 @@ class ReportService:
     render: RenderDocument | None = None
     wrap_pdf: WrapDocument | None = None  # set: the PDF goes to the PACS as well
     destinations: list[str] = field(default_factory=list)
+    encode_hl7: EncodeHl7 | None = None  # set with hl7_destinations: results to the record
+    hl7_destinations: list[str] = field(default_factory=list)
     max_attempts: int = 8
     base_delay_s: float = 5.0
     max_delay_s: float = 3600.0
@@ -172,6 +186,7 @@ class ReportService:
         # The PDF goes with the SR only when the PACS gets it too; otherwise it is rendered
         # (with its heatmaps) once the case is closed, so that it never delays an SR.
         pdf = self.reports.put(self.render(content)) if self.render and self.wrap_pdf else None
+        hl7 = self._hl7_messages(content, encoded.sop_instance_uid)
         try:
             with transaction(self.sessions) as session:
                 report = Report(
@@ -188,6 +203,9 @@ class ReportService:
                 session.add(report)
                 session.flush()
                 ids = [self._delivery(session, report.id, d) for d in self.destinations]
+                ids += [
+                    self._delivery(session, report.id, d, payload) for d, payload in hl7.items()
+                ]
                 closed = session.get_one(ScreeningCase, case_id).state == CaseState.CLOSED
                 if self.render and pdf is None and closed:  # a revision of a closed case
                     ids.append(add_message(session, RENDER_TASK, report.id).id)
@@ -204,12 +222,30 @@ class ReportService:
         )
         return tuple(ids)
 
+    def _hl7_messages(self, content: CaseReport, sr_uid: str) -> dict[str, str]:
+        """Destination -> sha256 of its stored ORU^R01 (one per destination: MSH-5 differs)."""
+        if self.encode_hl7 is None:
+            return {}
+        return {
+            destination: self.reports.put(self.encode_hl7(content, sr_uid, destination)).sha256
+            for destination in self.hl7_destinations
+        }
+
     @staticmethod
-    def _delivery(session: Session, report_id: int, destination: str) -> int:
-        delivery = ReportDelivery(report_pk=report_id, destination=destination)
+    def _delivery(
+        session: Session, report_id: int, destination: str, hl7_sha256: str | None = None
+    ) -> int:
+        """A delivery row and its outbox row: the SR by C-STORE, or (given the stored ORU^R01)
+        the HL7 message by MLLP, each with the same retry and dead letter."""
+        delivery = ReportDelivery(
+            report_pk=report_id,
+            destination=destination,
+            channel=DeliveryChannel.HL7 if hl7_sha256 else DeliveryChannel.DICOM,
+            payload_sha256=hl7_sha256,
+        )
         session.add(delivery)
         session.flush()
-        return add_message(session, DELIVER_TASK, delivery.id).id
+        return add_message(session, delivery_task(delivery.channel), delivery.id).id
 
     def _gather(
         self, session: Session, case_id: int
@@ -244,7 +280,7 @@ class ReportService:
             case_id=case_id,
             patient=_patient(case),
             images=tuple(self._image_result(p) for p in predictions),
-            verdict=self._verdict(decision) if decision else None,
+            verdict=self._verdict(session, decision) if decision else None,
             predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
         )
         return (
@@ -286,7 +322,7 @@ class ReportService:
         )
 
     @staticmethod
-    def _verdict(decision: ArbitrationDecision) -> Verdict:
+    def _verdict(session: Session, decision: ArbitrationDecision) -> Verdict:
         names: dict[str, str] = {}
         for code in decision.findings:
             for route in ("fundus", "anterior"):
@@ -302,6 +338,9 @@ class ReportService:
             referral=decision.referral,
             comment=decision.comment,
             decided_at=decision.decided_at,
+            signers=tuple(
+                session.get_one(Person, pk).display_name for pk in decision.signers or []
+            ),
         )
 
     def render_pdf(self, report_id: int) -> None:
@@ -327,7 +366,7 @@ class ReportService:
             case_id=report.case_pk,
             patient=_patient(report.case),
             images=tuple(self._image_result(p) for p in reading_order(report.predictions)),
-            verdict=self._verdict(decision) if decision else None,
+            verdict=self._verdict(session, decision) if decision else None,
         )
 
     def objects_for(self, report: Report) -> list[bytes]:
@@ -354,7 +393,7 @@ class ReportService:
         """One attempt at each delivery, those due to one destination over one association.
         A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0."""
         outcomes: dict[int, DeliveryOutcome] = {}
-        due: dict[str, list[tuple[int, Report]]] = {}
+        due: dict[str, list[tuple[int, list[bytes]]]] = {}
         with self.sessions() as session:
             for delivery_id in delivery_ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
@@ -364,17 +403,24 @@ class ReportService:
                 elif delivery.attempts and wait > 0:  # backing off: not yet
                     outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
                 else:
-                    due.setdefault(delivery.destination, []).append((delivery_id, delivery.report))
+                    due.setdefault(delivery.destination, []).append(
+                        (delivery_id, self._objects_of(delivery))
+                    )
         for destination, items in due.items():
             outcomes.update(self._send_to(destination, items, send))
         return outcomes
 
+    def _objects_of(self, delivery: ReportDelivery) -> list[bytes]:
+        if delivery.payload_sha256 is not None:  # the HL7 message built with the report
+            return [self.reports.read(delivery.payload_sha256)]
+        return self.objects_for(delivery.report)
+
     def _send_to(
-        self, destination: str, items: list[tuple[int, Report]], send: SendReport
+        self, destination: str, items: list[tuple[int, list[bytes]]], send: SendReport
     ) -> dict[int, DeliveryOutcome]:
         ids = [delivery_id for delivery_id, _ in items]
         try:
-            send([self.objects_for(report) for _, report in items], destination)
+            send([objects for _, objects in items], destination)
             error, sent = None, len(ids)
         except DeliveryError as exc:
             error, sent = exc, min(exc.sent, len(ids))
@@ -438,6 +484,11 @@ def _patient(case: ScreeningCase) -> Patient:
     )
 
 
+def delivery_task(channel: DeliveryChannel) -> str:
+    """The task that sends a delivery of this channel."""
+    return DELIVER_HL7_TASK if channel == DeliveryChannel.HL7 else DELIVER_TASK
+
+
 def requeue_dead(session: Session, delivery_ids: Sequence[int] | None = None) -> list[int]:
     """Operator action: dead deliveries (all, or those given) become pending again; returns
     the outbox ids that send them."""
@@ -448,5 +499,5 @@ def requeue_dead(session: Session, delivery_ids: Sequence[int] | None = None) ->
     for delivery in session.scalars(query):
         delivery.state, delivery.attempts = DeliveryState.PENDING, 0
         delivery.next_attempt_at = utcnow()
-        ids.append(add_message(session, DELIVER_TASK, delivery.id).id)
+        ids.append(add_message(session, delivery_task(delivery.channel), delivery.id).id)
     return ids

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +26,7 @@ from services.db.models import (
     ModelVersion,
     Prediction,
     PredictionFinding,
+    ScreeningCase,
 )
 from services.db.session import transaction
 from services.kernel import metrics
@@ -257,6 +258,7 @@ class InferenceService:
                 instance.state = InstanceState.PREDICTED
                 instance.error = None
                 session.flush()
+                note_case_referral(session, instance.case_pk)
                 message = add_message(session, REPORT_TASK, instance.case_pk)
                 outcome = InferenceOutcome(instance_id, prediction.id, (message.id,))
         except IntegrityError:
@@ -314,3 +316,23 @@ class InferenceService:
             # The case may now be complete without this image: let the report be built.
             message = add_message(session, REPORT_TASK, instance.case_pk)
         return InferenceOutcome(instance_id, None, (message.id,), error=error)
+
+
+def note_case_referral(session: Session, case_pk: int) -> None:
+    """The visit's referral by the model: any image's newest prediction refers (the
+    dashboard's "referred by the model"). The case row is locked first, so of two workers
+    finishing images of one visit at once, the second counts the first's prediction."""
+    session.execute(select(ScreeningCase.id).where(ScreeningCase.id == case_pk).with_for_update())
+    newest = (
+        select(func.max(Prediction.id))
+        .join(Instance, Instance.id == Prediction.instance_pk)
+        .where(Instance.case_pk == case_pk)
+        .group_by(Prediction.instance_pk)
+    )
+    refers = exists().where(Prediction.id.in_(newest), Prediction.referral.is_(True))
+    session.execute(
+        update(ScreeningCase)
+        .where(ScreeningCase.id == case_pk)
+        .values(referral=refers)
+        .execution_options(synchronize_session=False)
+    )

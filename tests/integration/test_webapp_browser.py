@@ -16,7 +16,14 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from services.db.models import ArbitrationDecision, AuditEvent, CaseRead, OutboxMessage, Person
+from services.db.models import (
+    ArbitrationCase,
+    ArbitrationDecision,
+    AuditEvent,
+    CaseRead,
+    OutboxMessage,
+    Person,
+)
 from tests.clinic import PASSWORD, Clinic, open_clinic
 from tests.conftest import free_port, require_binary
 from tests.service_harness import pacs
@@ -184,3 +191,47 @@ def test_admin_grader_and_arbiter_in_the_browser(
         verified = [f for f in inbox.iterdir() if dcmread(f).get("VerificationFlag") == "VERIFIED"]
         time.sleep(0.2)
     assert verified, "the verified, revised SR reached the PACS"
+
+
+def test_another_decision_in_the_browser_is_saved_as_entered(served: tuple[Clinic, str]) -> None:
+    """The arbiter picks "Another decision": the eye fields appear, the arbiter ticks a finding
+    in each eye, and the signed decision holds exactly those (issue 21: the fields stayed
+    hidden and the vote was saved as both eyes normal)."""
+    require_binary(CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    from tests.clinic import other_read
+
+    clinic, base = served
+    case = clinic.case()
+    grader, csrf = clinic.login("grace")
+    form: dict[str, object] = {"csrf_token": csrf}
+    for eye, read in other_read(clinic.model(case)).items():
+        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
+        form[f"eye_{eye}_code"] = read["codes"]
+    assert grader.post(f"/cases/{case}/read", data=form).status_code == 303
+    with clinic.runtime.sessions() as session:
+        arbitration = session.scalars(select(ArbitrationCase.id)).one()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        errors: list[str] = []
+        arbiter = browser.new_context().new_page()
+        arbiter.on("pageerror", lambda e: errors.append(str(e)))
+        _login(arbiter, base, "arthur")
+        arbiter.goto(f"{base}/arbitration/{arbitration}")
+        assert not arbiter.is_visible("#other-fields")
+        arbiter.check("input[name=choice][value=other]")
+        assert arbiter.is_visible("#other-fields fieldset[data-eye=R]"), "no eye fields shown"
+        for eye in "RL":  # glaucoma, ticked in each eye
+            arbiter.check(f"#other-fields input[name=eye_{eye}_code][value='F.GLAU.GLAU']")
+        arbiter.fill("#decide-form textarea[name=comment]", "glaucoma in both eyes")
+        arbiter.fill("#decide-form input[name=password]", PASSWORD)
+        _shot(arbiter, "arbitration-other")
+        arbiter.click("#sign")
+        arbiter.wait_for_url("**/arbitration?done=*")
+        browser.close()
+    assert not errors, errors
+    with clinic.runtime.sessions() as session:
+        decision = session.scalars(select(ArbitrationDecision)).one()
+        assert decision.eyes == {eye: ["F.GLAU", "F.GLAU.GLAU"] for eye in "RL"}
+        assert decision.referral is True

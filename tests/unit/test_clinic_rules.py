@@ -86,3 +86,45 @@ def test_cohen_kappa_agrees_with_scikit_learn() -> None:
     assert cohen_kappa(list(zip(a, b, strict=True))) == pytest.approx(cohen_kappa_score(a, b))
     assert cohen_kappa([]) is None
     assert cohen_kappa([(True, True), (True, True)]) is None  # no variation: undefined
+
+
+def _run_panel(choices: tuple[str, ...], quorum: int) -> str:
+    """One arbitration under ``escalation.after_vote``: the members vote ``choices`` in turn
+    ("-": never votes; the sweeper escalates after the timeout); once escalated, the one
+    senior takes the final decision, whether they voted before or not."""
+    from services.clinic.escalation import Step, after_vote
+
+    votes: list[str] = []
+    step = Step.WAITING
+    for position, choice in enumerate(choices):
+        if choice == "-":
+            continue
+        votes.append(choice)
+        left = len(choices) - position - 1  # eligible still: nobody knows who will abstain
+        step = after_vote(votes.count(choice), len(votes), quorum, left)
+        if step != Step.WAITING:
+            break
+    if step == Step.WAITING:
+        step = Step.ESCALATED  # the sweeper, after the timeout
+    if step == Step.ESCALATED:
+        step = Step.DECIDED  # the senior's final act (panel.vote: open to a senior who voted)
+    return step
+
+
+def test_every_arbitration_can_be_decided_for_every_quorum_with_one_senior() -> None:
+    """Every panel of up to three arbiters and one senior, every quorum, every order of
+    voting, every way each member votes or abstains: the case reaches "decided"."""
+    from itertools import product
+
+    from services.clinic.escalation import Step, after_vote
+
+    for members in range(1, 5):  # the senior and up to three arbiters, in any order
+        for quorum in range(1, members + 3):
+            for choices in product("AB-", repeat=members):
+                assert _run_panel(choices, quorum) == Step.DECIDED, (choices, quorum)
+    # The deadlock of issue 21: quorum 2, arbiter A, the only senior B: escalated, not stuck.
+    assert after_vote(agreeing=1, voted=2, quorum=2, voters_left=0) == Step.ESCALATED
+    # Agreement short of a quorum nobody is left to reach escalates at once.
+    assert after_vote(agreeing=2, voted=2, quorum=3, voters_left=0) == Step.ESCALATED
+    assert after_vote(agreeing=1, voted=1, quorum=2, voters_left=1) == Step.WAITING
+    assert after_vote(agreeing=2, voted=2, quorum=2, voters_left=1) == Step.DECIDED

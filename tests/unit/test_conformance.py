@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dicom_gateway import statuses
+from dicom_gateway import mpps, statuses
 from dicom_gateway.conformance import (
+    IHE_TRANSACTIONS,
     SCU_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
+    WORKFLOW_SCP_SOP_CLASSES,
+    WORKFLOW_SCU_SOP_CLASSES,
 )
 from dicom_gateway.server import build_scp_ae
 from services.kernel.settings import Settings
@@ -30,7 +33,26 @@ def test_storage_classes_match_the_scp() -> None:
     expected = dict(STORAGE_SOP_CLASSES) | {VERIFICATION_SOP_CLASS: "Verification"}
     assert documented == expected
     contexts = {str(c.abstract_syntax) for c in build_scp_ae(Settings()).supported_contexts}
-    assert contexts == set(expected)
+    assert contexts == set(expected) | set(WORKFLOW_SCP_SOP_CLASSES)
+
+
+def test_workflow_classes_and_roles_match_the_gateway() -> None:
+    """MPPS is negotiated by the SCP; the worklist SCU asks for exactly what is listed."""
+    from dicom_gateway.worklist import WORKLIST_FIND_SOP_CLASS
+
+    rows = _table("workflow-sop-classes")
+    assert {uid: name for name, uid, role in rows if role == "SCP"} == WORKFLOW_SCP_SOP_CLASSES
+    assert {uid: name for name, uid, role in rows if role == "SCU"} == WORKFLOW_SCU_SOP_CLASSES
+    assert set(WORKFLOW_SCU_SOP_CLASSES) == {WORKLIST_FIND_SOP_CLASS}
+
+
+def test_mpps_statuses_match_the_handlers() -> None:
+    documented = {int(code, 16): meaning for code, meaning in _table("mpps-statuses")}
+    assert documented == mpps.MEANINGS
+
+
+def test_ihe_actors_and_transactions_match_the_table() -> None:
+    assert [tuple(row) for row in _table("ihe-eyecare")] == list(IHE_TRANSACTIONS)
 
 
 def test_transfer_syntaxes_match_the_scp() -> None:

@@ -144,13 +144,12 @@
       fieldset.dataset.graded = any ? "findings" : "";
     }
     if (event.target.matches("[data-reason]") && event.target.value) setState(fieldset, "ungradable");
-    if (event.target.matches("[data-other]")) document.getElementById("other-fields").classList.remove("hidden");
   });
+  // Arbitration: "Another decision" shows the eye fields (the radio is outside any fieldset).
   document.addEventListener("change", (event) => {
-    if (event.target.name === "choice" && !event.target.matches("[data-other]")) {
-      const other = document.getElementById("other-fields");
-      if (other) other.classList.add("hidden");
-    }
+    if (event.target.name !== "choice") return;
+    const other = document.getElementById("other-fields");
+    if (other) other.classList.toggle("hidden", !event.target.matches("[data-other]"));
   });
 
   const gradeForm = document.getElementById("grade-form");
