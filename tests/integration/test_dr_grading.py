@@ -13,7 +13,7 @@ from services.clinic.dr_grading import SCHEMES, DrGradeError, check_grade, descr
 from services.db.models import CaseRead
 from services.study.records import Filters, gather
 from services.study.tables.datasets import analysis_set
-from tests.clinic import OTHER_SITE, open_clinic, other_read
+from tests.clinic import OTHER_SITE, PASSWORD, open_clinic, other_read
 
 pytestmark = pytest.mark.integration
 
@@ -95,12 +95,8 @@ def test_the_api_takes_a_dr_grade_where_the_site_grades_dr(
 ) -> None:
     with open_clinic(postgres_url, tmp_path, dr_schemes="NORTH=icdr") as clinic:
         case = clinic.case()
-        admin, csrf = clinic.login("admin")
-        with clinic.runtime.sessions() as session:
-            from services.db.models import Person
-
-            grace = session.scalars(select(Person).where(Person.username == "grace")).one()
-        page = admin.post(f"/admin/users/{grace.id}/token", data={"csrf_token": csrf})
+        grace, csrf = clinic.login("grace")
+        page = grace.post("/account/token", data={"csrf_token": csrf, "password": PASSWORD})
         token = page.text.split('id="api-token">')[1].split("<")[0]
         dr = {"retinopathy": "severe", "maculopathy": "present"}
         body = {"study_instance_uid": clinic.study_uid(case), "eyes": {"R": {"dr": dr}, "L": {}}}

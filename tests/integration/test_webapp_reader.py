@@ -362,10 +362,8 @@ def test_a_refused_vote_keeps_what_was_typed_and_a_vote_says_what_follows(
     _login(page, base, "arthur")
     page.goto(f"{base}/arbitration/{arbitration}")
     page.check("input[name=choice][value=other]")
-    # Showing the other decision's fields is the "another decision" handler's job (reworked
-    # on branch i21-decisions); this test is about what the server gives back.
-    page.evaluate("document.getElementById('other-fields').classList.remove('hidden')")
     page.check("#other-fields fieldset[data-eye=R] input[data-key='3']")
+    page.click("#other-fields fieldset[data-eye=L] [data-normal]")
     page.fill("#decide-form textarea[name=comment]", "disc margins blurred")
     page.fill("#decide-form input[name=password]", "not my password")
     page.click("#sign")
@@ -375,6 +373,7 @@ def test_a_refused_vote_keeps_what_was_typed_and_a_vote_says_what_follows(
     assert page.is_checked("input[name=choice][value=other]")
     assert page.is_visible("#other-fields")
     assert page.is_checked("#other-fields fieldset[data-eye=R] input[data-key='3']")
+    assert page.input_value("#other-fields [name=eye_L_state]") == "normal"
     page.fill("#decide-form input[name=password]", PASSWORD)
     page.click("#sign")
     page.wait_for_url("**/arbitration?done=*")
