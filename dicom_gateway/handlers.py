@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 from pynetdicom import events
@@ -20,6 +20,7 @@ from dicom_gateway.guard import DecodeTimeout
 from dicom_gateway.inspection import BadPixels, DatasetMismatch, Inspected, TooLarge, Unreadable
 from services.intake.ingest import IngestResult, ReceivedImage
 from services.intake.routing import Router, RoutingFacts
+from services.intake.sites import SourceSites
 from services.kernel.errors import InstanceConflict, InstanceRejected, NoRoute, OutOfResources
 from services.kernel.metrics import C_STORES
 from services.kernel.settings import DicomSource
@@ -38,6 +39,7 @@ class StoreContext:
     inspect: Callable[[bytes], Inspected]
     max_dataset_bytes: int = 512 << 20
     urgent_sources: frozenset[str] = frozenset()
+    sites: SourceSites = field(default_factory=SourceSites)  # which clinic each source is
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -104,6 +106,9 @@ def handle_store(event: events.Event, context: StoreContext) -> int | Dataset:
         received = _received(image, event, route, calling_ae, encoded)
         if calling_ae in context.urgent_sources:
             received = replace(received, urgent=True)
+        site = context.sites.site_of(calling_ae, image.station_name, event.assoc.requestor.address)
+        if site:
+            received = replace(received, site=site)
         result = context.accept(received)
     except Exception as exc:
         return _refusal(uid, exc)

@@ -27,6 +27,7 @@ from dicom_gateway.tls import server_context
 from services.intake.group_commit import GroupCommit
 from services.intake.ingest import IngestService
 from services.intake.routing import Router
+from services.intake.sites import SourceSites
 from services.kernel.settings import Settings
 from services.workflow import PerformedSteps
 
@@ -117,6 +118,7 @@ def start_gateway(
         inspect=inspectors.inspect,
         max_dataset_bytes=settings.max_dataset_mb << 20,
         urgent_sources=frozenset(settings.urgent_sources),
+        sites=SourceSites(settings.site, settings.source_sites),
     )
     steps = PerformedSteps(ingest.sessions, settings.pdf_reports)
     handlers: list[Any] = [

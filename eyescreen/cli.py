@@ -110,14 +110,44 @@ def _prepare_multiprocess_metrics(settings: Settings) -> None:
     help="for plain photographs: which kind they are",
 )
 @click.option("--patient-id", default="ANON", help="for plain photographs")
-def send(files: tuple[Path, ...], destination: str | None, route: str, patient_id: str) -> None:
-    """Send DICOM files, or JPEG/PNG photographs wrapped as Ophthalmic Photography."""
+@click.option("--patient-name", default="Anonymous^", help="Family^Given, e.g. Doe^Jane")
+@click.option("--birth-date", default="", help="YYYY-MM-DD")
+@click.option("--sex", type=click.Choice(["F", "M", "O", ""]), default="")
+@click.option(
+    "--eye",
+    "eyes",
+    multiple=True,
+    help="R/L (or OD/OS): once for all photographs or once per file, in order; "
+    "default: from the file name (…_left.jpg), else not given",
+)
+@click.option("--accession", default="", help="accession number of the visit")
+@click.option(
+    "--visit-per-file",
+    is_flag=True,
+    help="each photograph its own visit (default: the photographs of one command are one visit)",
+)
+@click.option("--calling-ae", default="EYESCREEN-SCU", help="the AE title to call as (a source)")
+def send(
+    files: tuple[Path, ...],
+    destination: str | None,
+    route: str,
+    patient_id: str,
+    patient_name: str,
+    birth_date: str,
+    sex: str,
+    eyes: tuple[str, ...],
+    accession: str,
+    visit_per_file: bool,
+    calling_ae: str,
+) -> None:
+    """Send DICOM files as they are, and JPEG/PNG photographs wrapped as Ophthalmic
+    Photography: by default one visit of one patient (both eyes in one case)."""
     from pydicom import dcmread
     from pydicom.dataset import Dataset
     from pydicom.errors import InvalidDicomError
 
-    from dicom_gateway.photos import photo_to_dataset
     from dicom_gateway.scu import DeliveryFailed, send_datasets
+    from eyescreen.visit import Patient, VisitError, dicom_date, eyes_for, photos_as_visit
 
     settings = _settings()
     node = (
@@ -125,18 +155,35 @@ def send(files: tuple[Path, ...], destination: str | None, route: str, patient_i
         if destination
         else DicomNode(settings.ae_title, "127.0.0.1", settings.dicom_port)
     )
-    datasets: list[Dataset] = []
+    by_path: dict[Path, Dataset] = {}
+    photos: list[Path] = []
     for path in files:
         try:
-            datasets.append(dcmread(path))
+            by_path[path] = dcmread(path)
         except InvalidDicomError:
-            datasets.append(photo_to_dataset(path, route=route, patient_id=patient_id))
+            photos.append(path)
     try:
-        statuses = send_datasets(datasets, node, "EYESCREEN-SCU")
+        patient = Patient(patient_id, patient_name, dicom_date(birth_date), sex)
+        photo_eyes = eyes_for(photos, eyes)
+        groups = [[i] for i in range(len(photos))] if visit_per_file else [list(range(len(photos)))]
+        for group in groups:
+            made = photos_as_visit(
+                [photos[i] for i in group], route, patient, [photo_eyes[i] for i in group],
+                accession,
+            )  # fmt: skip
+            by_path.update({photos[i]: ds for i, ds in zip(group, made, strict=True)})
+    except VisitError as exc:
+        raise click.BadParameter(str(exc)) from None
+    datasets = [by_path[path] for path in files]
+    try:
+        statuses = send_datasets(datasets, node, calling_ae)
     except DeliveryFailed as exc:
         raise click.ClickException(str(exc)) from None
     for path, ds, status in zip(files, datasets, statuses, strict=True):
-        click.echo(f"{path}: 0x{status:04X} {ds.SOPInstanceUID}")
+        eye = ds.get("ImageLaterality", "") or "?"
+        click.echo(
+            f"{path}: 0x{status:04X} {ds.SOPInstanceUID} eye {eye} study {ds.StudyInstanceUID}"
+        )
 
 
 @main.command()

@@ -1,5 +1,7 @@
 """Grad-CAM heatmaps (the ``grad-cam`` library) of where the network looked for a finding,
-overlaid on the photograph and saved as PNG for the report and the graders."""
+overlaid on the photograph and saved as PNG for the report and the graders. The PNG is the
+network's square view; its text chunk ``BOX_KEY`` says where that square lies on the
+photograph, so a viewer can lay the heatmap over the photo it explains."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from ml.geometry import BOX_KEY, square_box
 from ml.predictor import Predictor
 from ml.preprocess import to_square_image
 
@@ -73,5 +77,8 @@ class HeatmapMaker:
         overlay = heatmap_overlay(predictor, rgb, positives[0])
         digest = hashlib.sha256(rgb.tobytes() + positives[0].encode()).hexdigest()[:24]
         path = self.folder / f"{digest}-{positives[0]}.png"
-        Image.fromarray(overlay).save(path)
+        info = PngInfo()
+        crop = predictor.preprocessing.crop_dark_border
+        info.add_text(BOX_KEY, square_box(rgb, crop).to_text())
+        Image.fromarray(overlay).save(path, pnginfo=info)
         return str(path)

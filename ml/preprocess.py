@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ml.geometry import DARK, content_bounds
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -33,13 +35,10 @@ class Preprocessing:
         )
 
 
-def crop_to_content(rgb: np.ndarray, threshold: int = 12) -> np.ndarray:
+def crop_to_content(rgb: np.ndarray, threshold: int = DARK) -> np.ndarray:
     """Cut the black frame around a fundus disc (a no-op for photos without one)."""
-    mask = rgb.max(axis=2) > threshold
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size < rgb.shape[0] // 4 or cols.size < rgb.shape[1] // 4:
-        return rgb
-    return rgb[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    top, bottom, left, right = content_bounds(rgb, threshold)
+    return rgb[top:bottom, left:right]
 
 
 def to_square_image(rgb: np.ndarray, spec: Preprocessing) -> Image.Image:

@@ -38,6 +38,7 @@ def token_holder(
 class EyeRead(BaseModel):
     codes: list[str] = Field(default_factory=list)
     ungradable: str | None = None
+    dr: dict[str, str | bool] | None = None  # at sites that grade DR: retinopathy, maculopathy…
 
 
 class ReadIn(BaseModel):
@@ -90,10 +91,17 @@ def post_read(
     )
     if case is None or case.site not in person.site_names:
         raise HTTPException(404, "no such study at your sites")
-    eyes = {eye: read.model_dump() for eye, read in body.eyes.items()}
+    eyes = {eye: read.model_dump(exclude_none=True) for eye, read in body.eyes.items()}
     try:
         read = grading.submit_read(
-            session, case, person, eyes, body.reading_ms, ReadSource.API, body.amend_reason
+            session,
+            case,
+            person,
+            eyes,
+            body.reading_ms,
+            ReadSource.API,
+            body.amend_reason,
+            dr_scheme=request.app.state.settings.dr_scheme_at(case.site),
         )
     except grading.ReadError as exc:
         raise HTTPException(422, str(exc)) from exc

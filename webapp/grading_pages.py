@@ -13,6 +13,7 @@ from starlette.datastructures import FormData
 
 from services.access import audit
 from services.clinic import grading
+from services.clinic.dr_grading import describe, scheme_named
 from services.clinic.grading import READERS, ImportFailed, ReadError
 from services.clinic.triage import Rule, TriagePolicy, model_read, triage_case
 from services.db.models import Instance, Prediction, Role
@@ -43,6 +44,7 @@ def home(principal: Principal = Depends(signed_in)) -> Response:
 def worklist_page(
     request: Request,
     page: Annotated[int, Query(ge=0, le=MAX_ID // 50)] = 0,
+    saved: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -60,6 +62,7 @@ def worklist_page(
             "page": page,
             "stuck": stuck,
             "turnaround_hours": settings.turnaround_hours,
+            "saved": saved,
         },
     )
 
@@ -67,11 +70,16 @@ def worklist_page(
 @router.get("/cases/next")
 def next_case(
     after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    saved: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
+    """The next case to read; ``saved`` (the case just read) is carried on to say so there."""
+    if after is not None:
+        grading.release(session, after, principal.person)  # skipped: free for a colleague
     case_id = grading.next_case(session, principal.person, after)
-    return RedirectResponse(f"/cases/{case_id}" if case_id else "/worklist", status_code=303)
+    target = f"/cases/{case_id}" if case_id else "/worklist"
+    return RedirectResponse(target + (f"?saved={saved}" if saved else ""), status_code=303)
 
 
 def photos_by_eye(session: Session, case_id: int) -> dict[str, list[dict[str, Any]]]:
@@ -89,6 +97,7 @@ def photos_by_eye(session: Session, case_id: int) -> dict[str, list[dict[str, An
 def case_page(
     request: Request,
     case_id: RowId,
+    saved: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     principal: Principal = Depends(require(*READERS)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
@@ -112,9 +121,31 @@ def case_page(
             "mine": mine,
             "held": held,
             "model": model_read(session, case_id) if unblinded else None,
+            "saved": saved,
+            "place": _place(session, principal, case_id) if mine is None else None,
+            "dr": scheme_named(settings.dr_scheme_at(case.site)),
+            "dr_text": describe,
         }
         | finding_choices(session, case_id),
     )
+
+
+def _place(session: Session, principal: Principal, case_id: int) -> dict[str, int] | None:
+    found = grading.place_in_list(session, principal.person, case_id)
+    return {"n": found[0], "total": found[1], "cap": grading.PLACE_CAP} if found else None
+
+
+@router.post("/cases/{case_id}/release")
+def release_case(
+    case_id: RowId,
+    principal: Principal = Depends(posted(*READERS)),
+    session: Session = Depends(db, scope="function"),
+) -> Response:
+    """The page sends this as it is left unread (a beacon): the case is free for a colleague
+    at once instead of when the lease runs out."""
+    case_for(session, principal, case_id)
+    grading.release(session, case_id, principal.person)
+    return Response(status_code=204)
 
 
 def finding_choices(session: Session, case_id: int) -> dict[str, Any]:
@@ -149,10 +180,14 @@ def eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
         reason = str(form.get(f"eye_{eye}_reason") or "")
         if state == "ungradable":
             given[eye] = {"codes": [], "ungradable": reason or "unspecified"}
-        elif state == "normal":
-            given[eye] = {"codes": [], "ungradable": None}
-        else:
-            given[eye] = {"codes": codes, "ungradable": None}
+            continue
+        given[eye] = {"codes": [] if state == "normal" else codes, "ungradable": None}
+        dr = {
+            field: str(form.get(f"eye_{eye}_dr_{field}") or "")
+            for field in ("retinopathy", "maculopathy", "photocoagulation")
+        }
+        if any(dr.values()):
+            given[eye]["dr"] = dr | {"photocoagulation": bool(dr["photocoagulation"])}
     return given
 
 
@@ -181,6 +216,7 @@ async def submit_read(
             amend_reason=str(form.get("amend_reason") or ""),
             # an amendment is made after seeing the model's output
             blinded=request.app.state.settings.blind_at(case.site) and mine_before is None,
+            dr_scheme=request.app.state.settings.dr_scheme_at(case.site),
         )
     except ReadError as exc:
         raise HTTPException(422, str(exc)) from exc
@@ -193,7 +229,11 @@ async def submit_read(
         version=read.version,
     )
     triage_case(session, case_id, policy_of(request))
-    target = f"/cases/next?after={case_id}" if form.get("then") == "next" else f"/cases/{case_id}"
+    target = (
+        f"/cases/next?after={case_id}&saved={case_id}"
+        if form.get("then") == "next"
+        else f"/cases/{case_id}?saved={case_id}"
+    )
     return RedirectResponse(target, status_code=303)
 
 
@@ -233,6 +273,7 @@ def image(
 
 @router.get("/heatmaps/{instance_id}.png")
 def heatmap(
+    request: Request,
     instance_id: RowId,
     principal: Principal = Depends(signed_in),
     session: Session = Depends(db, scope="function"),
@@ -253,7 +294,12 @@ def heatmap(
     if path is None:
         raise HTTPException(404, "no heatmap for this image")
     audit.record(session, principal.actor, "heatmap.view", instance.case_pk, instance=instance_id)
-    return Response(heatmap_png(path), media_type="image/png")
+    store = request.app.state.images
+    return Response(
+        heatmap_png(path, lambda: store.read(instance.sha256)),
+        media_type="image/png",
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 @router.post("/reads/import")

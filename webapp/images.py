@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import JPEGBaseline8Bit
 
 from dicom_gateway.pixels import decode_rgb
+from ml.geometry import BOX_KEY, SquareBox, square_box
 
 MAX_SIDE = 2048  # larger captures are scaled down for the screen; 1:1 up to this size
 CACHE_BYTES = 256 * 2**20
@@ -100,9 +102,28 @@ def _camera_jpeg(encoded: bytes) -> bytes | None:
         return None
 
 
-def heatmap_png(path: str) -> bytes:
-    """A stored Grad-CAM overlay, whatever image format it was written in, as PNG."""
+OVERLAY_SIDE = 1024  # the overlay is a guide, not a diagnostic image: this much is plenty
+
+
+def heatmap_png(path: str, photo: Callable[[], bytes]) -> bytes:
+    """A stored Grad-CAM (drawn on the network's square view) laid back on its photograph:
+    an RGBA PNG with the photograph's aspect ratio, transparent where the network saw
+    nothing, so the browser registers it by giving it the photograph's box. Where the square
+    lies is read from the heatmap's own text chunk; for heatmaps made before it was written
+    it is worked out from the photograph (``photo`` gives its stored bytes) the same way."""
     with Image.open(Path(path)) as picture:
-        out = io.BytesIO()
-        picture.convert("RGB").save(out, format="PNG", compress_level=1)
-        return out.getvalue()
+        box_text = picture.info.get(BOX_KEY)
+        heat = picture.convert("RGBA")
+    box = SquareBox.from_text(box_text) if box_text else square_box(decode_rgb(photo()))
+    scale = min(1.0, OVERLAY_SIDE / max(box.width, box.height))
+    canvas = Image.new(
+        "RGBA", (max(1, round(box.width * scale)), max(1, round(box.height * scale))), (0, 0, 0, 0)
+    )
+    side = max(1, round(box.side * scale))
+    canvas.paste(
+        heat.resize((side, side), Image.Resampling.BILINEAR),
+        (round(box.x * scale), round(box.y * scale)),
+    )
+    out = io.BytesIO()
+    canvas.save(out, format="PNG", compress_level=1)
+    return out.getvalue()

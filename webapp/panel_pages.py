@@ -4,16 +4,19 @@ and the outcome queue for ungradable cases."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
 from services.access import audit
 from services.clinic import grading, panel
+from services.clinic.dr_grading import describe
 from services.clinic.panel import PANEL, DecisionError
 from services.clinic.triage import Conflict
-from services.db.models import ArbitrationCase
+from services.db.models import ArbitrationCase, CaseRead
 from webapp.grading_pages import entered_eyes_from_form, finding_choices, photos_by_eye
 from webapp.security import Principal, RowId, case_for, db, posted, require
 from webapp.templating import render
@@ -45,9 +48,12 @@ def queue_page(
     opened_from: str = "",
     opened_to: str = "",
     finding: str = "",
+    done: int | None = None,
+    result: str = "",
     principal: Principal = Depends(require(*PANEL)),
     session: Session = Depends(db, scope="function"),
 ) -> Response:
+    voted = _voted_message(request, session, principal, done, result) if done else None
     items = panel.queue(
         session,
         principal.person,
@@ -72,8 +78,24 @@ def queue_page(
             "opened_to": opened_to,
             "finding": finding,
             "findings": grading.gradable_findings(),
+            "voted": voted,
         },
     )
+
+
+def _voted_message(
+    request: Request, session: Session, principal: Principal, done: int, result: str
+) -> str:
+    """What the arbiter's vote did, said on the queue they come back to."""
+    arbitration = _arbitration(session, principal, done)
+    if result == "decided" or arbitration.decided_at is not None:
+        return f"Arbitration #{done}: your vote is recorded and the case is decided."
+    if result == "escalated":
+        return f"Arbitration #{done}: you voted; the votes disagree, a senior arbiter decides."
+    quorum = request.app.state.settings.arbitration_quorum
+    more = panel.votes_still_needed(session, arbitration, quorum)
+    votes = "vote" if more == 1 else "votes"
+    return f"Arbitration #{done}: you voted; waiting for {more} more {votes}."
 
 
 @router.get("/arbitration/{arbitration_id}")
@@ -91,12 +113,25 @@ def arbitration_page(
         arbitration.case_pk,
         arbitration=arbitration.id,
     )
+    return _arbitration_page(request, session, principal, arbitration)
+
+
+def _arbitration_page(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    arbitration: ArbitrationCase,
+    refused: dict[str, Any] | None = None,
+) -> Response:
+    """The case with both reads; after a refused vote, again with what was entered
+    (``refused``: the error, its field, the form's values) and status 422."""
     seed = request.app.state.settings.qc_seed
     outcome_queue = arbitration.conflict == Conflict.UNGRADABLE
     return render(
         request,
         "arbitration_case.html",
-        {
+        (refused or {"error": None, "given": {}, "given_eyes": {}})
+        | {
             "me": principal,
             "arbitration": arbitration,
             "case": arbitration.case,
@@ -107,9 +142,46 @@ def arbitration_page(
             "history": panel.read_history(session, arbitration),
             "outcome_queue": outcome_queue,
             "outcomes": panel.OUTCOMES,
+            "dr": None,  # the panel decides findings; the grader's DR grade is shown as read
+            "grader_dr": _grader_dr(panel.current_read(session, arbitration)),
         }
         | finding_choices(session, arbitration.case_pk),
+        status_code=422 if refused else 200,
     )
+
+
+def _grader_dr(read: CaseRead | None) -> dict[str, str]:
+    """The DR grade per eye of the grader's read under arbitration, in words (sites that grade
+    DR only). Shown apart from Read A and B: it does not say which of them is the model's."""
+    eyes = read.eyes if read is not None else {}
+    return {eye: describe(read.get("dr")) for eye, read in eyes.items() if read.get("dr")}
+
+
+def _field_of(message: str) -> str:
+    """Which field of the vote form a refusal is about, to show it beside that field."""
+    lowered = message.lower()
+    if "password" in lowered or "signature" in lowered:
+        return "password"
+    if "comment" in lowered:
+        return "comment"
+    return "choice"
+
+
+def _as_given(form: FormData, eyes: list[str]) -> dict[str, Any]:
+    """The vote form's values as typed, to put back on the page after a refusal (never the
+    password: it is not written into a page)."""
+    return {
+        "error": None,
+        "given": {k: str(form.get(k) or "") for k in ("choice", "comment", "outcome")},
+        "given_eyes": {
+            eye: {
+                "state": str(form.get(f"eye_{eye}_state") or ""),
+                "codes": [str(c) for c in form.getlist(f"eye_{eye}_code")],
+                "reason": str(form.get(f"eye_{eye}_reason") or ""),
+            }
+            for eye in eyes
+        },
+    }
 
 
 @router.post("/arbitration/{arbitration_id}/vote")
@@ -169,6 +241,9 @@ async def vote(
             arbitration=arbitration.id,
             reason=str(exc)[:200],
         )
-        # Rendered, not raised: the refusal's audit row is committed with the request.
-        return render(request, "error.html", {"status": 422, "message": str(exc)}, status_code=422)
+        # Rendered, not raised: the refusal's audit row is committed with the request. The
+        # page comes back with what was typed and the reason beside its field.
+        refused = _as_given(form, list(grading.case_eyes(session, arbitration.case_pk)))
+        refused["error"] = {"message": str(exc), "field": _field_of(str(exc))}
+        return _arbitration_page(request, session, principal, arbitration, refused)
     return RedirectResponse(f"/arbitration?done={arbitration.id}&result={result}", status_code=303)

@@ -10,11 +10,20 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from webapp import display
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def make_templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=TEMPLATES)
+    templates = Jinja2Templates(directory=TEMPLATES)
+    templates.env.filters.update(
+        person_name=display.person_name,
+        dicom_date=display.dicom_date,
+        sex=display.sex,
+        when=display.when,
+    )
+    return templates
 
 
 def render(

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.clinic.dr_grading import DrGradeError, check_grade, scheme_named
 from services.db.base import utcnow
 from services.db.models import (
     CaseRead,
@@ -88,9 +89,12 @@ def case_eyes(session: Session, case_id: int) -> dict[str, list[str]]:
 
 
 def normalise(
-    eyes_given: Mapping[str, Any], eyes_present: Mapping[str, list[str]]
+    eyes_given: Mapping[str, Any],
+    eyes_present: Mapping[str, list[str]],
+    dr_scheme: str | None = None,
 ) -> dict[str, Any]:
-    """Check a read against the case's eyes and the taxonomy; returns its canonical form."""
+    """Check a read against the case's eyes and the taxonomy (and the site's DR grading
+    scheme, if it uses one); returns its canonical form."""
     missing = [eye for eye in eyes_present if eye not in eyes_given]
     if missing:
         raise ReadError(f"no read for eye(s) {', '.join(missing)}")
@@ -113,6 +117,14 @@ def normalise(
         if ungradable and codes:
             raise ReadError(f"eye {eye}: ungradable, yet findings recorded")
         canonical[eye] = {"codes": codes, "ungradable": ungradable}
+        try:
+            dr = check_grade(scheme_named(dr_scheme), given.get("dr"))
+        except DrGradeError as exc:
+            raise ReadError(f"eye {eye}: {exc}") from exc
+        if dr is not None and ungradable:
+            raise ReadError(f"eye {eye}: ungradable, yet a DR grade recorded")
+        if dr is not None:
+            canonical[eye]["dr"] = dr
     return canonical
 
 
@@ -204,6 +216,7 @@ def submit_read(
     source: ReadSource = ReadSource.WEB,
     amend_reason: str = "",
     blinded: bool | None = None,
+    dr_scheme: str | None = None,
 ) -> CaseRead:
     """Record a grader's read. A second read of the same case by the same grader is an
     amendment: a new version, which needs a reason; earlier versions stay as they were."""
@@ -211,7 +224,7 @@ def submit_read(
         raise ReadError(f"{grader.username} may not grade")
     if case.site not in grader.site_names:
         raise ReadError("not a case of your sites")
-    eyes = normalise(eyes_given, case_eyes(session, case.id))
+    eyes = normalise(eyes_given, case_eyes(session, case.id), dr_scheme)
     findings, referral = derive(eyes)
     previous = latest_read(session, case.id, grader.id)
     if previous is not None and not amend_reason.strip():
@@ -304,6 +317,33 @@ def next_case(session: Session, person: Person, after_case: int | None = None) -
     if after_case is not None:
         query = query.where(ScreeningCase.id != after_case)
     return session.scalar(query.limit(1))
+
+
+PLACE_CAP = 1000  # counted no further: "case 3 of 1000+" says enough, and costs little
+
+
+def place_in_list(session: Session, person: Person, case_id: int) -> tuple[int, int] | None:
+    """(n, N): the case is the n-th of the N unread cases of the person's sites, in worklist
+    order (urgent first, then oldest); None once it is read. Each count stops at
+    ``PLACE_CAP`` + 1 rows, so a backlog of 100,000 costs no more than one of 1,000."""
+    case = session.get(ScreeningCase, case_id)
+    if case is None or case.graded_at is not None or case.site not in person.site_names:
+        return None
+    unread = and_(ScreeningCase.site.in_(person.site_names), ScreeningCase.graded_at.is_(None))
+    same_urgency_earlier = and_(
+        ScreeningCase.urgent == case.urgent,
+        or_(
+            ScreeningCase.opened_at < case.opened_at,
+            and_(ScreeningCase.opened_at == case.opened_at, ScreeningCase.id < case.id),
+        ),
+    )
+    ahead = ScreeningCase.urgent.is_(True) if not case.urgent else false()
+
+    def capped(*where: ColumnElement[bool]) -> int:
+        rows = select(ScreeningCase.id).where(unread, *where).limit(PLACE_CAP + 1).subquery()
+        return int(session.scalar(select(func.count()).select_from(rows)) or 0)
+
+    return capped(or_(ahead, same_urgency_earlier)) + 1, capped()
 
 
 def stuck_cases(session: Session, sites: set[str], older_than: timedelta) -> list[tuple[int, str]]:

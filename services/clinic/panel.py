@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from services.access import password_matches
@@ -349,3 +349,15 @@ def decide_outcome(
     arbitration.outcome = outcome
     arbitration.state = ArbitrationState.DECIDED
     arbitration.decided_at = utcnow()
+
+
+def votes_still_needed(session: Session, arbitration: ArbitrationCase, quorum: int) -> int:
+    """How many more agreeing votes an open arbitration waits for (0 once decided)."""
+    if arbitration.decided_at is not None:
+        return 0
+    cast = session.scalar(
+        select(func.count(ArbitrationVote.id)).where(
+            ArbitrationVote.arbitration_pk == arbitration.id
+        )
+    )
+    return max(0, quorum - int(cast or 0))

@@ -47,6 +47,7 @@ class ReceivedImage:
     laterality: str = ""
     calling_ae: str = ""
     urgent: bool = False  # from an urgent source: read in the urgent lane
+    site: str = ""  # the clinic of its source (``sites.SourceSites``); "" the service's own
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,9 @@ class IngestService:
             session.flush()
         case = session.scalar(select(ScreeningCase).where(ScreeningCase.study_pk == study.id))
         if case is None:
-            case = ScreeningCase(study_pk=study.id, site=self.site, urgent=image.urgent)
+            case = ScreeningCase(
+                study_pk=study.id, site=image.site or self.site, urgent=image.urgent
+            )
             session.add(case)
         elif image.urgent:
             case.urgent = True

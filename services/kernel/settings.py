@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     heatmaps: bool = True  # Grad-CAM of the main positive finding, stored with the prediction
     inference_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     site: str = ""  # this installation's site name, for per-site models and thresholds
+    # One gateway, several clinics: SOURCE=SITE, where SOURCE is a calling AE title, a Station
+    # Name or an IP address (EYESCREEN_SOURCE_SITES=CAM-NORTH=NORTH,10.0.4.7=SOUTH); sources
+    # not named go to ``site``.
+    source_sites: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     thresholds_file: Path | None = None  # JSON {route: {code: threshold}} overriding the model's
     stale_after_s: float = Field(600.0, gt=0)  # work not done by then is queued again
     metrics_port: int = Field(0, ge=0, le=65535)  # worker /metrics and /healthz; 0: off
@@ -200,6 +204,9 @@ class Settings(BaseSettings):
     turnaround_hours: float = Field(72.0, gt=0)  # the worklist's target from arrival to read
     blind_reads: bool = True  # graders see the model's output only after their own read
     unblinded_sites: Annotated[list[str], NoDecode] = Field(default_factory=list)  # exceptions
+    # Diabetic retinopathy grade per eye beside the taxonomy, at the sites named:
+    # SITE=icdr (ICDR scale and DME) or SITE=nhs (R0-R3, M0-M1, P). Off elsewhere.
+    dr_schemes: Annotated[dict[str, Literal["icdr", "nhs"]], NoDecode] = Field(default_factory=dict)
     discrepancy_rule: Literal["level1", "level2", "referral"] = "level2"
     qc_sample_rate: float = Field(0.10, ge=0, le=1)  # concordant cases also sent to the panel
     qc_seed: int = 20211  # the QC draw is reproducible: the same seed draws the same cases
@@ -271,6 +278,36 @@ class Settings(BaseSettings):
     def _parse_urgent(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("dr_schemes", mode="before")
+    @classmethod
+    def _parse_dr_schemes(cls, value: object) -> object:
+        """``NORTH=icdr,SOUTH=nhs`` -> {"NORTH": "icdr", "SOUTH": "nhs"}."""
+        items = _split_list(value)
+        if not isinstance(items, list):
+            return items
+        schemes: dict[str, str] = {}
+        for item in items:
+            site, sep, scheme = str(item).partition("=")
+            if not sep or not site.strip() or scheme.strip() not in ("icdr", "nhs"):
+                raise ValueError(f"{item!r}: write SITE=icdr or SITE=nhs")
+            schemes[site.strip()] = scheme.strip()
+        return schemes
+
+    @field_validator("source_sites", mode="before")
+    @classmethod
+    def _parse_source_sites(cls, value: object) -> object:
+        """``CAM-NORTH=NORTH,10.0.4.7=SOUTH`` -> {"CAM-NORTH": "NORTH", "10.0.4.7": "SOUTH"}."""
+        items = _split_list(value)
+        if not isinstance(items, list):
+            return items
+        sites: dict[str, str] = {}
+        for item in items:
+            source, sep, site = str(item).partition("=")
+            if not sep or not source.strip() or not site.strip():
+                raise ValueError(f"{item!r}: write SOURCE=SITE (AE title, station or address)")
+            sites[source.strip()] = site.strip()
+        return sites
+
     @field_validator("station_routes", mode="before")
     @classmethod
     def _parse_station_routes(cls, value: object) -> object:
@@ -297,6 +334,10 @@ class Settings(BaseSettings):
         if (self.web_certificate is None) != (self.web_private_key is None):
             raise ValueError("HTTPS needs both EYESCREEN_WEB_CERTIFICATE and _PRIVATE_KEY")
         return self
+
+    def dr_scheme_at(self, site: str) -> str | None:
+        """The diabetic retinopathy grading scheme graders at this site use, if any."""
+        return self.dr_schemes.get(site)
 
     @property
     def web_bind_host(self) -> str:

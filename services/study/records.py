@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -94,6 +95,7 @@ class EyeRecord:
     reference_route: ReferenceRoute = ReferenceRoute.NOT_READ
     inclusion_probability: float | None = None
     blind: bool = True
+    dr_grade: dict[str, Any] | None = None  # the triaged read's DR grade, where the site grades DR
 
 
 def study_key(path: Path) -> bytes:
@@ -198,6 +200,7 @@ def gather(
                 )
                 ungradable = bool(read.eyes.get(eye, {}).get("ungradable"))
                 record.reads[grader] = None if ungradable else set(read.findings.get(eye, []))
+            record.dr_grade = _dr_grade(eye, triage.get(case.id), compared, reads.get(case.id))
             _reference(
                 record,
                 eye,
@@ -208,6 +211,16 @@ def gather(
             )
             records.append(record)
     return records
+
+
+def _dr_grade(
+    eye: str, triage: Triage | None, compared: dict[int, CaseRead], reads: list[CaseRead] | None
+) -> dict[str, Any] | None:
+    """The DR grade of the read the triage compared (else of the first grader's read)."""
+    read = compared.get(triage.read_pk) if triage is not None else None
+    read = read or (reads[0] if reads else None)
+    grade = read.eyes.get(eye, {}).get("dr") if read is not None else None
+    return dict(grade) if grade else None
 
 
 def _in_dates(case: ScreeningCase, filters: Filters) -> bool:

@@ -152,3 +152,55 @@ def test_tls_with_client_certificates(
     plain = storescu(gw.port, [tmp_path / "op.dcm"])
     assert plain.returncode != 0  # plain TCP to a TLS port
     assert gw.count(Instance) == 1
+
+
+def test_each_source_brings_its_cases_to_its_own_site(
+    make_gateway, fundus_photo: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21: one gateway serves several clinics. The calling AE title, else the Station
+    Name, else the caller's address picks the site; others go to EYESCREEN_SITE."""
+    from sqlalchemy import select
+
+    from services.db.models import ScreeningCase, Study
+
+    gateway = make_gateway(
+        site="MAIN", source_sites="CAM-NORTH=NORTH,ROOM-7=EAST,127.0.0.9=NOWHERE"
+    )
+    sent = {}
+    for name, calling, station in (
+        ("north", "CAM-NORTH", ""),
+        ("east", "SOMECAM", "ROOM-7"),
+        ("main", "SOMECAM", ""),
+    ):
+        ds = write_photo_dicom(fundus_photo, tmp_path / f"{name}.dcm", patient_id=name)
+        if station:
+            ds.StationName = station
+            ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+        assert gateway.storescu(tmp_path / f"{name}.dcm", calling=calling) == [0]
+        sent[name] = ds.StudyInstanceUID
+    with gateway.sessions() as session:
+        site_of = dict(
+            session.execute(
+                select(Study.study_instance_uid, ScreeningCase.site).join(
+                    ScreeningCase, ScreeningCase.study_pk == Study.id
+                )
+            ).all()
+        )
+    assert {name: site_of[uid] for name, uid in sent.items()} == {
+        "north": "NORTH",
+        "east": "EAST",
+        "main": "MAIN",
+    }
+
+
+def test_source_sites_are_written_source_equals_site() -> None:
+    from services.intake.sites import SourceSites
+    from services.kernel.settings import Settings
+
+    settings = Settings(site="MAIN", source_sites="CAM-1=NORTH, 10.0.4.7=SOUTH")
+    sites = SourceSites(settings.site, settings.source_sites)
+    assert sites.site_of("CAM-1") == "NORTH"
+    assert sites.site_of("X", "", "10.0.4.7") == "SOUTH"
+    assert sites.site_of("X", "Y", "10.0.0.1") == "MAIN"
+    with pytest.raises(ValueError, match="SOURCE=SITE"):
+        Settings(source_sites="CAM-1")

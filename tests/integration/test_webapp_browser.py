@@ -137,12 +137,13 @@ def test_admin_grader_and_arbiter_in_the_browser(
         grader.keyboard.press("=")  # zoom, linked between the eyes
         grader.keyboard.press("g")  # red-free
         # The model refers: the grader says normal, both eyes; else macular disease (finding 2).
-        keys = ["n", "Tab", "n"] if model.referral else ["2", "Tab", "2"]
+        keys = ["n", "n"] if model.referral else ["2", "e", "2"]
         for key in keys:
             grader.keyboard.press(key)
         _shot(grader, "case")
         grader.keyboard.press("Enter")  # submit
-        grader.wait_for_url("**/worklist")
+        grader.wait_for_url("**/worklist?saved=*")
+        assert "Saved your read" in grader.inner_text("#saved")
         with clinic.runtime.sessions() as session:
             read = session.scalars(select(CaseRead)).one()
             assert read.referral != model.referral and read.reading_ms and read.reading_ms > 0

@@ -49,6 +49,10 @@ def imrmc(records: Sequence[EyeRecord]) -> list[Row]:
     return rows
 
 
+def _flag(value: object) -> int | str:
+    return "" if value is None else int(bool(value))
+
+
 def analysis_set(records: Sequence[EyeRecord]) -> list[Row]:
     """The de-identified record per eye, for the statisticians' own analyses."""
     return [
@@ -73,6 +77,10 @@ def analysis_set(records: Sequence[EyeRecord]) -> list[Row]:
             "reference": "" if r.reference is None else ";".join(sorted(r.reference)),
             "inclusion_probability": num(r.inclusion_probability),
             "grader_blinded": int(r.blind),
+            "dr_scheme": (r.dr_grade or {}).get("scheme", ""),
+            "dr_retinopathy": (r.dr_grade or {}).get("retinopathy", ""),
+            "dr_maculopathy": (r.dr_grade or {}).get("maculopathy", ""),
+            "dr_photocoagulation": _flag((r.dr_grade or {}).get("photocoagulation")),
         }
         for r in records
     ]
