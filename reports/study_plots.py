@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from services.statistics.proportions import wilson
 from services.study.records import EyeRecord
-from services.study.tables import MODEL, has_reference
+from services.study.tables import MODEL, NAIVE, WEIGHTED, has_reference
 from services.taxonomy.tree import route_of_code
 
 Row = dict[str, Any]
@@ -79,7 +80,9 @@ def roc_figure(records: Sequence[EyeRecord], code: str, name: str) -> str | None
 
 
 def reliability_figure(bins: Sequence[Row]) -> str | None:
-    chosen = [b for b in bins if b["target"] == "any disease"]
+    chosen = [
+        b for b in bins if b["target"] == "any disease (referral)" and b["analysis"] == WEIGHTED
+    ]
     if not chosen:
         return None
     figure, axes = plt.subplots(figsize=(4.2, 4.2))
@@ -91,7 +94,7 @@ def reliability_figure(bins: Sequence[Row]) -> str | None:
     axes.set(
         xlabel="mean predicted risk",
         ylabel="observed rate",
-        title="Reliability: any disease",
+        title="Reliability: any disease (weighted)",
         xlim=(0, 1),
         ylim=(0, 1),
     )
@@ -99,6 +102,7 @@ def reliability_figure(bins: Sequence[Row]) -> str | None:
 
 
 def decision_figure(curve: Sequence[Row]) -> str | None:
+    curve = [r for r in curve if r["analysis"] == WEIGHTED]
     if not curve:
         return None
     figure, axes = plt.subplots(figsize=(5, 3.6))
@@ -115,34 +119,66 @@ def decision_figure(curve: Sequence[Row]) -> str | None:
     return _png(figure)
 
 
-def flow_figure(flow: Sequence[Row]) -> str:
-    """STARD flow as boxes, top to bottom."""
-    figure, axes = plt.subplots(figsize=(6.5, 0.55 * len(flow) + 0.5))
+def flow_figure(flow: Sequence[Row], unit: str = "eye") -> str:
+    """The STARD flow diagram of one unit as a tree: the root, the index test's results, the
+    reference standard received (how) or not (why), the final diagnosis; leaves side by side,
+    each parent centred over its children, arrows along the branches."""
+    nodes = [r for r in flow if r["unit"] == unit]
+    children: dict[str, list[Row]] = {}
+    for row in nodes:
+        children.setdefault(row["parent"], []).append(row)
+    position: dict[str, tuple[float, int]] = {}
+    leaves = 0
+
+    def place(row: Row, depth: int) -> float:
+        nonlocal leaves
+        kids = children.get(row["node"], [])
+        if kids:
+            x = sum(place(kid, depth + 1) for kid in kids) / len(kids)
+        else:
+            x, leaves = float(leaves), leaves + 1
+        position[row["node"]] = (x, depth)
+        return x
+
+    for root in children.get("", []):
+        place(root, 0)
+    depth = max((d for _, d in position.values()), default=0) + 1
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.25 * leaves), 1.15 * depth + 0.4))
     axes.axis("off")
-    for i, row in enumerate(flow):
-        y = len(flow) - i
-        axes.text(
-            0.5,
-            y,
-            f"{row['step']}: {row['eyes']} eyes",
-            ha="center",
-            va="center",
-            fontsize=8,
-            bbox={"boxstyle": "round", "facecolor": "#eef3fb", "edgecolor": "#1f6feb"},
-        )
-        if i:
+    for row in nodes:
+        x, d = position[row["node"]]
+        if row["parent"]:
+            px, pd = position[row["parent"]]
             axes.annotate(
                 "",
-                xy=(0.5, y + 0.25),
-                xytext=(0.5, y + 0.75),
-                arrowprops={"arrowstyle": "->", "color": "grey"},
+                xy=(x, -d + 0.22),
+                xytext=(px, -pd - 0.22),
+                arrowprops={"arrowstyle": "->", "color": "grey", "lw": 0.8},
             )
-    axes.set_ylim(0.4, len(flow) + 0.6)
+        label = "\n".join(textwrap.wrap(str(row["label"]), 18))
+        axes.text(
+            x,
+            -d,
+            f"{label}\nn = {row['count']}",
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            bbox={"boxstyle": "round", "facecolor": "#eef3fb", "edgecolor": "#1f6feb"},
+        )
+    axes.set_xlim(-0.7, max(leaves - 0.3, 0.7))
+    axes.set_ylim(-depth + 0.45, 0.5)
     return _png(figure)
 
 
 def referral_matrix(accuracy: Sequence[Row]) -> str | None:
-    row = next((r for r in accuracy if r["reader"] == MODEL and r["level"] == "referral"), None)
+    row = next(
+        (
+            r
+            for r in accuracy
+            if r["reader"] == MODEL and r["level"] == "referral" and r["analysis"] == NAIVE
+        ),
+        None,
+    )
     if row is None:
         return None
     matrix = np.array([[row["tp"], row["fp"]], [row["fn"], row["tn"]]])
@@ -152,5 +188,5 @@ def referral_matrix(accuracy: Sequence[Row]) -> str | None:
         axes.text(j, i, str(value), ha="center", va="center", fontsize=12)
     axes.set_xticks([0, 1], ["disease", "no disease"])
     axes.set_yticks([0, 1], ["referred", "not referred"])
-    axes.set_title("Model referral against the reference (eyes)")
+    axes.set_title("Model referral against the reference (eyes, naive)")
     return _png(figure)
