@@ -4,7 +4,7 @@ tests (which turn it into analysis records directly and know the truth):
 
 - two eyes of a patient are correlated: disease is drawn per patient and then per eye (most
   conditions bilateral), and a patient's severity is shared by the eyes;
-- mild disease is missed by the model and the grader alike, so concordant misses hide in the
+- subtle disease is missed by the model and the grader alike, so concordant misses hide in the
   unverified concordant cases (the naive analysis' bias);
 - some photographs are ungradable (for the model and mostly for the grader too);
 - a grader in training, whose every case goes to the panel;
@@ -38,6 +38,7 @@ PREVALENCE = {
     "F.LENS.CAT": 0.06,
 }
 BILATERAL = 0.7
+SUBTLE = 0.3  # share of patients whose disease is subtle: missed by model and grader alike
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _read(
         return None
     if eye.photo_ok and rng.random() < 0.004:
         return None
-    seen = {c for c in sorted(eye.truth) if rng.random() < min(0.99, skill + 0.45 * eye.severity)}
+    seen = {c for c in sorted(eye.truth) if rng.random() < min(0.99, skill + 0.8 * eye.severity)}
     seen |= {c for c in taxonomy_codes if c not in eye.truth and rng.random() < 0.004}
     return seen
 
@@ -86,7 +87,8 @@ def simulate_visits(patients: int, seed: int) -> list[SimVisit]:
     visits = []
     for number in range(patients):
         patient_disease = {c for c in level2 if rng.random() < PREVALENCE[c]}
-        patient_severity = float(rng.beta(3, 2))
+        subtle = rng.random() < SUBTLE
+        patient_severity = float(rng.uniform(0, 0.3) if subtle else rng.uniform(0.45, 1))
         old = number % 60 < 15
         eyes: dict[str, SimEye] = {}
         first = rng.random() < 0.5
@@ -97,7 +99,7 @@ def simulate_visits(patients: int, seed: int) -> list[SimVisit]:
                 if primary or rng.random() < BILATERAL:
                     truth.add(code)
             truth |= {c for c in level2 if rng.random() < 0.002}
-            severity = float(np.clip(patient_severity + rng.normal(0, 0.12), 0, 1))
+            severity = float(np.clip(patient_severity + rng.normal(0, 0.08), 0, 1))
             photo_ok = rng.random() > (0.06 if old else 0.02)
             probabilities = {}
             for code in level2:
@@ -116,11 +118,11 @@ def simulate_visits(patients: int, seed: int) -> list[SimVisit]:
             codes = taxonomy.with_ancestors(positive) if positive and photo_ok else set()
             eyes[side] = SimEye(truth, severity, photo_ok, probabilities, codes)
         grader = TRAINEE if number % 9 == 4 else number % 3
-        skill = 0.45 if grader == TRAINEE else 0.55
+        skill = 0.05 if grader == TRAINEE else 0.15
         reads = [(grader, {s: _read(rng, e, level2, skill) for s, e in eyes.items()})]
         if rng.random() < SECOND_READ:
-            second = (grader + 1) % 3
-            reads.append((second, {s: _read(rng, e, level2, 0.55) for s, e in eyes.items()}))
+            second = (grader + 1 + int(rng.integers(0, GRADERS - 1))) % GRADERS
+            reads.append((second, {s: _read(rng, e, level2, 0.15) for s, e in eyes.items()}))
         visit = SimVisit(
             number=number,
             site="NORTH" if number % 3 else "SOUTH",
@@ -236,3 +238,19 @@ def eye_records(visits: list[SimVisit]) -> list[EyeRecord]:
                 record.reference = _with_parents(eye.truth)
             records.append(record)
     return records
+
+
+def true_auc(visits: list[SimVisit]) -> float:
+    """The AUC of the model's disease risk (its highest level-1 disease probability) for any
+    disease over every eye it could grade."""
+    from sklearn.metrics import roc_auc_score
+
+    taxonomy = load_taxonomy("fundus")
+    level1 = [n.code for n in taxonomy.level(1) if not n.normal]
+    scores, truth = [], []
+    for visit in visits:
+        for eye in visit.eyes.values():
+            if eye.photo_ok:
+                scores.append(max(eye.probabilities[c] for c in level1))
+                truth.append(bool(eye.truth))
+    return float(roc_auc_score(truth, scores))
