@@ -23,7 +23,7 @@ from services.study.tables.common import (
 )
 from services.taxonomy.tree import route_of_code
 
-NOT_RECEIVED = [r for r in ReferenceRoute if r not in VERIFIED and r != ReferenceRoute.CONCORDANT]
+INDEX_RESULTS = ("positive", "negative", "indeterminate (ungradable)")
 
 
 def _index_result(records: Sequence[EyeRecord]) -> str:
@@ -80,6 +80,8 @@ def _tree(unit: str, root: str, units: list[list[EyeRecord]], title: str) -> lis
             path += ("final diagnosis: target condition" if diseased else "final diagnosis: none",)
         for depth in range(1, len(path) + 1):
             counts[path[:depth]] += 1
+    for result in INDEX_RESULTS:  # STARD shows every result box, empty ones too
+        counts[(result,)] = counts.get((result,), 0)
     rows: list[Row] = [
         {
             "unit": unit,
@@ -92,7 +94,7 @@ def _tree(unit: str, root: str, units: list[list[EyeRecord]], title: str) -> lis
     ]
     stages = ("index test result", "reference standard", "how / why not", "final diagnosis")
     ids: dict[tuple[str, ...], str] = {(): root}
-    order = ["positive", "negative", "indeterminate (ungradable)", "received", "not received"]
+    order = [*INDEX_RESULTS, "received", "not received"]
     for path in sorted(counts, key=lambda p: (len(p), [_rank(order, x) for x in p])):
         parent = ids[path[:-1]]
         siblings = sum(1 for other in ids if len(other) == len(path) and other[:-1] == path[:-1])
