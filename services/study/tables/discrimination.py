@@ -60,18 +60,21 @@ def scored_all(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Over every record: (part of the analysis, score, truth, weight), 0 where not part, so
     that every table of an export resamples the same patients."""
-    n = len(records)
-    used, scores = np.zeros(n, dtype=bool), np.zeros(n)
-    truth, weights = np.zeros(n, dtype=bool), np.zeros(n)
-    for i, record in enumerate(records):
-        if not v.weight[i] or not record.model_gradable or (route and record.route != route):
-            continue
-        value = score(record)
-        if not math.isfinite(value):
-            continue
-        used[i], scores[i], weights[i] = True, value, v.weight[i]
-        truth[i] = code in v.reference[i] if code else bool(v.reference[i])
-    return used, scores, truth, weights
+    scores = np.fromiter((score(r) for r in records), float, len(records))
+    eligible = np.fromiter(
+        (r.model_gradable and (not route or r.route == route) for r in records), bool, len(records)
+    )
+    used = eligible & (v.weight > 0) & np.isfinite(scores)
+    if code:
+        truth = np.fromiter((code in ref for ref in v.reference), bool, len(records))
+    else:
+        truth = np.fromiter((bool(ref) for ref in v.reference), bool, len(records))
+    return (
+        used,
+        np.where(used, scores, 0.0),
+        truth & used,
+        np.where(used, v.weight, 0.0),
+    )
 
 
 def auc(records: Sequence[EyeRecord], options: Options) -> list[Row]:
