@@ -26,7 +26,8 @@ Row = dict[str, Any]
 
 def _png(figure: Any) -> str:
     out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    figure.tight_layout()  # one layout pass: bbox_inches="tight" would draw every figure twice
+    figure.savefig(out, format="png", dpi=110, metadata={"Software": None})
     plt.close(figure)
     return base64.b64encode(out.getvalue()).decode()
 

@@ -168,14 +168,28 @@ def bootstrap_auc(
     replicate multiplies every eye's weight by its patient's draw count; the weighted
     Mann-Whitney statistic is computed for all replicates at once."""
     scores, truth = np.asarray(scores, dtype=float), np.asarray(truth, dtype=bool)
-    index, counts = _draws(clusters, replicates, seed)
     base = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
     keep = base > 0  # eyes outside the analysis: their patients are drawn all the same
-    auc = _mann_whitney(scores[keep], truth[keep], counts[:, index[keep]] * base[None, keep])
+    replicate_weights = _replicate_weights(tuple(clusters), replicates, seed, base.tobytes())
+    auc = _mann_whitney(scores[keep], truth[keep], replicate_weights)
     finite = auc[np.isfinite(auc)]
     if len(finite) < replicates / 2:
         return math.nan, math.nan
     return float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))
+
+
+@functools.lru_cache(maxsize=2)
+def _replicate_weights(
+    clusters: tuple[str, ...], replicates: int, seed: int, base: bytes
+) -> np.ndarray:
+    """Each replicate's weight of every eye with a weight (draw count x its own weight); the
+    classes of one analysis share it, so it is made once."""
+    index, counts = _draws(clusters, replicates, seed)
+    weights = np.frombuffer(base, dtype=float)
+    keep = weights > 0
+    made = np.asarray(counts[:, index[keep]] * weights[None, keep])
+    made.setflags(write=False)
+    return made
 
 
 def percentile_interval(values: np.ndarray) -> tuple[float, float]:

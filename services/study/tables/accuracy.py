@@ -69,6 +69,13 @@ def accuracy_table(records: Sequence[EyeRecord], options: Options) -> list[Row]:
     routes = np.array([r.route for r in records])
     combos: list[tuple[str, Target, str, np.ndarray, np.ndarray]] = []
     columns: list[np.ndarray] = []
+    truths = {
+        (target[1], analysis): np.fromiter(
+            (target[3](ref) for ref in analyses[analysis].reference), bool, n
+        )
+        for target in targets(records)
+        for analysis in ANALYSES
+    }
     for reader, (index, codes) in reader_entries(records).items():
         graded = np.array([c is not None for c in codes], dtype=bool)
         for target in targets(records):
@@ -77,7 +84,7 @@ def accuracy_table(records: Sequence[EyeRecord], options: Options) -> list[Row]:
             eligible = graded & ((routes[index] == route_of_code(code)) if code else True)
             for analysis in ANALYSES:
                 v = analyses[analysis]
-                truth = np.array([present(ref) for ref in v.reference], dtype=bool)[index]
+                truth = truths[(code, analysis)][index]
                 weight = np.where(eligible, v.weight[index], 0.0)
                 used = weight > 0
                 if not used.any():
