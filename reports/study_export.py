@@ -235,7 +235,9 @@ def build_tables(
     tables["calibration"], tables["reliability"], tables["decision_curve"] = (
         study_tables.calibration_rows(records)
     )
-    tables["endpoints"] = study_tables.endpoints(protocol, tables["accuracy"], tables["auc"])
+    tables["endpoints"] = study_tables.endpoints(
+        protocol, tables["accuracy"], tables["auc"], tables["referral"]
+    )
     tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], len(records))
     return tables
 

@@ -33,6 +33,7 @@ class Endpoint:
     analysis: str  # "weighted" or "naive"
     goal: float
     bound: str  # "lower": the lower 95 % bound must exceed the goal; "upper": stay below
+    ungradable: str = "excluded"  # or "referral": intention to diagnose (referral target)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def _endpoint(number: int, raw: dict[str, Any]) -> Endpoint:
             analysis=str(raw.get("analysis", "weighted")),
             goal=float(raw["goal"]),
             bound=str(raw.get("bound", "lower")),
+            ungradable=str(raw.get("ungradable", "excluded")),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: the field {exc.args[0]!r} is missing") from exc
@@ -124,6 +126,14 @@ def _endpoint(number: int, raw: dict[str, Any]) -> Endpoint:
         raise ProtocolError(f"{where}: measure is one of {', '.join(MEASURES)}")
     if endpoint.analysis not in ("weighted", "naive") or endpoint.bound not in ("lower", "upper"):
         raise ProtocolError(f"{where}: analysis is weighted or naive; bound is lower or upper")
+    if endpoint.ungradable not in ("excluded", "referral"):
+        raise ProtocolError(f"{where}: ungradable is excluded or referral")
+    if endpoint.ungradable == "referral" and (
+        endpoint.target != "referral" or endpoint.measure not in ("sensitivity", "specificity")
+    ):
+        raise ProtocolError(
+            f"{where}: ungradable = referral applies to the referral's sensitivity/specificity"
+        )
     if endpoint.kind not in ("primary", "secondary") or not 0 < endpoint.goal < 1:
         raise ProtocolError(f"{where}: kind is primary or secondary; goal lies in (0, 1)")
     return endpoint

@@ -272,10 +272,24 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
     from services.study.tables import endpoints, sample_size
 
     accuracy_rows = accuracy_table(records, OPTIONS)
-    ends = endpoints(protocol, accuracy_rows, auc(records, OPTIONS))
+    referral_rows = referral(records, OPTIONS)
+    ends = endpoints(protocol, accuracy_rows, auc(records, OPTIONS), referral_rows)
     primary = next(r for r in ends if r["endpoint"] == "referral sensitivity")
-    assert primary["analysis"] == WEIGHTED
+    assert primary["analysis"] == WEIGHTED and primary["ungradable"] == "referral"
+    itd = next(
+        r
+        for r in referral_rows
+        if r["reader"] == "model"
+        and r["unit"] == "eye"
+        and r["ungradable"] == "ungradable = referral"
+        and r["analysis"] == WEIGHTED
+    )
+    assert (primary["estimate"], primary["low"]) == (itd["sensitivity"], itd["sensitivity_low"])
     assert primary["result"] == ("met" if float(primary["low"]) > 0.85 else "not met")
+    specificity = next(r for r in ends if r["endpoint"] == "referral specificity")
+    assert specificity["estimate"] == _model_rows(accuracy_rows, "")[WEIGHTED]["specificity"]
+    missing = endpoints(protocol, accuracy_rows, [], [])
+    assert {r["result"] for r in missing if r["measure"] != "specificity"} == {"not estimable"}
     size = sample_size(protocol, accuracy_rows, len(records))[0]
     assert size["units_with_condition_needed"] > 0 and size["units_needed_observed"]
     broken = tmp_path / "broken.toml"

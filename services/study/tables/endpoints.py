@@ -14,8 +14,31 @@ def _analysis(endpoint: Endpoint) -> str:
     return WEIGHTED if endpoint.analysis == "weighted" else NAIVE
 
 
-def _find(endpoint: Endpoint, accuracy: Sequence[Row], auc: Sequence[Row]) -> Row | None:
+def _find(
+    endpoint: Endpoint,
+    accuracy: Sequence[Row],
+    auc: Sequence[Row],
+    referral: Sequence[Row] = (),
+    unit: str = "eye",
+) -> Row | None:
+    """The row that answers the endpoint: the referral table for a referral sensitivity or
+    specificity per visit or with ungradable eyes counted as referrals (intention to
+    diagnose), the AUC table for an AUC, the accuracy table otherwise."""
     code = "" if endpoint.target == "referral" else endpoint.target
+    by_referral = endpoint.measure in ("sensitivity", "specificity")
+    if not code and by_referral and (unit == "visit" or endpoint.ungradable == "referral"):
+        handling = f"ungradable {'= referral' if endpoint.ungradable == 'referral' else 'excluded'}"
+        return next(
+            (
+                r
+                for r in referral
+                if r["reader"] == endpoint.reader
+                and r["unit"] == unit
+                and r["ungradable"] == handling
+                and r["analysis"] == _analysis(endpoint)
+            ),
+            None,
+        )
     if endpoint.measure == "auc":
         return next(
             (r for r in auc if r["code"] == code and r["analysis"] == _analysis(endpoint)), None
@@ -32,11 +55,13 @@ def _find(endpoint: Endpoint, accuracy: Sequence[Row], auc: Sequence[Row]) -> Ro
     )
 
 
-def endpoints(protocol: Protocol, accuracy: Sequence[Row], auc: Sequence[Row]) -> list[Row]:
+def endpoints(
+    protocol: Protocol, accuracy: Sequence[Row], auc: Sequence[Row], referral: Sequence[Row] = ()
+) -> list[Row]:
     """Per endpoint: the estimate and interval, the goal, the test and its result."""
     rows = []
     for endpoint in protocol.endpoints:
-        found = _find(endpoint, accuracy, auc)
+        found = _find(endpoint, accuracy, auc, referral, protocol.analysis_unit)
         measure = endpoint.measure
         estimate = low = high = ""
         if found is not None:
@@ -58,6 +83,7 @@ def endpoints(protocol: Protocol, accuracy: Sequence[Row], auc: Sequence[Row]) -
                 "measure": measure,
                 "analysis": _analysis(endpoint),
                 "unit": protocol.analysis_unit,
+                "ungradable": endpoint.ungradable,
                 "estimate": estimate,
                 "low": low,
                 "high": high,
@@ -77,7 +103,17 @@ def sample_size(protocol: Protocol, accuracy: Sequence[Row], enrolled_eyes: int)
         return []
     endpoint = next(e for e in protocol.endpoints if e.name == size.endpoint)
     needed = size.positives_needed(endpoint.goal)
-    found = _find(endpoint, accuracy, [])
+    code = "" if endpoint.target == "referral" else endpoint.target
+    found = next(
+        (
+            r
+            for r in accuracy
+            if r["reader"] == endpoint.reader
+            and r["code"] == code
+            and r["analysis"] == _analysis(endpoint)
+        ),
+        None,
+    )  # the target's (weighted) prevalence among the eyes of the analysis
     observed = math.nan
     if found is not None:
         cells = [float(found[f"{c}_weighted"]) for c in ("tp", "fp", "fn", "tn")]
