@@ -370,13 +370,13 @@ def write_workbook(path: Path, tables: dict[str, list[Row]], snapshot: dict[str,
 def write_html(
     path: Path, records: Sequence[Any], tables: dict[str, list[Row]], snapshot: dict[str, Any]
 ) -> None:
-    rocs = []
-    for row in tables["auc"]:
-        if not row["code"] or row["analysis"] != study_tables.NAIVE:
-            continue
-        picture = study_plots.roc_figure(records, row["code"], row["class"])
-        if picture:
-            rocs.append((row["class"], picture))
+    targets = [
+        (row["code"], f"{row['class']} (level {row['level']})")
+        for row in tables["auc"]
+        if row["code"] and row["analysis"] == study_tables.WEIGHTED
+    ]
+    picture = study_plots.roc_figure(records, targets)
+    rocs = [("every class (weighted)", picture)] if picture else []
     environment = Environment(
         loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape()
     )

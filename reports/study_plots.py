@@ -16,9 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from services.statistics.proportions import wilson
 from services.study.records import EyeRecord
-from services.study.tables import MODEL, NAIVE, WEIGHTED, has_reference
+from services.study.tables import MODEL, NAIVE, WEIGHTED, truth_weight
 from services.taxonomy.tree import route_of_code
 
 Row = dict[str, Any]
@@ -32,52 +31,79 @@ def _png(figure: Any) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
-def roc_figure(records: Sequence[EyeRecord], code: str, name: str) -> str | None:
-    """The model's ROC for a class, each grader's operating point with Wilson 95 % intervals,
-    and the deployed threshold marked."""
+def roc_figure(records: Sequence[EyeRecord], targets: Sequence[tuple[str, str]]) -> str | None:
+    """The model's ROC curves, weighted (each verified eye by 1 / its inclusion probability),
+    one panel per class: each grader's weighted operating point and the model's deployed
+    threshold marked (intervals in the tables). One figure: one layout and one rasterisation."""
+    panels = [p for p in (_roc_panel(records, code, name) for code, name in targets) if p]
+    if not panels:
+        return None
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.3 * rows), squeeze=False)
+    for axes in grid.flat[len(panels) :]:
+        axes.axis("off")
+    for axes, (name, fpr, tpr, deployed, graders) in zip(grid.flat, panels, strict=False):
+        axes.plot(fpr, tpr, color="#1f6feb", label=MODEL)
+        if deployed is not None:
+            axes.plot([deployed[0]], [deployed[1]], "o", color="#1f6feb", label="deployed")
+        for grader, (fp, sens) in graders.items():
+            axes.plot([fp], [sens], "s", label=grader)
+        axes.plot([0, 1], [0, 1], ":", color="grey")
+        axes.set(xlim=(0, 1), ylim=(0, 1.02), title=name)
+        axes.title.set_fontsize(9)
+        axes.tick_params(labelsize=7)
+    grid.flat[0].set(xlabel="1 - specificity", ylabel="sensitivity")
+    grid.flat[0].legend(fontsize=6, loc="lower right")
+    return _png(figure)
+
+
+Panel = tuple[
+    str, np.ndarray, np.ndarray, tuple[float, float] | None, dict[str, tuple[float, float]]
+]
+
+
+def _roc_panel(records: Sequence[EyeRecord], code: str, name: str) -> Panel | None:
     route = route_of_code(code)
-    eyes = [r for r in records if r.route == route and has_reference(r) and code in r.probabilities]
-    truth = np.array([code in (r.reference or set()) for r in eyes])
+    chosen = [
+        (r, found)
+        for r in records
+        if r.route == route
+        and r.model_gradable
+        and code in r.probabilities
+        and (found := truth_weight(r, WEIGHTED)) is not None
+    ]
+    truth = np.array([code in found[0] for _, found in chosen], dtype=bool)
     if not truth.any() or truth.all():
         return None
-    scores = np.array([r.probabilities[code] for r in eyes])
-    fpr, tpr, _ = roc_curve(truth, scores)
-    figure, axes = plt.subplots(figsize=(4.2, 4.2))
-    axes.plot(fpr, tpr, color="#1f6feb", label=MODEL)
-    threshold = eyes[0].thresholds.get(code)
+    weights = np.array([found[1] for _, found in chosen])
+    scores = np.array([r.probabilities[code] for r, _ in chosen])
+    fpr, tpr, _ = roc_curve(truth, scores, sample_weight=weights)
+    threshold = chosen[0][0].thresholds.get(code)
+    deployed = None
     if threshold is not None:
-        chosen = scores >= threshold
-        sens = (chosen & truth).sum() / truth.sum()
-        fp = (chosen & ~truth).sum() / (~truth).sum()
-        axes.plot([fp], [sens], "o", color="#1f6feb", label=f"deployed threshold {threshold:.2f}")
-    graders = sorted({g for r in eyes for g in r.reads})
-    for grader in graders:
-        pairs = [
-            (code in codes, code in (r.reference or set()))
-            for r in eyes
-            if (codes := r.reads.get(grader)) is not None and grader in r.reads
+        deployed = _operating_point(scores >= threshold, truth, weights)
+    graders: dict[str, tuple[float, float]] = {}
+    for grader in sorted({g for r, _ in chosen for g in r.reads}):
+        read = [
+            (i, code in codes)
+            for i, (r, _) in enumerate(chosen)
+            if (codes := r.reads.get(grader)) is not None
         ]
-        positives = [t for t, d in pairs if d]
-        negatives = [t for t, d in pairs if not d]
-        if not positives or not negatives:
-            continue
-        s = wilson(sum(positives), len(positives))
-        f = wilson(sum(negatives), len(negatives))
-        axes.errorbar(
-            [f.estimate],
-            [s.estimate],
-            xerr=[[max(0.0, f.estimate - f.low)], [max(0.0, f.high - f.estimate)]],
-            yerr=[[max(0.0, s.estimate - s.low)], [max(0.0, s.high - s.estimate)]],
-            fmt="s",
-            capsize=3,
-            label=grader,
-        )
-    axes.plot([0, 1], [0, 1], ":", color="grey")
-    axes.set(
-        xlabel="1 - specificity", ylabel="sensitivity", title=name, xlim=(0, 1), ylim=(0, 1.02)
-    )
-    axes.legend(fontsize=7, loc="lower right")
-    return _png(figure)
+        index = np.array([i for i, _ in read], dtype=int)
+        if len(index) and truth[index].any() and (~truth[index]).any():
+            said = np.array([s for _, s in read], dtype=bool)
+            graders[grader] = _operating_point(said, truth[index], weights[index])
+    return name, fpr, tpr, deployed, graders
+
+
+def _operating_point(
+    said: np.ndarray, truth: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
+    """(1 - specificity, sensitivity), weighted."""
+    sens = float((weights * (said & truth)).sum() / (weights * truth).sum())
+    fp = float((weights * (said & ~truth)).sum() / (weights * ~truth).sum())
+    return fp, sens
 
 
 def reliability_figure(bins: Sequence[Row]) -> str | None:
