@@ -86,6 +86,8 @@ Estimators and intervals, table by table:
   three most probable classes; a grader's recorded level-2 findings); both analyses.
 - weighted_averages.csv: per level, sensitivity and specificity averaged over classes
   weighted by their reference positives; both analyses.
+- report.html ROC curves: weighted (roc curve of the verified eyes with their weights), every
+  class in one figure, each grader's weighted operating point and the deployed threshold.
 - endpoints.csv: each protocol endpoint against its goal by the bound the protocol names;
   sample_size.csv: the protocol's justification at the planned and the observed prevalence.
 Indeterminate results: index_results.csv counts each reader's positive, negative and
