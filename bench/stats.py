@@ -10,10 +10,12 @@ writes every format. Prints the export's time and its ratio to reading the analy
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.study_simulation import GRADERS, PREVALENCE, SimVisit, simulate_visits, true_sensitivity
 from reports.study_export import export
-from services.db.base import utcnow
 from services.db.models import (
     ArbitrationCase,
     ArbitrationDecision,
@@ -49,24 +51,26 @@ from services.study.tables import Options
 from services.taxonomy.tree import load_taxonomy
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-QC_RATE = 0.10
+FOUR_HOURS = 4 * 3600
+SEED = 4670
 
 
-def simulate(url: str, patients: int, seed: int) -> None:
+def simulate(url: str, patients: int, seed: int) -> list[SimVisit]:
+    """Write the simulated study (``bench.study_simulation``) through the real schema."""
     from eyescreen.database import upgrade
 
     upgrade(url)
-    rng = np.random.default_rng(seed)
+    visits = simulate_visits(patients, seed)
     taxonomy = load_taxonomy("fundus")
-    level2 = [n.code for n in taxonomy.level(2) if not n.normal]
-    prevalence = np.array([0.06, 0.05, 0.02, 0.03, 0.02, 0.005, 0.04, 0.06])[: len(level2)]
+    rng = np.random.default_rng(seed + 1)
     sessions = make_session_factory(make_engine(url))
+    start = datetime(2026, 11, 1, 8, tzinfo=UTC)
     with sessions() as session:
         model = ModelVersion(
             name="eyescreen-fundus",
             version="sim",
             route="fundus",
-            weights_sha256=uuid.uuid4().hex * 2,
+            weights_sha256=uuid.UUID(int=seed).hex * 2,
             taxonomy_version="1.0",
             path="sim",
         )
@@ -77,163 +81,157 @@ def simulate(url: str, patients: int, seed: int) -> None:
                 role=Role.GRADER,
                 sites=[PersonSite(site="NORTH"), PersonSite(site="SOUTH")],
             )
-            for i in range(3)
+            for i in range(GRADERS)
         ]
         arbiter = Person(username="arbiter", display_name="A^A", role=Role.ARBITER)
         session.add_all([model, *graders, arbiter])
         session.flush()
         thresholds = {c: 0.5 for c in taxonomy.codes}
-        for number in range(patients):
-            if number % 500 == 0:
-                print(
-                    f"  simulated {number:,} / {patients:,} patients", file=sys.stderr, flush=True
-                )
-            site = "NORTH" if number % 3 else "SOUTH"
-            patient = Patient(
-                patient_id=f"S{number}",
-                name=f"Sim^{number}",
-                birth_date=f"{1930 + number % 60}0101",
-                sex="FM"[number % 2],
-            )
-            study = Study(
-                patient=patient, study_instance_uid=f"2.25.{number}1", study_date="20261101"
-            )
-            case = ScreeningCase(study=study, site=site, opened_at=utcnow())
-            session.add(case)
-            session.flush()
-            truth_eyes, model_eyes, read_eyes = {}, {}, {}
-            for eye in "RL":
-                truth = {c for c, p in zip(level2, prevalence, strict=True) if rng.random() < p}
-                instance = Instance(
-                    case_pk=case.id,
-                    sop_instance_uid=f"2.25.{number}{eye}9",
-                    sop_class_uid="1.2.840.10008.5.1.4.1.1.77.1.5.1",
-                    series_instance_uid=f"2.25.{number}8",
-                    transfer_syntax_uid="1.2.840.10008.1.2.1",
-                    laterality=eye,
-                    route="fundus",
-                    calling_ae=f"CAM{number % 2}",
-                    sha256="0" * 64,
-                    size_bytes=1,
-                    state=InstanceState.PREDICTED,
-                )
-                session.add(instance)
-                session.flush()
-                probabilities = {}
-                for code in level2:
-                    mean = 0.75 if code in truth else 0.15
-                    probabilities[code] = float(np.clip(rng.normal(mean, 0.18), 0.001, 0.999))
-                for node in taxonomy.level(1):
-                    children = [
-                        probabilities[c.code]
-                        for c in taxonomy.children(node.code)
-                        if c.code in probabilities
-                    ]
-                    probabilities[node.code] = max(children) if children else 0.0
-                normal = 1 - max(probabilities[c] for c in level2)
-                probabilities["F.NOR"] = probabilities["F.NOR.NOR"] = normal
-                positive = {c for c in level2 if probabilities[c] >= 0.5}
-                codes = taxonomy.with_ancestors(positive) if positive else set()
-                prediction = Prediction(
-                    instance_pk=instance.id,
-                    model_version_pk=model.id,
-                    probabilities=probabilities,
-                    thresholds=thresholds,
-                    top3=sorted(level2, key=lambda c: -probabilities[c])[:3],
-                    referral=bool(positive),
-                    quality="gradable",
-                    provenance={},
-                    findings=[
-                        PredictionFinding(
-                            code=c,
-                            level=taxonomy.node(c).level,
-                            probability=probabilities[c],
-                            threshold=0.5,
-                            positive=(c in codes or (c.startswith("F.NOR") and not positive)),
-                        )
-                        for c in taxonomy.codes
-                    ],
-                )
-                session.add(prediction)
-                read = {c for c in truth if rng.random() < 0.85} | {
-                    c for c in level2 if c not in truth and rng.random() < 0.01
-                }
-                truth_eyes[eye], model_eyes[eye], read_eyes[eye] = truth, codes, read
-            grader = graders[number % 3]
-            eyes = {e: {"codes": sorted(read_eyes[e]), "ungradable": None} for e in "RL"}
-            findings = {
-                e: sorted(taxonomy.with_ancestors(read_eyes[e]) if read_eyes[e] else set())
-                for e in "RL"
-            }
-            read = CaseRead(
-                case_pk=case.id,
-                grader_pk=grader.id,
-                version=1,
-                eyes=eyes,
-                findings=findings,
-                referral=any(findings.values()),
-                reading_ms=int(rng.integers(3000, 30000)),
-                source=ReadSource.WEB,
-                amend_reason="",
-            )
-            session.add(read)
-            if number % 10 == 0:  # a second grader on a tenth of the cases, for agreement
-                session.add(
-                    CaseRead(
-                        case_pk=case.id,
-                        grader_pk=graders[(number + 1) % 3].id,
-                        version=1,
-                        eyes=eyes,
-                        findings=findings,
-                        referral=read.referral,
-                        source=ReadSource.WEB,
-                        amend_reason="",
-                    )
-                )
-            session.flush()
-            discordant = any(set(findings[e]) != set(model_eyes[e]) for e in "RL")
-            sampled = not discordant and rng.random() < QC_RATE
-            triage = Triage(
-                case_pk=case.id,
-                read_pk=read.id,
-                rule_version="level2.v1",
-                conflict="missed_finding" if discordant else ("qc_sample" if sampled else ""),
-                sampled=sampled,
-                inclusion_probability=1.0 if discordant else QC_RATE,
-                to_arbitration=discordant or sampled,
-            )
-            session.add(triage)
-            if discordant or sampled:
-                arbitration = ArbitrationCase(
-                    case_pk=case.id,
-                    reason=triage.conflict,
-                    conflict=triage.conflict,
-                    rule_version="level2.v1",
-                    read_pk=read.id,
-                    inclusion_probability=triage.inclusion_probability,
-                    state=ArbitrationState.DECIDED,
-                    decided_at=utcnow(),
-                )
-                session.add(arbitration)
-                session.flush()
-                reference = {
-                    e: sorted(taxonomy.with_ancestors(truth_eyes[e]) if truth_eyes[e] else set())
-                    for e in "RL"
-                }
-                session.add(
-                    ArbitrationDecision(
-                        arbitration_pk=arbitration.id,
-                        case_pk=case.id,
-                        decided_by_pk=arbiter.id,
-                        findings={c: True for v in reference.values() for c in v},
-                        referral=any(reference.values()),
-                        eyes=reference,
-                    )
-                )
-            if number % 200 == 0:
+        for visit in visits:
+            if visit.number % 500 == 0:
+                print(f"  written {visit.number:,} / {patients:,} patients", file=sys.stderr)
+            seen = start + timedelta(minutes=5 * visit.number)
+            _write_visit(session, visit, model, graders, arbiter, thresholds, seen, rng)
+            if visit.number % 200 == 0:
                 session.commit()
         session.commit()
     sessions.kw["bind"].dispose()
+    return visits
+
+
+def _write_visit(
+    session: Any,
+    visit: SimVisit,
+    model: ModelVersion,
+    graders: list[Person],
+    arbiter: Person,
+    thresholds: dict[str, float],
+    seen: datetime,
+    rng: np.random.Generator,
+) -> None:
+    taxonomy = load_taxonomy("fundus")
+    number = visit.number
+    patient = Patient(
+        patient_id=f"S{number}",
+        name=f"Sim^{number}",
+        birth_date=visit.birth_date,
+        sex=visit.sex,
+    )
+    study = Study(patient=patient, study_instance_uid=f"2.25.{number}1", study_date="20261101")
+    case = ScreeningCase(study=study, site=visit.site, opened_at=seen)
+    session.add(case)
+    session.flush()
+    for side, eye in visit.eyes.items():
+        instance = Instance(
+            case_pk=case.id,
+            sop_instance_uid=f"2.25.{number}{'RL'.index(side)}9",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.77.1.5.1",
+            series_instance_uid=f"2.25.{number}8",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            laterality=side,
+            route="fundus",
+            calling_ae=f"CAM{number % 2}",
+            sha256="0" * 64,
+            size_bytes=1,
+            state=InstanceState.PREDICTED,
+        )
+        session.add(instance)
+        session.flush()
+        probabilities = eye.probabilities
+        level2 = [c for c in PREVALENCE]
+        session.add(
+            Prediction(
+                instance_pk=instance.id,
+                model_version_pk=model.id,
+                probabilities=probabilities,
+                thresholds=thresholds,
+                top3=sorted(level2, key=lambda c: -probabilities[c])[:3],
+                referral=bool(eye.model_codes) or not eye.photo_ok,
+                quality="gradable" if eye.photo_ok else "ungradable",
+                provenance={},
+                created_at=seen + timedelta(seconds=30),
+                findings=[
+                    PredictionFinding(
+                        code=c,
+                        level=taxonomy.node(c).level,
+                        probability=probabilities[c],
+                        threshold=0.5,
+                        positive=(
+                            c in eye.model_codes
+                            or (c.startswith("F.NOR") and eye.photo_ok and not eye.model_codes)
+                        ),
+                    )
+                    for c in taxonomy.codes
+                ],
+            )
+        )
+    reads = []
+    for k, (grader, eyes) in enumerate(visit.reads):
+        read = CaseRead(
+            case_pk=case.id,
+            grader_pk=graders[grader].id,
+            version=1,
+            eyes={
+                e: {
+                    "codes": [] if codes is None else sorted(c for c in codes if c.count(".") == 2),
+                    "ungradable": "poor image quality" if codes is None else None,
+                }
+                for e, codes in eyes.items()
+            },
+            findings={e: sorted(codes or set()) for e, codes in eyes.items()},
+            referral=any(codes is None or bool(codes) for codes in eyes.values()),
+            reading_ms=int(rng.integers(3000, 30000)),
+            source=ReadSource.WEB,
+            amend_reason="",
+            blinded=visit.blinded,
+            created_at=seen + timedelta(seconds=float(rng.uniform(600, FOUR_HOURS)) + k),
+        )
+        session.add(read)
+        reads.append(read)
+    session.flush()
+    triage = Triage(
+        case_pk=case.id,
+        read_pk=reads[0].id,
+        rule_version="level2.v1",
+        conflict=visit.conflict,
+        sampled=visit.conflict == "qc_sample",
+        inclusion_probability=visit.inclusion_probability,
+        to_arbitration=visit.to_panel,
+    )
+    session.add(triage)
+    if not visit.to_panel:
+        return
+    decided_at = reads[0].created_at + timedelta(hours=float(rng.gamma(2.0, 18.0)))
+    arbitration = ArbitrationCase(
+        case_pk=case.id,
+        reason=visit.conflict,
+        conflict=visit.conflict,
+        rule_version="level2.v1",
+        read_pk=reads[0].id,
+        inclusion_probability=visit.inclusion_probability,
+        state=ArbitrationState.DECIDED if visit.decided else ArbitrationState.OPEN,
+        decided_at=decided_at if visit.decided else None,
+        outcome="re-image" if visit.decided and visit.conflict == "ungradable" else None,
+    )
+    session.add(arbitration)
+    session.flush()
+    if not visit.decided or visit.conflict == "ungradable":
+        return
+    reference = {
+        e: sorted(taxonomy.with_ancestors(eye.truth) if eye.truth else set())
+        for e, eye in visit.eyes.items()
+    }
+    session.add(
+        ArbitrationDecision(
+            arbitration_pk=arbitration.id,
+            case_pk=case.id,
+            decided_by_pk=arbiter.id,
+            findings={c: True for v in reference.values() for c in v},
+            referral=any(reference.values()),
+            eyes=reference,
+            decided_at=decided_at,
+        )
+    )
 
 
 def main() -> None:
@@ -250,9 +248,10 @@ def main() -> None:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
+        visits = simulate_visits(args.patients, SEED)
         if not args.reuse:
             print(f"simulating {args.patients:,} patients...", file=sys.stderr)
-            simulate(url, args.patients, seed=4670)
+            simulate(url, args.patients, seed=SEED)
         sessions = make_session_factory(make_engine(url))
         key = b"bench-key" * 4
         with sessions() as session:
@@ -271,6 +270,7 @@ def main() -> None:
             )
             elapsed = time.perf_counter() - started
             sizes = {p.name: p.stat().st_size for p in Path(folder).iterdir()}
+            accuracy = list(csv.DictReader((Path(folder) / "accuracy.csv").open()))
         print(
             f"\n{args.patients:,} patients, {len(records):,} eyes, "
             f"{args.replicates} bootstrap replicates"
@@ -283,11 +283,27 @@ def main() -> None:
             f"aim < 30 s: {'met' if elapsed < 30 else 'NOT met'}; {snapshot['eyes']} eyes; "
             f"files: {', '.join(f'{k} {v // 1024} KB' for k, v in sorted(sizes.items()))}"
         )
+        print_bias(accuracy, visits)
     finally:
         if args.keep or args.reuse:
             print(f"database kept: {name}", file=sys.stderr)
         else:
             drop(admin, name)
+
+
+def print_bias(accuracy: list[dict[str, str]], visits: list[SimVisit]) -> None:
+    """The model's sensitivity for any disease and three classes: the simulation's truth, the
+    weighted and the naive estimates with their patient-clustered intervals."""
+    print("\n| class | truth | weighted (95 % CI) | naive (95 % CI) |")
+    print("| --- | ---: | ---: | ---: |")
+    for code in ("", "F.VRD.RDET", "F.LENS.CAT", "F.GLAU.GLAU"):
+        rows = {r["analysis"]: r for r in accuracy if r["reader"] == "model" and r["code"] == code}
+        cells = [
+            f"{rows[a]['sensitivity']} ({rows[a]['sensitivity_low']}-{rows[a]['sensitivity_high']})"
+            for a in ("weighted (Begg-Greenes)", "naive")
+        ]
+        name = rows["naive"]["class"]
+        print(f"| {name} | {true_sensitivity(visits, code):.4f} | {cells[0]} | {cells[1]} |")
 
 
 def drop(admin: Any, name: str) -> None:

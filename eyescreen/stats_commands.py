@@ -32,6 +32,19 @@ def stats_group() -> None:
 @click.option(
     "--identified", is_flag=True, help="real ids instead of pseudonyms (not for the study team)"
 )
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["csv", "xlsx", "html"]),
+    help="what to write (repeatable); all three by default; snapshot.json always",
+)
+@click.option(
+    "--protocol",
+    "protocol_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="the study protocol (TOML); default: EYESCREEN_STUDY_PROTOCOL_FILE, else the shipped one",
+)
 def export_command(
     out: Path,
     date_from: str | None,
@@ -43,28 +56,44 @@ def export_command(
     replicates: int,
     seed: int,
     identified: bool,
+    formats: tuple[str, ...],
+    protocol_file: Path | None,
 ) -> None:
-    """Write CSVs, an XLSX workbook, an HTML report and snapshot.json into OUT."""
+    """Write CSVs, an XLSX workbook, an HTML report (or those --format names) and
+    snapshot.json into OUT."""
     from tqdm import tqdm
 
     from reports.study_export import export
     from services.access import audit
     from services.db.session import make_engine, make_session_factory, transaction
+    from services.study.protocol import ProtocolError, load_protocol
     from services.study.records import Filters, study_key
     from services.study.tables import Options
 
     settings = settings_or_exit()
+    try:
+        protocol = load_protocol(protocol_file or settings.study_protocol_file)
+    except ProtocolError as exc:
+        raise click.ClickException(str(exc)) from exc
     filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions, cameras)
     key = study_key(settings.study_key_file or settings.data_path / "study.key")
     sessions = make_session_factory(make_engine(settings.effective_database_url))
-    with tqdm(total=17, unit="step", desc="study export") as bar, transaction(sessions) as session:
+    with tqdm(total=24, unit="step", desc="study export") as bar, transaction(sessions) as session:
 
         def progress(step: str) -> None:
             bar.set_postfix_str(step)
             bar.update(1)
 
         snapshot = export(
-            session, filters, out, key, Options(replicates, seed), identified, progress
+            session,
+            filters,
+            out,
+            key,
+            Options(replicates, seed),
+            identified,
+            progress,
+            protocol=protocol,
+            formats=formats or ("csv", "xlsx", "html"),
         )
         audit.record(
             session,
@@ -73,5 +102,6 @@ def export_command(
             identified=identified,
             filters=snapshot["filters"],
             eyes=snapshot["eyes"],
+            formats=snapshot["formats"],
         )
     click.echo(f"{snapshot['eyes']} eyes exported to {out}")

@@ -24,6 +24,7 @@ from reports import study_plots
 from services.db.models import ModelVersion
 from services.statistics.accuracy import Interval
 from services.study import tables as study_tables
+from services.study.protocol import Protocol, load_protocol
 from services.study.records import Filters, gather
 from services.study.tables import Options
 
@@ -40,42 +41,69 @@ PACKAGES = (
 )
 
 METHODS = """\
-Unit of analysis: the eye (one record per eye of each visit); visit-level referral refers a
-visit when any eye is referred. Intervals account for two eyes per patient by a patient-level
-cluster bootstrap where stated.
+Unit of analysis: the eye (one record per eye of each visit), as the protocol names it; the
+referral is also given per visit (a visit is referred when any eye is). Two eyes of a patient
+are correlated: every per-eye figure carries a patient-level cluster bootstrap interval
+(percentile, patients drawn with replacement with all their eyes; replicates and seed in
+snapshot.json).
 Reference standard: the arbitration panel's signed decision for every case sent to it
-(discordant model and grader, an ungradable eye, a grader in training, or drawn at random for
-quality control among concordant cases with the stored inclusion probability); otherwise the
-concordant grader's read.
-Naive estimates accept the concordant read as the truth ("discrepant analysis"), which biases
-sensitivity and specificity upwards because the cases where model and grader agree are verified
-only on a sample. Weighted estimates (Begg and Greenes 1983, inverse-probability weighting) use
-only the verified cases, each weighted by the inverse of its stored inclusion probability; their
-intervals come from a patient-level cluster bootstrap that redraws the sample of patients, and
-with it which concordant cases were verified.
-Proportions: Wilson score intervals (Clopper-Pearson exact intervals in the supplementary table);
-the method is named in every row. Likelihood ratios: log-method intervals (Simel et al. 1991).
-AUC: DeLong's variance by the fast midrank algorithm (Sun and Xu 2014), normal interval clipped
-to [0, 1], and a patient-cluster bootstrap interval.
-Model against grader on the same eyes: exact McNemar test separately in diseased and
-non-diseased eyes; paired differences in sensitivity and specificity with Newcombe's hybrid
-score interval (1998, method 10); Cohen's kappa with the Fleiss-Cohen-Everitt standard error;
-Fleiss' kappa and Gwet's AC1 where several graders read the same eyes.
-Ungradable photographs: analysed both as referrals (intention to diagnose) and excluded
-(complete case).
-Calibration: Brier score, calibration intercept (offset logistic model) and slope (logistic
-regression on the logit of the risk), reliability diagram in ten equal-width bins. Decision
-curve: net benefit (Vickers and Elkin 2006).
-Top-3 reader comparison: a hit is any reference level-2 class among the reader's answers (the
-model's three most probable classes; a grader's recorded level-2 findings).
-Subgroups: site, model version, age band and sex are prespecified; camera is exploratory.
+(discordant model and grader, a grader in training, or drawn at random for quality control
+among concordant cases with the stored inclusion probability); otherwise the concordant
+grader's read. An eye a grader could not grade goes to the outcome queue (re-image, slit lamp,
+exclude) and has no reference; its fellow eye keeps its own (the concordant read, or none when
+discordant).
+Partial verification: every accuracy figure is given twice, in rows the column 'analysis'
+names, the weighted one first. Weighted (Begg and Greenes 1983, inverse probability
+weighting): only the panel-verified eyes, each weighted by 1 / its case's stored inclusion
+probability; the primary analysis. Naive ("discrepant analysis"): the concordant read accepted
+as the truth where the panel did not look; biased upwards, shown for comparison.
+Estimators and intervals, table by table:
+- accuracy.csv: sensitivity, specificity, PPV, NPV, accuracy as ratios of (weighted) sums of
+  the 2x2 cells; LR+ = sens / (1 - spec), LR- = (1 - sens) / spec; all with patient cluster
+  bootstrap intervals. accuracy_wilson.csv and accuracy_clopper_pearson.csv: the naive
+  figures with eyes as independent (Wilson score; Clopper-Pearson exact; log-method intervals
+  for the LRs, Simel et al. 1991), for comparison with earlier reports.
+- referral.csv: the referral per eye and per visit, ungradable counted as a referral
+  (intention to diagnose) or excluded (complete case), for the model and each grader.
+- auc.csv: weighted Mann-Whitney AUC (pairs weighted by the product of the eyes' weights,
+  ties one half), for any disease (the disease risk: the highest level-1 disease
+  probability) and per class; patient cluster bootstrap intervals; DeLong's interval (Sun and
+  Xu 2014 algorithm, eyes as independent) beside the naive one.
+- paired.csv: model minus the triaged grader in sensitivity and specificity on the same eyes,
+  a ratio of weighted sums with a patient cluster bootstrap interval; for the naive analysis
+  also the exact McNemar test and Newcombe's hybrid score interval (1998, method 10), both
+  treating eyes as independent. p below 0.0001 is printed as <0.0001.
+- agreement.csv: Cohen's kappa (model vs triaged grader; Fleiss-Cohen-Everitt interval beside
+  the cluster bootstrap), Fleiss' kappa and Gwet's AC1 among graders where two or more read an
+  eye; agreement needs no reference standard, so it uses every eye both read, unweighted.
+- calibration.csv, reliability.csv, decision_curve.csv: Brier score, calibration intercept
+  (offset logistic model) and slope (logistic regression on the logit of the risk) with
+  frequency weights; reliability in ten equal-width bins (weighted means); net benefit with
+  weighted true and false positive shares (Vickers and Elkin 2006).
+- subgroups.csv: referral sensitivity and specificity in the protocol's prespecified and
+  exploratory subgroups, both analyses, cluster bootstrap intervals.
+- top3.csv: a hit is any reference level-2 class among the reader's answers (the model's
+  three most probable classes; a grader's recorded level-2 findings); both analyses.
+- weighted_averages.csv: per level, sensitivity and specificity averaged over classes
+  weighted by their reference positives; both analyses.
+- report.html ROC curves: weighted (roc curve of the verified eyes with their weights), every
+  class in one figure, each grader's weighted operating point and the deployed threshold.
+- endpoints.csv: each protocol endpoint against its goal by the bound the protocol names;
+  sample_size.csv: the protocol's justification at the planned and the observed prevalence.
+Indeterminate results: index_results.csv counts each reader's positive, negative and
+ungradable eyes; flow.csv places them in the STARD diagram.
+Eligibility before photography is recorded outside this software (the enrolment log): the flow
+starts from the patients photographed.
+Missing values: see the codes in analysis_set.csv (NONE healthy, UNGRADABLE, NA missing);
+an unknown blinding is NA, not 0.
 De-identification: keyed-hash pseudonyms (HMAC-SHA-256 with the installation's study key) for
 patients, visits and graders; no names, birth dates or patient ids; age in bands; dates as days
 since the first study in the export.
 """
 
 CHECKLIST = [
-    ("STARD 2015 2", "abstract-level figures", "referral.csv, accuracy.csv"),
+    ("STARD 2015 2", "abstract-level figures", "endpoints.csv, referral.csv, accuracy.csv"),
+    ("STARD 2015 4/26", "objectives, protocol", "protocol (sha256 in snapshot.json)"),
     ("STARD 2015 9/10a", "index test and its version", "snapshot.json (models, thresholds)"),
     (
         "STARD 2015 10b",
@@ -88,18 +116,54 @@ CHECKLIST = [
         "analysis_set.csv grader_blinded; methods",
     ),
     ("STARD 2015 14", "methods for estimating accuracy", "methods sheet"),
-    ("STARD 2015 15", "handling of indeterminate results", "referral.csv ungradable column"),
-    ("STARD 2015 16", "handling of missing data", "flow.csv (excluded)"),
+    ("STARD 2015 15", "handling of indeterminate results", "index_results.csv; referral.csv"),
+    ("STARD 2015 16", "handling of missing data", "flow.csv (reasons); analysis_set codes"),
+    ("STARD 2015 17", "analyses of variability (subgroups)", "subgroups.csv (protocol)"),
+    ("STARD 2015 18", "intended sample size", "sample_size.csv"),
     ("STARD 2015 19", "flow of participants", "flow.csv, report.html diagram"),
     ("STARD 2015 20", "baseline characteristics", "baseline.csv"),
+    ("STARD 2015 21a/21b", "distribution of target conditions", "target_conditions.csv"),
+    ("STARD 2015 22", "time between index test and reference", "time_to_reference.csv"),
     ("STARD 2015 23", "cross tabulation", "accuracy.csv tp/fp/fn/tn"),
     ("STARD 2015 24", "estimates with precision", "accuracy.csv, referral.csv, auc.csv"),
-    ("STARD-AI", "algorithm version and poor-quality input", "snapshot.json; flow.csv gradable"),
+    (
+        "STARD 2015 25",
+        "adverse events from the index test or reference",
+        "not recorded by this software: report from the study's safety log",
+    ),
+    ("STARD-AI", "algorithm version and poor-quality input", "snapshot.json; index_results.csv"),
     ("TRIPOD+AI 12/23", "calibration", "calibration.csv, reliability.csv"),
     ("TRIPOD+AI 23", "clinical utility", "decision_curve.csv"),
     ("TRIPOD+AI 23b / CONSORT-AI", "subgroups", "subgroups.csv"),
     ("CONSORT-AI 5(i)", "algorithm version", "snapshot.json"),
 ]
+
+FORMATS = ("csv", "xlsx", "html")
+ROW_LEVEL = ("analysis_set", "imrmc")  # one row per eye or per read
+
+# The columns the HTML report shows of the wide tables (the CSVs carry them all), so that each
+# fits the page.
+BRIEF = {
+    "accuracy": [
+        "reader",
+        "level",
+        "class",
+        "analysis",
+        "eyes",
+        "tp",
+        "fp",
+        "fn",
+        "tn",
+        "sensitivity",
+        "sensitivity_low",
+        "sensitivity_high",
+        "specificity",
+        "specificity_low",
+        "specificity_high",
+        "ppv",
+        "npv",
+    ],
+}
 
 
 def _code_version() -> str:
@@ -119,37 +183,50 @@ def _code_version() -> str:
     return importlib.metadata.version("eyescreen")
 
 
-def write_csv(path: Path, rows: Sequence[Row]) -> None:
+def csv_text(rows: Sequence[Row]) -> str:
     """Columns in first-seen order, '\\n' line ends, values as given: the same rows give the
     same bytes."""
     columns: list[str] = []
+    seen: set[str] = set()
     for row in rows:
-        columns += [key for key in row if key not in columns]
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
-    path.write_text(out.getvalue(), encoding="utf-8")
+    return out.getvalue()
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    path.write_text(csv_text(rows), encoding="utf-8")
 
 
 def build_tables(
-    records: Sequence[Any], options: Options, progress: Progress
+    records: Sequence[Any], options: Options, protocol: Protocol, progress: Progress
 ) -> dict[str, list[Row]]:
     tables: dict[str, list[Row]] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("flow", lambda: study_tables.flow(records)),
+        ("index_results", lambda: study_tables.index_results(records)),
         ("baseline", lambda: study_tables.baseline(records)),
-        ("accuracy", lambda: study_tables.accuracy(records, Interval.WILSON)),
+        ("target_conditions", lambda: study_tables.target_conditions(records)),
+        ("time_to_reference", lambda: study_tables.time_to_reference(records)),
+        ("accuracy", lambda: study_tables.accuracy_table(records, options)),
+        ("accuracy_wilson", lambda: study_tables.accuracy(tables["accuracy"], Interval.WILSON)),
         (
             "accuracy_clopper_pearson",
-            lambda: study_tables.accuracy(records, Interval.CLOPPER_PEARSON),
+            lambda: study_tables.accuracy(tables["accuracy"], Interval.CLOPPER_PEARSON),
         ),
         ("referral", lambda: study_tables.referral(records, options)),
         ("weighted_averages", lambda: study_tables.weighted_averages(records, options)),
         ("auc", lambda: study_tables.auc(records, options)),
-        ("paired", lambda: study_tables.paired(records)),
-        ("subgroups", lambda: study_tables.subgroups(records)),
-        ("top3", lambda: study_tables.top3(records)),
+        ("paired", lambda: study_tables.paired(records, options)),
+        ("agreement", lambda: study_tables.agreement(records, options)),
+        ("subgroups", lambda: study_tables.subgroups(records, protocol, options)),
+        ("top3", lambda: study_tables.top3(records, options)),
         ("imrmc", lambda: study_tables.imrmc(records)),
         ("analysis_set", lambda: study_tables.analysis_set(records)),
     ]
@@ -160,6 +237,10 @@ def build_tables(
     tables["calibration"], tables["reliability"], tables["decision_curve"] = (
         study_tables.calibration_rows(records)
     )
+    tables["endpoints"] = study_tables.endpoints(
+        protocol, tables["accuracy"], tables["auc"], tables["referral"]
+    )
+    tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], len(records))
     return tables
 
 
@@ -171,16 +252,27 @@ def export(
     options: Options | None = None,
     identified: bool = False,
     progress: Progress = lambda step: None,
+    protocol: Protocol | None = None,
+    formats: Sequence[str] = FORMATS,
 ) -> dict[str, Any]:
-    """Write the export into ``out`` (created); returns the snapshot description."""
+    """Write the export into ``out`` (created) in the formats asked (CSV, XLSX, HTML; all by
+    default; snapshot.json always); returns the snapshot description."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise ValueError(f"export formats are {', '.join(FORMATS)}; not {sorted(unknown)}")
     options = options or Options()
+    protocol = protocol or load_protocol()
     out.mkdir(parents=True, exist_ok=True)
     progress("reading the database")
     records = gather(session, filters, key, identified)
-    tables = build_tables(records, options, progress)
-    progress("writing CSV")
-    for name, rows in tables.items():
-        write_csv(out / f"{name}.csv", rows)
+    tables = build_tables(records, options, protocol, progress)
+    texts = {name: csv_text(rows) for name, rows in tables.items()}
+    imrmc = study_tables.imrmc_text(tables["imrmc"])
+    if "csv" in formats:
+        progress("writing CSV")
+        for name, text in texts.items():
+            (out / f"{name}.csv").write_text(text, encoding="utf-8")
+        (out / "imrmc.imrmc").write_text(imrmc, encoding="utf-8")
     snapshot = {
         "filters": {
             k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(filters).items()
@@ -188,21 +280,33 @@ def export(
         "identified": identified,
         "eyes": len(records),
         "models": _models(session, records),
+        "protocol": {
+            "title": protocol.title,
+            "version": protocol.version,
+            "source": protocol.source,
+            "sha256": protocol.sha256,
+        },
         "code_version": _code_version(),
         "packages": {p: _version(p) for p in PACKAGES},
         "seeds": {"bootstrap": options.seed},
         "bootstrap_replicates": options.replicates,
         "key_fingerprint": hashlib.sha256(key).hexdigest()[:12],
+        "formats": sorted(formats),
         "csv_sha256": {
-            f"{name}.csv": hashlib.sha256((out / f"{name}.csv").read_bytes()).hexdigest()
-            for name in sorted(tables)
+            f"{name}.csv": hashlib.sha256(text.encode()).hexdigest()
+            for name, text in sorted(texts.items())
         },
     }
     (out / "snapshot.json").write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n")
-    progress("writing XLSX")
-    write_workbook(out / "study.xlsx", tables, snapshot)
-    progress("drawing plots and writing HTML")
-    write_html(out / "report.html", records, tables, snapshot)
+    if "xlsx" in formats:
+        progress("writing XLSX")
+        # The row-level tables are files for statistical software, not sheets to read: when the
+        # CSVs are written the workbook points at them (a third of the export's time otherwise).
+        sheets = {k: v for k, v in tables.items() if "csv" not in formats or k not in ROW_LEVEL}
+        write_workbook(out / "study.xlsx", sheets, snapshot)
+    if "html" in formats:
+        progress("drawing plots and writing HTML")
+        write_html(out / "report.html", records, tables, snapshot)
     return snapshot
 
 
@@ -248,9 +352,16 @@ def write_workbook(path: Path, tables: dict[str, list[Row]], snapshot: dict[str,
         for i, row in enumerate(rows, start=1):
             sheet.write_row(i, 0, [row.get(c, "") for c in columns])
     methods = workbook.add_worksheet("methods")
-    for i, line in enumerate(METHODS.splitlines()):
+    lines = [*METHODS.splitlines(), "", study_tables.CODES_NOTE, ""]
+    for i, line in enumerate(lines):
         methods.write(i, 0, line)
-    methods.write(len(METHODS.splitlines()) + 1, 0, json.dumps(snapshot, sort_keys=True))
+    methods.write(len(lines), 0, json.dumps(snapshot, sort_keys=True))
+    missing = [name for name in ROW_LEVEL if name not in tables]
+    if missing:
+        files = workbook.add_worksheet("row-level files")
+        files.write(0, 0, "row-level data (one row per eye or read) are in these files:", bold)
+        for i, name in enumerate(missing, start=1):
+            files.write(i, 0, f"{name}.csv")
     checklist = workbook.add_worksheet("checklist")
     checklist.write_row(0, 0, ["item", "what", "where in this export"], bold)
     for i, item in enumerate(CHECKLIST, start=1):
@@ -261,11 +372,13 @@ def write_workbook(path: Path, tables: dict[str, list[Row]], snapshot: dict[str,
 def write_html(
     path: Path, records: Sequence[Any], tables: dict[str, list[Row]], snapshot: dict[str, Any]
 ) -> None:
-    rocs = []
-    for row in tables["auc"]:
-        picture = study_plots.roc_figure(records, row["code"], row["class"])
-        if picture:
-            rocs.append((row["class"], picture))
+    targets = [
+        (row["code"], f"{row['class']} (level {row['level']})")
+        for row in tables["auc"]
+        if row["code"] and row["analysis"] == study_tables.WEIGHTED
+    ]
+    picture = study_plots.roc_figure(records, targets)
+    rocs = [("every class (weighted)", picture)] if picture else []
     environment = Environment(
         loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape()
     )
@@ -274,7 +387,10 @@ def write_html(
         tables=tables,
         methods=METHODS,
         checklist=CHECKLIST,
-        flow=study_plots.flow_figure(tables["flow"]),
+        flow=study_plots.flow_figure(tables["flow"], "eye"),
+        flow_visits=study_plots.flow_figure(tables["flow"], "visit"),
+        codes_note=study_tables.CODES_NOTE,
+        brief=BRIEF,
         matrix=study_plots.referral_matrix(tables["accuracy"]),
         reliability=study_plots.reliability_figure(tables["reliability"]),
         decision=study_plots.decision_figure(tables["decision_curve"]),

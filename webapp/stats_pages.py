@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from reports.study_export import export
 from services.access import audit
 from services.db.models import Instance, ModelVersion, Role
+from services.study.protocol import load_protocol
 from services.study.records import Filters, study_key
 from services.study.tables import Options
 from webapp.security import Principal, db, posted, require
@@ -74,7 +75,15 @@ async def stats_export(
     key = study_key(settings.study_key_file or settings.data_path / "study.key")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        snapshot = export(session, filters, out, key, Options(), identified=False)
+        snapshot = export(
+            session,
+            filters,
+            out,
+            key,
+            Options(),
+            identified=False,
+            protocol=load_protocol(settings.study_protocol_file),
+        )
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(out.iterdir()):

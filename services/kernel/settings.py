@@ -213,6 +213,7 @@ class Settings(BaseSettings):
     arbitration_quorum: int = Field(1, ge=1)  # agreeing arbiters needed for a decision
     escalate_after_hours: float = Field(72.0, gt=0)  # undecided this long: senior arbiter
     study_key_file: Path | None = None  # the key of the exports' pseudonyms; default in data dir
+    study_protocol_file: Path | None = None  # the study protocol (TOML); default: shipped one
 
     @field_validator("log_level", mode="before")
     @classmethod

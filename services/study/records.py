@@ -50,6 +50,7 @@ class ReferenceRoute(StrEnum):
     PANEL_TRAINEE = "panel (grader in training)"
     PANEL_PENDING = "awaiting the panel"
     UNGRADABLE = "ungradable: outcome queue"
+    FELLOW_UNGRADABLE = "discordant, fellow eye ungradable: not verified"
     NOT_READ = "no grader read"
     NOT_TRIAGED = "model result pending"
 
@@ -94,7 +95,10 @@ class EyeRecord:
     reference: set[str] | None = None
     reference_route: ReferenceRoute = ReferenceRoute.NOT_READ
     inclusion_probability: float | None = None
-    blind: bool = True
+    blind: bool | None = None  # the triaged read's blinding; None: unknown (read elsewhere)
+    read_blinded: dict[str, bool | None] = field(default_factory=dict)  # grader key -> blinding
+    index_at: datetime | None = None  # when the model's result was recorded
+    reference_at: datetime | None = None  # when the reference was reached (read or decision)
     dr_grade: dict[str, Any] | None = None  # the triaged read's DR grade, where the site grades DR
 
 
@@ -200,6 +204,7 @@ def gather(
                 )
                 ungradable = bool(read.eyes.get(eye, {}).get("ungradable"))
                 record.reads[grader] = None if ungradable else set(read.findings.get(eye, []))
+                record.read_blinded[grader] = read.blinded
             record.dr_grade = _dr_grade(eye, triage.get(case.id), compared, reads.get(case.id))
             _reference(
                 record,
@@ -301,6 +306,7 @@ def _eye_record(
         probabilities=probabilities,
         thresholds={k: float(v) for k, v in predictions[0].thresholds.items()},
         top3=list(predictions[0].top3),
+        index_at=min(p.created_at for p in predictions),
     )
 
 
@@ -319,24 +325,47 @@ def _reference(
         return
     record.inclusion_probability = triage.inclusion_probability
     triaged = compared.get(triage.read_pk)
-    record.blind = bool(triaged is not None and triaged.blinded)
+    record.blind = None if triaged is None else triaged.blinded
     if triaged is not None and not triaged.eyes.get(eye, {}).get("ungradable"):
         record.triaged_read = set(triaged.findings.get(eye, []))
     if not triage.to_arbitration:
         record.reference_route = ReferenceRoute.CONCORDANT
         record.reference = record.triaged_read
+        record.reference_at = None if triaged is None else triaged.created_at
         return
-    if triage.conflict == Conflict.UNGRADABLE:
-        record.reference_route = ReferenceRoute.UNGRADABLE
+    if triage.conflict == Conflict.UNGRADABLE and decision is None:
+        _ungradable_case(record, triaged)
         return
     if arbitration is None or arbitration.state != ArbitrationState.DECIDED or decision is None:
         record.reference_route = ReferenceRoute.PANEL_PENDING
         return
     record.reference = set((decision.eyes or {}).get(eye, []))
+    record.reference_at = decision.decided_at
     record.reference_route = {
         Conflict.QC_SAMPLE: ReferenceRoute.PANEL_QC,
         Conflict.NEW_GRADER: ReferenceRoute.PANEL_TRAINEE,
     }.get(Conflict(triage.conflict), ReferenceRoute.PANEL_DISCORDANT)
+
+
+def _ungradable_case(record: EyeRecord, triaged: CaseRead | None) -> None:
+    """A case the grader could not fully grade goes to the outcome queue, which decides what
+    happens (re-image, slit lamp, exclude), not a diagnosis. Only the eye the grader could not
+    grade loses its reference: a fellow eye on which the model and the grader agree keeps the
+    concordant read (the naive analysis' reference, unverified); a discordant one has none."""
+    if record.triaged_read is None:
+        record.reference_route = ReferenceRoute.UNGRADABLE
+        return
+    if record.model_gradable and record.model_codes == _diseases(record, record.triaged_read):
+        record.reference_route = ReferenceRoute.CONCORDANT
+        record.reference = record.triaged_read
+        record.reference_at = None if triaged is None else triaged.created_at
+        return
+    record.reference_route = ReferenceRoute.FELLOW_UNGRADABLE
+
+
+def _diseases(record: EyeRecord, codes: set[str]) -> set[str]:
+    taxonomy = load_taxonomy(record.route)
+    return {c for c in codes if not taxonomy.node(c).normal}
 
 
 def disease(codes: Iterable[str] | None) -> bool | None:

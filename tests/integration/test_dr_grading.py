@@ -77,7 +77,7 @@ def test_a_site_that_grades_dr_records_shows_and_exports_it(
         with clinic.runtime.sessions() as session:
             rows = analysis_set(gather(session, Filters(), b"k" * 32))
         assert {(r["eye"], r["dr_retinopathy"], r["dr_maculopathy"], r["dr_photocoagulation"])
-                for r in rows} == {("R", "R2", "M1", 1), ("L", "R2", "M1", 1)}  # fmt: skip
+                for r in rows} == {("R", "R2", "M1", "1"), ("L", "R2", "M1", "1")}  # fmt: skip
 
         # Off elsewhere: no DR fields at the other site, and a grade sent anyway is refused.
         other_case = clinic.case(site=OTHER_SITE)

@@ -103,3 +103,98 @@ def test_auc_and_delong_interval_match_proc() -> None:
         assert ours.auc == pytest.approx(float(rows[0]["auc"]), abs=1e-9)
         assert ours.low == pytest.approx(float(rows[0]["low"]), abs=1e-9)
         assert ours.high == pytest.approx(float(rows[0]["high"]), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def simulated():  # type: ignore[no-untyped-def]
+    from bench.study_simulation import eye_records, simulate_visits
+
+    return eye_records(simulate_visits(1500, 11))
+
+
+def test_weighted_sensitivity_matches_survey_two_phase_design(simulated) -> None:  # type: ignore[no-untyped-def]
+    """The Begg-Greenes sensitivity is survey's ratio estimator under the two-phase design
+    (phase 1: every triaged eye, clustered by patient; phase 2: the panel's verification with
+    the stored inclusion probability); our patient-bootstrap interval is as wide as survey's
+    linearisation interval, to sampling error."""
+    from services.study.tables import WEIGHTED, Options, accuracy_table
+    from services.study.tables.common import has_reference
+
+    eyes = [r for r in simulated if has_reference(r) and r.model_gradable]
+    lines = ["patient,p,verified,diseased,found"]
+    for r in eyes:
+        verified = r.reference_route.name.startswith("PANEL")
+        diseased = int(bool(r.reference)) if verified else 0
+        found = int(diseased and bool(r.model_codes))
+        lines.append(
+            f"{r.patient_key},{r.inclusion_probability},{int(verified)},{diseased},{found}"
+        )
+    rows = r_csv(
+        "\n".join(lines),
+        "suppressMessages(library(survey));"
+        "d <- read.csv(data);"
+        "d$verified <- as.logical(d$verified);"
+        "des <- twophase(id = list(~patient, ~patient), probs = list(NULL, ~p),"
+        " subset = ~verified, data = d);"
+        "s <- svyratio(~found, ~diseased, des);"
+        "w <- svydesign(ids = ~patient, weights = ~I(1 / p), data = subset(d, verified));"
+        "t <- svyratio(~found, ~diseased, w);"
+        "out <- data.frame(twophase = coef(s), twophase_se = SE(s), weighted = coef(t),"
+        " weighted_se = SE(t));"
+        "write.csv(out, stdout(), row.names = FALSE)",
+    )
+    ours = next(
+        r
+        for r in accuracy_table(simulated, Options(1000, 5))
+        if r["reader"] == "model" and r["code"] == "" and r["analysis"] == WEIGHTED
+    )
+    assert float(ours["sensitivity"]) == pytest.approx(float(rows[0]["weighted"]), abs=5e-5)
+    assert float(ours["sensitivity"]) == pytest.approx(float(rows[0]["twophase"]), abs=5e-5)
+    width = float(ours["sensitivity_high"]) - float(ours["sensitivity_low"])
+    assert width / (2 * Z) == pytest.approx(float(rows[0]["twophase_se"]), rel=0.25)
+
+
+def test_weighted_auc_matches_proc_on_the_weighted_sample(simulated) -> None:  # type: ignore[no-untyped-def]
+    """The weighted Mann-Whitney AUC equals pROC's AUC of the sample in which each verified
+    eye appears 1 / p times (the weights are whole numbers here); the naive any-disease AUC
+    and its DeLong interval equal pROC's."""
+    from services.study.tables import NAIVE, WEIGHTED, Options, auc, truth_weight
+    from services.study.tables.common import disease_risk
+
+    rows = {r["analysis"]: r for r in auc(simulated, Options(50, 1)) if r["code"] == ""}
+    for analysis in (WEIGHTED, NAIVE):
+        ys, xs = [], []
+        for record in simulated:
+            found = truth_weight(record, analysis)
+            if found is None or not record.model_gradable:
+                continue
+            copies = round(found[1])
+            assert copies == pytest.approx(found[1])
+            ys += ["1" if found[0] else "0"] * copies
+            xs += [repr(disease_risk(record))] * copies
+        theirs = r(
+            "suppressMessages(library(pROC));"
+            f"y <- c({LINES.join(ys)});"
+            f"x <- c({LINES.join(xs)});"
+            "o <- roc(y, x, direction = '<', levels = c(0, 1), quiet = TRUE);"
+            "ci <- ci.auc(o, method = 'delong');"
+            "write.csv(data.frame(low = ci[1], auc = ci[2], high = ci[3]), stdout(),"
+            " row.names = FALSE)"
+        )[0]
+        assert float(rows[analysis]["auc"]) == pytest.approx(float(theirs["auc"]), abs=5e-5)
+        if analysis == NAIVE:
+            assert float(rows[NAIVE]["delong_low"]) == pytest.approx(float(theirs["low"]), abs=5e-5)
+            assert float(rows[NAIVE]["delong_high"]) == pytest.approx(
+                float(theirs["high"]), abs=5e-5
+            )
+
+
+Z = 1.959963984540054
+
+
+def r_csv(data: str, program: str) -> list[dict[str, str]]:
+    """Run an R program with ``data`` (CSV text) at the path in its variable ``data``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".csv") as file:
+        file.write(data + "\n")
+        file.flush()
+        return r(f"data <- '{file.name}';" + program)

@@ -4,7 +4,9 @@ every sheet, the HTML report opens in a browser, and no patient identity leaves.
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from sqlalchemy import select
 
 from reports.study_export import export
 from services.db.models import ArbitrationCase, ArbitrationState
+from services.study.protocol import DEFAULT, load_protocol
 from services.study.records import Filters, study_key
 from services.study.tables import Options
 from tests.clinic import PASSWORD, open_clinic, other_read
@@ -22,12 +25,17 @@ from tests.conftest import require_binary
 pytestmark = pytest.mark.integration
 CSVS = (
     "flow",
+    "index_results",
     "baseline",
+    "target_conditions",
+    "time_to_reference",
     "accuracy",
+    "accuracy_wilson",
     "accuracy_clopper_pearson",
     "referral",
     "auc",
     "paired",
+    "agreement",
     "subgroups",
     "calibration",
     "reliability",
@@ -36,6 +44,8 @@ CSVS = (
     "imrmc",
     "analysis_set",
     "weighted_averages",
+    "endpoints",
+    "sample_size",
 )
 
 
@@ -88,8 +98,12 @@ def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path
     for name in CSVS:
         first, second = (o / f"{name}.csv" for o in outs)
         assert first.read_bytes() == second.read_bytes(), name
-    flow = (outs[0] / "flow.csv").read_text()
-    assert "photographed,16," in flow
+    flow = list(csv.DictReader((outs[0] / "flow.csv").open()))
+    assert any(r["unit"] == "eye" and r["node"] == "E" and r["count"] == "16" for r in flow)
+    assert "visits_total" not in flow[0]
+    protocol = load_protocol()
+    assert snapshot["protocol"]["sha256"] == protocol.sha256
+    assert (outs[0] / "imrmc.imrmc").read_text().count("BEGIN DATA:") == 1
     referral = (outs[0] / "referral.csv").read_text()
     assert "weighted (Begg-Greenes)" in referral and "naive" in referral
     everything = "".join(
@@ -97,7 +111,10 @@ def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path
     )
     assert "Secret" not in everything and "P-" not in everything  # no names, no patient ids
     workbook = load_workbook(outs[0] / "study.xlsx", read_only=True)
-    assert set(CSVS) | {"methods", "checklist"} <= set(workbook.sheetnames)
+    row_level = {"analysis_set", "imrmc"}  # in the CSVs, not the workbook, when both are written
+    assert (set(CSVS) - row_level) | {"methods", "checklist", "row-level files"} == set(
+        workbook.sheetnames
+    )
 
 
 def test_the_statistician_downloads_it_and_reads_the_report_in_a_browser(
@@ -126,8 +143,59 @@ def test_the_statistician_downloads_it_and_reads_the_report_in_a_browser(
         page = browser.new_page()
         page.goto(report.as_uri())
         assert page.locator("#flow").evaluate("img => img.naturalWidth") > 0
+        assert page.locator("#flow-visits").evaluate("img => img.naturalWidth") > 0
+        assert "indeterminate" in page.inner_text("#table-flow")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert "agreement" not in page.inner_text("#table-paired").lower()
         assert page.locator("img.roc").count() >= 1
         assert "weighted (Begg-Greenes)" in page.inner_text("#table-referral")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "study-report.png"), full_page=True)
         browser.close()
+
+
+def test_export_writes_only_the_formats_asked(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key = study_key(tmp_path / "study.key")
+    out = tmp_path / "csv-only"
+    with study.runtime.sessions() as session:
+        snapshot = export(
+            session, Filters(), out, key, Options(replicates=20, seed=7), formats=("csv",)
+        )
+    names = {p.name for p in out.iterdir()}
+    assert "snapshot.json" in names and "accuracy.csv" in names
+    assert "study.xlsx" not in names and "report.html" not in names
+    assert snapshot["formats"] == ["csv"]
+    with study.runtime.sessions() as session, pytest.raises(ValueError, match="formats"):
+        export(session, Filters(), tmp_path / "x", key, formats=("pdf",))
+
+
+def test_cli_export_takes_format_and_protocol(study, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from eyescreen.cli import main
+
+    protocol = tmp_path / "protocol.toml"
+    protocol.write_text(
+        DEFAULT.read_text().replace('version = "default"', 'version = "registered-1"')
+    )
+    monkeypatch.setenv("EYESCREEN_DATA_DIR", str(study.settings.data_dir))
+    monkeypatch.setenv("EYESCREEN_DATABASE_URL", str(study.settings.database_url))
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        main,
+        [
+            "stats",
+            "export",
+            str(out),
+            "--format",
+            "html",
+            "--replicates",
+            "20",
+            "--protocol",
+            str(protocol),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"report.html", "snapshot.json"}
+    snapshot = json.loads((out / "snapshot.json").read_text())
+    assert snapshot["protocol"]["version"] == "registered-1"

@@ -1,5 +1,7 @@
-"""Paired comparisons of model and graders on the same eyes (McNemar, Newcombe) and agreement
-(Cohen's and Fleiss' kappa, Gwet's AC1)."""
+"""Model against grader on the same eyes (paired differences in sensitivity and specificity,
+weighted and naive, with McNemar's test and Newcombe's interval beside the naive ones), and
+agreement (Cohen's kappa model vs grader, Fleiss' kappa and Gwet's AC1 among graders), each in
+columns of its own, with patient cluster-bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from services.statistics.bootstrap import bootstrap_ratios, bootstrap_sums, percentile_columns
 from services.statistics.paired import (
     cohen_kappa,
     fleiss_kappa,
@@ -16,77 +19,171 @@ from services.statistics.paired import (
 )
 from services.study.records import EyeRecord
 from services.study.tables.common import (
+    ANALYSES,
+    NAIVE,
+    Options,
     Row,
-    has_reference,
+    bootstrap_label,
     num,
+    pvalue,
+    truth_weight,
 )
 
 
-def paired(records: Sequence[EyeRecord]) -> list[Row]:
-    """Model against the triaged grader read on the same eyes (referral), verified eyes."""
-    eyes = [
-        r for r in records if has_reference(r) and r.model_gradable and r.triaged_read is not None
-    ]
-    rows = []
-    for _group, wanted in (("diseased", True), ("non-diseased", False)):
-        chosen = [r for r in eyes if bool(r.reference) == wanted]
-        model_right = [r.model_referral == wanted for r in chosen]
-        grader_right = [bool(r.triaged_read) == wanted for r in chosen]
-        both = sum(m and g for m, g in zip(model_right, grader_right, strict=True))
-        only_model = sum(m and not g for m, g in zip(model_right, grader_right, strict=True))
-        only_grader = sum(g and not m for m, g in zip(model_right, grader_right, strict=True))
-        neither = len(chosen) - both - only_model - only_grader
-        difference = newcombe_paired(both, only_model, only_grader, neither)
-        rows.append(
-            {
+def paired(records: Sequence[EyeRecord], options: Options) -> list[Row]:
+    """Model minus the triaged grader in sensitivity (diseased eyes) and specificity (healthy
+    eyes), referral, on the eyes both graded; the weighted analysis first."""
+    labels: list[Row] = []
+    numerators, denominators = [], []
+    for analysis in ANALYSES:
+        for wanted in (True, False):
+            difference = np.zeros(len(records))
+            total = np.zeros(len(records))
+            cells = [0, 0, 0, 0]  # both right, only model, only grader, neither
+            for i, record in enumerate(records):
+                reference = truth_weight(record, analysis)
+                if reference is None or not record.model_gradable or record.triaged_read is None:
+                    continue
+                if bool(reference[0]) != wanted:
+                    continue
+                model = record.model_referral == wanted
+                grader = bool(record.triaged_read) == wanted
+                cells[(not model) * 2 + (not grader) if model == grader else 1 + (not model)] += 1
+                difference[i] = reference[1] * (model - grader)
+                total[i] = reference[1]
+            both, only_model, only_grader, neither = cells
+            row: Row = {
                 "comparison": f"{'sensitivity' if wanted else 'specificity'}: model - grader",
-                "eyes": len(chosen),
+                "analysis": analysis,
+                "eyes": sum(cells),
                 "both_correct": both,
                 "only_model": only_model,
                 "only_grader": only_grader,
                 "neither": neither,
-                "difference": num(difference.estimate),
-                "newcombe_low": num(difference.low),
-                "newcombe_high": num(difference.high),
-                "mcnemar_exact_p": num(mcnemar_exact(both, only_model, only_grader, neither)),
             }
-        )
-    table = [[0, 0], [0, 0]]
-    for r in eyes:
-        table[int(r.model_referral)][int(bool(r.triaged_read))] += 1
-    kappa = cohen_kappa(table)
-    rows.append(
-        {
-            "comparison": "Cohen's kappa, referral, model vs grader",
-            "eyes": kappa.n,
-            "difference": num(kappa.kappa),
-            "newcombe_low": num(kappa.low),
-            "newcombe_high": num(kappa.high),
-        }
+            if analysis == NAIVE:
+                newcombe = newcombe_paired(both, only_model, only_grader, neither)
+                row |= {
+                    "newcombe_low": num(newcombe.low),
+                    "newcombe_high": num(newcombe.high),
+                    "mcnemar_exact_p": pvalue(
+                        mcnemar_exact(both, only_model, only_grader, neither)
+                    ),
+                }
+            labels.append(row)
+            numerators.append(difference)
+            denominators.append(total)
+    results = bootstrap_ratios(
+        [r.patient_key for r in records],
+        np.column_stack(numerators),
+        np.column_stack(denominators),
+        options.replicates,
+        options.seed,
     )
-    several = [r for r in records if len([c for c in r.reads.values() if c is not None]) >= 2]
-    if several:
-        ratings = np.array(
-            [
-                [
-                    sum(not c for c in r.reads.values() if c is not None),
-                    sum(bool(c) for c in r.reads.values() if c is not None),
-                ]
-                for r in several
-            ]
-        )
-        rows.append(
-            {
-                "comparison": "Fleiss' kappa, referral, graders",
-                "eyes": len(several),
-                "difference": num(fleiss_kappa(ratings)),
-            }
-        )
-        rows.append(
-            {
-                "comparison": "Gwet's AC1, referral, graders",
-                "eyes": len(several),
-                "difference": num(gwet_ac1(ratings)),
-            }
-        )
+    columns = ("newcombe_low", "newcombe_high", "mcnemar_exact_p")
+    return [
+        {k: v for k, v in label.items() if k not in columns}
+        | {
+            "difference": num(estimate),
+            "difference_low": num(low),
+            "difference_high": num(high),
+            "interval": bootstrap_label(options),
+        }
+        | {k: label.get(k, "") for k in columns}
+        for label, (estimate, low, high) in zip(labels, results, strict=True)
+    ]
+
+
+def agreement(records: Sequence[EyeRecord], options: Options) -> list[Row]:
+    """Agreement on the referral, which needs no reference standard: every eye both read."""
+    clusters = [r.patient_key for r in records]
+    rows = [_cohen(records, clusters, options)]
+    ratings = np.zeros((len(records), 2))
+    for i, record in enumerate(records):
+        reads = [c for c in record.reads.values() if c is not None]
+        if len(reads) >= 2:
+            ratings[i] = (sum(not c for c in reads), sum(bool(c) for c in reads))
+    several = ratings.sum(axis=1) >= 2
+    if several.any():
+        sums = bootstrap_sums(clusters, _rating_terms(ratings), options.replicates, options.seed)
+        for name, statistic, function in (
+            ("Fleiss' kappa", _fleiss, fleiss_kappa),
+            ("Gwet's AC1", _ac1, gwet_ac1),
+        ):
+            low, high = percentile_columns(statistic(sums)[:, None])
+            rows.append(
+                {
+                    "statistic": name,
+                    "between": "graders (eyes with two or more gradable reads)",
+                    "eyes": int(several.sum()),
+                    "estimate": num(function(ratings[several])),
+                    "low": num(float(low[0])),
+                    "high": num(float(high[0])),
+                    "interval": bootstrap_label(options),
+                }
+            )
     return rows
+
+
+def _cohen(records: Sequence[EyeRecord], clusters: list[str], options: Options) -> Row:
+    """Cohen's kappa, model vs triaged grader: Fleiss-Cohen-Everitt interval (eyes as
+    independent) and the patient cluster bootstrap (the primary interval)."""
+    cells = np.zeros((len(records), 4))
+    for i, record in enumerate(records):
+        if record.model_gradable and record.triaged_read is not None:
+            cells[i, 2 * int(record.model_referral) + int(bool(record.triaged_read))] = 1
+    table = cells.sum(axis=0).reshape(2, 2)
+    kappa = cohen_kappa(table.astype(int).tolist())
+    sums = bootstrap_sums(clusters, cells, options.replicates, options.seed)
+    low, high = percentile_columns(_kappa(sums)[:, None])
+    return {
+        "statistic": "Cohen's kappa",
+        "between": "model and the triaged grader",
+        "eyes": kappa.n,
+        "estimate": num(kappa.kappa),
+        "low": num(float(low[0])),
+        "high": num(float(high[0])),
+        "interval": bootstrap_label(options),
+        "fce_low": num(kappa.low),
+        "fce_high": num(kappa.high),
+    }
+
+
+def _kappa(sums: np.ndarray) -> np.ndarray:
+    n = sums.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = sums / n[:, None]
+        observed = p[:, 0] + p[:, 3]
+        expected = (p[:, 0] + p[:, 1]) * (p[:, 0] + p[:, 2]) + (p[:, 2] + p[:, 3]) * (
+            p[:, 1] + p[:, 3]
+        )
+        return np.asarray((observed - expected) / (1 - expected))
+
+
+def _rating_terms(ratings: np.ndarray) -> np.ndarray:
+    """Per eye with two or more reads: 1, its pairwise agreement, n_healthy, n_referred, n,
+    and each category's share of its reads (the sums Fleiss' kappa and AC1 are made of)."""
+    raters = ratings.sum(axis=1)
+    keep = raters >= 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        agree = np.where(keep, (ratings * (ratings - 1)).sum(axis=1) / (raters * (raters - 1)), 0.0)
+        shares = np.where(keep[:, None], ratings / raters[:, None], 0.0)
+    counts = np.where(keep[:, None], ratings, 0.0)
+    return np.column_stack([keep.astype(float), agree, counts, np.where(keep, raters, 0), shares])
+
+
+def _fleiss(sums: np.ndarray) -> np.ndarray:
+    subjects, agree, healthy, referred, raters = (sums[:, k] for k in range(5))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed = agree / subjects
+        expected = (healthy / raters) ** 2 + (referred / raters) ** 2
+        return np.asarray((observed - expected) / (1 - expected))
+
+
+def _ac1(sums: np.ndarray) -> np.ndarray:
+    subjects, agree = sums[:, 0], sums[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed = agree / subjects
+        pi = sums[:, 5:7] / subjects[:, None]
+        chance = (pi * (1 - pi)).sum(axis=1)  # k - 1 = 1 for two categories
+        return np.asarray((observed - chance) / (1 - chance))

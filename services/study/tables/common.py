@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from services.statistics.accuracy import Estimate
 from services.study.records import VERIFIED, EyeRecord, ReferenceRoute
 from services.taxonomy.tree import load_taxonomy
@@ -26,6 +28,71 @@ POOLED = "graders pooled"
 class Options:
     replicates: int = 500  # bootstrap replicates
     seed: int = 20211
+
+
+WEIGHTED = "weighted (Begg-Greenes)"
+NAIVE = "naive"
+ANALYSES = (WEIGHTED, NAIVE)  # the weighted (unbiased) analysis first, in every table
+
+
+def truth_weight(record: EyeRecord, analysis: str) -> tuple[set[str], float] | None:
+    """The eye's reference and its weight in an analysis, None when it has no part in it.
+
+    Weighted (Begg and Greenes 1983, inverse probability weighting): only eyes the panel
+    verified, each weighted by 1 / its case's stored inclusion probability, so that the
+    verified sample stands for every triaged eye. Naive ("discrepant analysis"): every eye with
+    a reference, the concordant grader's read accepted as truth where the panel did not look."""
+    if record.reference is None:
+        return None
+    if record.reference_route in VERIFIED:
+        if analysis == NAIVE:
+            return record.reference, 1.0
+        probability = record.inclusion_probability
+        return (record.reference, 1.0 / probability) if probability else None
+    if record.reference_route == ReferenceRoute.CONCORDANT and analysis == NAIVE:
+        return record.reference, 1.0
+    return None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One analysis over all records at once: each record's weight (0 when it has no part in
+    the analysis) and reference (empty then)."""
+
+    weight: np.ndarray
+    reference: list[set[str]]
+
+
+def verification(records: Sequence[EyeRecord], analysis: str) -> Verification:
+    weights, references = np.zeros(len(records)), []
+    for i, record in enumerate(records):
+        found = truth_weight(record, analysis)
+        if found is not None:
+            weights[i] = found[1]
+        references.append(found[0] if found is not None else set())
+    return Verification(weights, references)
+
+
+def reader_entries(
+    records: Sequence[EyeRecord],
+) -> dict[str, tuple[np.ndarray, list[set[str] | None]]]:
+    """``reader_results`` as arrays: per reader, the records' indices and the codes read."""
+    index = {id(r): i for i, r in enumerate(records)}
+    return {
+        reader: (np.array([index[id(r)] for r, _ in pairs], dtype=int), [c for _, c in pairs])
+        for reader, pairs in reader_results(records).items()
+    }
+
+
+def bootstrap_label(options: Options) -> str:
+    return f"patient cluster bootstrap ({options.replicates} replicates, seed {options.seed})"
+
+
+def pvalue(value: float | None) -> str:
+    """A p-value as journals print it: four decimals, and '<0.0001' below that."""
+    if value is None or not math.isfinite(value):
+        return ""
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
 def has_reference(record: EyeRecord) -> bool:
@@ -74,7 +141,10 @@ def assessed_classes(records: Sequence[EyeRecord]) -> list[tuple[int, str, str, 
 
 
 def disease_risk(record: EyeRecord) -> float:
-    """The model's risk of any disease in an eye: its highest level-1 disease probability."""
+    """The model's risk of any disease in an eye: its highest level-1 disease probability
+    (nan when the model could not grade the eye: missing, not healthy)."""
+    if not record.model_gradable:
+        return math.nan
     taxonomy = load_taxonomy(record.route)
     values = [record.probabilities.get(n.code, 0.0) for n in taxonomy.level(1) if not n.normal]
     return max(values, default=0.0)

@@ -1,34 +1,157 @@
-"""The flow of eyes through the study and the baseline characteristics (STARD)."""
+"""The STARD flow diagram as a tree (participants, then the index test's result, then whether
+the reference standard was received and how, then the final diagnosis), in visits and in eyes;
+the index test's results with indeterminate ones counted; baseline characteristics; the
+distribution of the target conditions (STARD 21) and the time from index test to reference
+(STARD 22)."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from services.study.records import EyeRecord, ReferenceRoute
+import numpy as np
+
+from services.study.records import VERIFIED, EyeRecord, ReferenceRoute
 from services.study.tables.common import (
+    ANALYSES,
+    MODEL,
     Row,
+    assessed_classes,
     has_reference,
     num,
+    verification,
 )
+from services.taxonomy.tree import route_of_code
+
+INDEX_RESULTS = ("positive", "negative", "indeterminate (ungradable)")
+
+
+def _index_result(records: Sequence[EyeRecord]) -> str:
+    """Positive when any eye is referred on a gradable photograph, indeterminate when none is
+    and an eye could not be graded, negative otherwise."""
+    if any(r.model_gradable and r.model_referral for r in records):
+        return "positive"
+    if any(not r.model_gradable for r in records):
+        return "indeterminate (ungradable)"
+    return "negative"
+
+
+def _reference_branch(records: Sequence[EyeRecord]) -> tuple[str, str]:
+    """(received or the reason it was not, how): a unit receives the reference standard when
+    every eye of it did; the panel when any eye was verified."""
+    missing = [r.reference_route for r in records if not has_reference(r)]
+    if missing:
+        return "not received", sorted(missing, key=list(ReferenceRoute).index)[0].value
+    if any(r.reference_route in VERIFIED for r in records):
+        return "received", "panel"
+    return "received", ReferenceRoute.CONCORDANT.value
 
 
 def flow(records: Sequence[EyeRecord]) -> list[Row]:
-    """STARD flow counts, in eyes (and visits)."""
-    routes = Counter(r.reference_route for r in records)
-    rows = [
-        ("photographed", len(records)),
-        ("gradable for the model", sum(r.model_gradable for r in records)),
-        ("index test result (model)", sum(r.model_gradable for r in records)),
-        ("read by a grader", sum(bool(r.reads) for r in records)),
+    """The flow tree, one row per box: unit, node id, parent id, stage, label, count. Every
+    box's count is the sum of its children's (tests check it)."""
+    patients = len({r.patient_key for r in records})
+    rows: list[Row] = [
+        {
+            "unit": "patient",
+            "node": "P",
+            "parent": "",
+            "stage": "participants",
+            "label": "patients photographed (eligible and enrolled)",
+            "count": patients,
+        }
     ]
-    rows += [(f"reference: {route.value}", routes.get(route, 0)) for route in ReferenceRoute]
-    rows += [
-        ("with a reference standard", sum(has_reference(r) for r in records)),
-        ("excluded: no reference standard", sum(not has_reference(r) for r in records)),
+    visits: dict[str, list[EyeRecord]] = defaultdict(list)
+    for record in records:
+        visits[record.case_key].append(record)
+    rows += _tree("visit", "V", list(visits.values()), "visits: received the index test")
+    rows += _tree("eye", "E", [[r] for r in records], "eyes: received the index test")
+    return rows
+
+
+def _tree(unit: str, root: str, units: list[list[EyeRecord]], title: str) -> list[Row]:
+    counts: Counter[tuple[str, ...]] = Counter()
+    for members in units:
+        index = _index_result(members)
+        received, how = _reference_branch(members)
+        path: tuple[str, ...] = (index, received, how)
+        if received == "received":
+            diseased = any(bool(r.reference) for r in members)
+            path += ("final diagnosis: target condition" if diseased else "final diagnosis: none",)
+        for depth in range(1, len(path) + 1):
+            counts[path[:depth]] += 1
+    for result in INDEX_RESULTS:  # STARD shows every result box, empty ones too
+        counts[(result,)] = counts.get((result,), 0)
+    rows: list[Row] = [
+        {
+            "unit": unit,
+            "node": root,
+            "parent": "",
+            "stage": "index test",
+            "label": title,
+            "count": len(units),
+        }
     ]
-    visits = len({r.case_key for r in records})
-    return [{"step": step, "eyes": count, "visits_total": visits} for step, count in rows]
+    stages = ("index test result", "reference standard", "how / why not", "final diagnosis")
+    ids: dict[tuple[str, ...], str] = {(): root}
+    order = [*INDEX_RESULTS, "received", "not received"]
+    for path in sorted(counts, key=lambda p: (len(p), [_rank(order, x) for x in p])):
+        parent = ids[path[:-1]]
+        siblings = sum(1 for other in ids if len(other) == len(path) and other[:-1] == path[:-1])
+        ids[path] = f"{parent}.{siblings + 1}"
+        label = path[-1] if len(path) != 2 else f"reference standard {path[-1]}"
+        rows.append(
+            {
+                "unit": unit,
+                "node": ids[path],
+                "parent": parent,
+                "stage": stages[len(path) - 1],
+                "label": label,
+                "count": counts[path],
+            }
+        )
+    return rows
+
+
+def _rank(order: list[str], value: str) -> tuple[int, str]:
+    return (order.index(value) if value in order else len(order), value)
+
+
+def index_results(records: Sequence[EyeRecord]) -> list[Row]:
+    """Every reader's results on the eyes, indeterminate (ungradable) ones counted, not
+    dropped (STARD 15 and 19)."""
+    tallies: dict[str, Counter[str]] = defaultdict(Counter)
+    for record in records:
+        model = (
+            "indeterminate (ungradable)"
+            if not record.model_gradable
+            else ("positive" if record.model_referral else "negative")
+        )
+        tallies[MODEL][model] += 1
+        for grader, codes in record.reads.items():
+            result = (
+                "indeterminate (ungradable)"
+                if codes is None
+                else "positive"
+                if codes
+                else "negative"
+            )
+            tallies[grader][result] += 1
+    rows = []
+    for reader in sorted(tallies, key=lambda r: (r != MODEL, r)):
+        tally = tallies[reader]
+        total = sum(tally.values())
+        rows.append(
+            {
+                "reader": reader,
+                "eyes": total,
+                "positive": tally["positive"],
+                "negative": tally["negative"],
+                "indeterminate": tally["indeterminate (ungradable)"],
+                "indeterminate_share": num(tally["indeterminate (ungradable)"] / total),
+            }
+        )
+    return rows
 
 
 def baseline(records: Sequence[EyeRecord]) -> list[Row]:
@@ -48,4 +171,63 @@ def baseline(records: Sequence[EyeRecord]) -> list[Row]:
                     "share": num(count / len(first)),
                 }
             )
+    return rows
+
+
+def target_conditions(records: Sequence[EyeRecord]) -> list[Row]:
+    """STARD 21: how the target conditions are distributed among the eyes with a reference,
+    as eye counts and as weighted shares (the population's, verification corrected)."""
+    rows = []
+    classes = [("referral", "", "any disease")] + [
+        (f"level {level}", code, name) for level, _route, code, name in assessed_classes(records)
+    ]
+    routes = np.array([r.route for r in records])
+    for analysis in ANALYSES:
+        v = verification(records, analysis)
+        for level, code, name in classes:
+            eligible = (v.weight > 0) & ((routes == route_of_code(code)) if code else True)
+            present = (
+                np.array([code in ref if code else bool(ref) for ref in v.reference], dtype=bool)
+                & eligible
+            )
+            total = float(v.weight[eligible].sum())
+            rows.append(
+                {
+                    "level": level,
+                    "code": code,
+                    "class": name,
+                    "analysis": analysis,
+                    "eyes_with_condition": int(present.sum()),
+                    "eyes": int(eligible.sum()),
+                    "share": num(float(v.weight[present].sum()) / total if total else np.nan),
+                }
+            )
+    return rows
+
+
+def time_to_reference(records: Sequence[EyeRecord]) -> list[Row]:
+    """STARD 22: hours from the model's result to the reference standard (the grader's read
+    for concordant eyes, the panel's decision otherwise)."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        if not has_reference(record) or record.index_at is None or record.reference_at is None:
+            continue
+        hours = (record.reference_at - record.index_at).total_seconds() / 3600
+        groups[record.reference_route.value].append(hours)
+        groups["all"].append(hours)
+    rows = []
+    for route in sorted(groups, key=lambda g: (g != "all", g)):
+        values = np.array(groups[route])
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        rows.append(
+            {
+                "reference": route,
+                "eyes": len(values),
+                "median_hours": num(float(median), 1),
+                "q1_hours": num(float(q1), 1),
+                "q3_hours": num(float(q3), 1),
+                "max_hours": num(float(values.max()), 1),
+                "negative": int((values < 0).sum()),
+            }
+        )
     return rows

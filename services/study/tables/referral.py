@@ -8,28 +8,30 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.statistics.bootstrap import bootstrap_sums, percentile_interval
+from services.statistics.bootstrap import bootstrap_sums, percentile_columns
 from services.statistics.verification import Case, naive, weighted
-from services.study.records import VERIFIED, EyeRecord, ReferenceRoute, disease
+from services.study.records import VERIFIED, EyeRecord, disease
 from services.study.tables.common import (
     MODEL,
+    NAIVE,
+    WEIGHTED,
     Options,
     Row,
+    bootstrap_label,
+    has_reference,
     num,
 )
 
 
 def _cases_for(
     records: Sequence[EyeRecord], reader: str, unit: str, ungradable_as_referral: bool
-) -> list[Case]:
-    """Verification-bias cases for the referral: per eye, or per visit (any eye)."""
+) -> list[tuple[int, Case]]:
+    """Verification-bias cases for the referral: per eye, or per visit (any eye), each with
+    its row: the record's index, or the visit's (in order of first appearance)."""
     rows = []
     for record in records:
-        if record.inclusion_probability is None or (
-            record.triaged_read is None and record.reference is None
-        ):
-            continue
-        if record.reference_route in (ReferenceRoute.PANEL_PENDING, ReferenceRoute.UNGRADABLE):
+        # Only the eye without a reference is left out: a fellow eye keeps its own.
+        if record.inclusion_probability is None or not has_reference(record):
             continue
         if reader == MODEL:
             test = record.model_referral if record.model_gradable else ungradable_as_referral
@@ -44,7 +46,7 @@ def _cases_for(
             test = True if codes is None else bool(codes)
         verified = record.reference_route in VERIFIED
         truth = disease(record.reference) if verified else None
-        fallback = bool(disease(record.triaged_read))
+        fallback = bool(disease(record.reference))
         rows.append(
             (
                 record,
@@ -58,24 +60,36 @@ def _cases_for(
             )
         )
     if unit == "eye":
-        return [case for _, case in rows]
+        index = {id(r): i for i, r in enumerate(records)}
+        return [(index[id(record)], case) for record, case in rows]
+    order = _visit_order(records)
     visits: dict[str, list[Case]] = defaultdict(list)
     for record, case in rows:
         visits[record.case_key].append(case)
     merged = []
-    for cases in visits.values():
+    for key, cases in visits.items():
         truths = [c.truth for c in cases]
         truth = None if any(t is None for t in truths) else any(bool(t) for t in truths)
         merged.append(
-            Case(
-                any(c.test for c in cases),
-                truth,
-                cases[0].probability,
-                any(c.fallback for c in cases),
-                cases[0].cluster,
+            (
+                order[key],
+                Case(
+                    any(c.test for c in cases),
+                    truth,
+                    cases[0].probability,
+                    any(c.fallback for c in cases),
+                    cases[0].cluster,
+                ),
             )
         )
     return merged
+
+
+def _visit_order(records: Sequence[EyeRecord]) -> dict[str, int]:
+    order: dict[str, int] = {}
+    for record in records:
+        order.setdefault(record.case_key, len(order))
+    return order
 
 
 def _rate_terms(cases: Sequence[Case], weighted: bool) -> np.ndarray:
@@ -98,36 +112,39 @@ def _rate_terms(cases: Sequence[Case], weighted: bool) -> np.ndarray:
 
 
 def referral(records: Sequence[EyeRecord], options: Options) -> list[Row]:
-    """Referral sensitivity and specificity per reader and unit: naive (discrepant analysis)
-    beside the inverse-probability-weighted correction, both with cluster-bootstrap intervals;
+    """Referral sensitivity and specificity per reader and unit: the inverse-probability-
+    weighted correction first, then the naive (discrepant) analysis, both with patient
+    cluster-bootstrap intervals (one resampling of the patients for every row of a unit);
     ungradable counted as referral (intention to diagnose) or excluded (complete case)."""
-    rows = []
     readers = [MODEL, *sorted({g for r in records for g in r.reads})]
+    order = _visit_order(records)
+    visit_patient = {r.case_key: r.patient_key for r in records}
+    clusters = {
+        "eye": [r.patient_key for r in records],
+        "visit": [visit_patient[key] for key in order],
+    }
+    labels: dict[str, list[Row]] = {"eye": [], "visit": []}
+    columns: dict[str, list[np.ndarray]] = {"eye": [], "visit": []}
     for reader in readers:
         for unit in ("eye", "visit"):
             for handling, as_referral in (
                 ("ungradable = referral", True),
                 ("ungradable excluded", False),
             ):
-                cases = _cases_for(records, reader, unit, as_referral)
-                if not cases:
+                indexed = _cases_for(records, reader, unit, as_referral)
+                if not indexed:
                     continue
-                for analysis, statistic in (
-                    ("naive", naive),
-                    ("weighted (Begg-Greenes)", weighted),
-                ):
+                cases = [case for _, case in indexed]
+                rows = np.array([i for i, _ in indexed], dtype=int)
+                for analysis, statistic in ((WEIGHTED, weighted), (NAIVE, naive)):
                     sens, spec = statistic(cases)
-                    sums = bootstrap_sums(
-                        [c.cluster for c in cases],
-                        _rate_terms(cases, weighted=statistic is weighted),
-                        options.replicates,
-                        options.seed,
-                    )
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        s_low, s_high = percentile_interval(sums[:, 1] / sums[:, 0])
-                        p_low, p_high = percentile_interval(sums[:, 3] / sums[:, 2])
-                    rows.append(
+                    terms = np.zeros((len(clusters[unit]), 4))
+                    np.add.at(terms, rows, _rate_terms(cases, weighted=statistic is weighted))
+                    columns[unit].append(terms)
+                    labels[unit].append(
                         {
+                            "_seq": sum(len(v) for v in labels.values()),
+                            "_k": len(labels[unit]),
                             "reader": reader,
                             "unit": unit,
                             "ungradable": handling,
@@ -135,13 +152,34 @@ def referral(records: Sequence[EyeRecord], options: Options) -> list[Row]:
                             "n": len(cases),
                             "verified": sum(c.truth is not None for c in cases),
                             "sensitivity": num(sens),
-                            "sensitivity_low": num(s_low),
-                            "sensitivity_high": num(s_high),
                             "specificity": num(spec),
-                            "specificity_low": num(p_low),
-                            "specificity_high": num(p_high),
-                            "interval": f"cluster bootstrap by patient, {options.replicates} "
-                            f"replicates, seed {options.seed}",
                         }
                     )
-    return rows
+    intervals: dict[str, list[tuple[float, float, float, float]]] = {}
+    for unit, blocks in columns.items():
+        if not blocks:
+            intervals[unit] = []
+            continue
+        sums = bootstrap_sums(clusters[unit], np.hstack(blocks), options.replicates, options.seed)
+        sums = sums.reshape(options.replicates, len(blocks), 4)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sens_low, sens_high = percentile_columns(sums[:, :, 1] / sums[:, :, 0])
+            spec_low, spec_high = percentile_columns(sums[:, :, 3] / sums[:, :, 2])
+        intervals[unit] = list(zip(sens_low, sens_high, spec_low, spec_high, strict=True))
+    result = []
+    for label in sorted((r for rows in labels.values() for r in rows), key=lambda r: r["_seq"]):
+        s_low, s_high, p_low, p_high = intervals[label["unit"]][label["_k"]]
+        row = {k: v for k, v in label.items() if not k.startswith("_")}
+        result.append(
+            {k: row[k] for k in ("reader", "unit", "ungradable", "analysis", "n", "verified")}
+            | {
+                "sensitivity": row["sensitivity"],
+                "sensitivity_low": num(float(s_low)),
+                "sensitivity_high": num(float(s_high)),
+                "specificity": row["specificity"],
+                "specificity_low": num(float(p_low)),
+                "specificity_high": num(float(p_high)),
+                "interval": bootstrap_label(options),
+            }
+        )
+    return result

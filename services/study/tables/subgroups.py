@@ -1,53 +1,79 @@
-"""Referral accuracy in the prespecified subgroups."""
+"""The model's referral accuracy in the subgroups the protocol names (prespecified or
+exploratory), weighted and naive, with patient cluster-bootstrap intervals."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.statistics.accuracy import Interval, TwoByTwo
+import numpy as np
+
+from services.statistics.bootstrap import bootstrap_ratios
+from services.study.protocol import Protocol
 from services.study.records import EyeRecord
-from services.study.tables.common import (
-    Row,
-    estimate_columns,
-    has_reference,
-)
-
-SUBGROUPS = (
-    ("site", "prespecified"),
-    ("model_version", "prespecified"),
-    ("age_band", "prespecified"),
-    ("sex", "prespecified"),
-    ("camera", "exploratory"),
-)
+from services.study.tables.common import ANALYSES, Options, Row, bootstrap_label, num, truth_weight
 
 
-def subgroups(records: Sequence[EyeRecord]) -> list[Row]:
+def subgroups(records: Sequence[EyeRecord], protocol: Protocol, options: Options) -> list[Row]:
+    groups = [(a, "prespecified") for a in protocol.prespecified] + [
+        (a, "exploratory") for a in protocol.exploratory
+    ]
+    labels: list[Row] = []
+    numerators, denominators = [], []
+    for attribute, kind in groups:
+        for value in sorted({str(getattr(r, attribute)) for r in records}):
+            for analysis in ANALYSES:
+                terms = np.zeros((len(records), 4))  # diseased, found, healthy, cleared
+                eyes = 0
+                for i, record in enumerate(records):
+                    reference = truth_weight(record, analysis)
+                    if (
+                        reference is None
+                        or not record.model_gradable
+                        or str(getattr(record, attribute)) != value
+                    ):
+                        continue
+                    truth, weight = bool(reference[0]), reference[1]
+                    said = record.model_referral
+                    terms[i] = weight * np.array(
+                        [truth, truth and said, not truth, not truth and not said], dtype=float
+                    )
+                    eyes += 1
+                if not eyes:
+                    continue
+                labels.append(
+                    {
+                        "subgroup": attribute,
+                        "value": value,
+                        "analysis": analysis,
+                        "protocol": kind,
+                        "eyes": eyes,
+                        "diseased_weighted": num(float(terms[:, 0].sum()), 2),
+                    }
+                )
+                numerators += [terms[:, 1], terms[:, 3]]
+                denominators += [terms[:, 0], terms[:, 2]]
+    if not labels:
+        return []
+    results = bootstrap_ratios(
+        [r.patient_key for r in records],
+        np.column_stack(numerators),
+        np.column_stack(denominators),
+        options.replicates,
+        options.seed,
+    )
     rows = []
-    for attribute, kind in SUBGROUPS:
-        for value in sorted({getattr(r, attribute) for r in records}):
-            chosen = [
-                r
-                for r in records
-                if getattr(r, attribute) == value and has_reference(r) and r.model_gradable
-            ]
-            if not chosen:
-                continue
-            table = TwoByTwo.of(
-                [r.model_referral for r in chosen], [bool(r.reference) for r in chosen]
-            )
-            measures = table.measures(Interval.WILSON)
-            rows.append(
-                {
-                    "subgroup": attribute,
-                    "value": value,
-                    "analysis": kind,
-                    "eyes": len(chosen),
-                    "tp": table.tp,
-                    "fp": table.fp,
-                    "fn": table.fn,
-                    "tn": table.tn,
-                }
-                | estimate_columns("sensitivity", measures["sensitivity"])
-                | estimate_columns("specificity", measures["specificity"])
-            )
+    for k, label in enumerate(labels):
+        (sens, s_low, s_high), (spec, p_low, p_high) = results[2 * k], results[2 * k + 1]
+        rows.append(
+            label
+            | {
+                "sensitivity": num(sens),
+                "sensitivity_low": num(s_low),
+                "sensitivity_high": num(s_high),
+                "specificity": num(spec),
+                "specificity_low": num(p_low),
+                "specificity_high": num(p_high),
+                "interval": bootstrap_label(options),
+            }
+        )
     return rows

@@ -1,0 +1,160 @@
+"""The study protocol the export is judged against: endpoints with their performance goals and
+the test of each, prespecified and exploratory subgroups, the analysis unit and the sample-size
+justification. Read from a TOML file (the study's registered protocol, or the default shipped
+here); its SHA-256 goes into the snapshot so a reader knows which protocol the figures answer."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import norm
+
+DEFAULT = Path(__file__).with_name("protocol.toml")
+MEASURES = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "auc")
+SUBGROUP_ATTRIBUTES = ("site", "model_version", "age_band", "sex", "camera", "route")
+
+
+class ProtocolError(ValueError):
+    """The protocol file cannot be used; the message names the field and what to write."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    kind: str  # primary or secondary
+    reader: str
+    target: str  # "referral" or a class code
+    measure: str
+    analysis: str  # "weighted" or "naive"
+    goal: float
+    bound: str  # "lower": the lower 95 % bound must exceed the goal; "upper": stay below
+    ungradable: str = "excluded"  # or "referral": intention to diagnose (referral target)
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    endpoint: str
+    expected: float
+    alpha: float
+    power: float
+    prevalence: float
+
+    def positives_needed(self, goal: float) -> int:
+        """Diseased units for a one-sided binomial test of the goal (normal approximation)."""
+        za, zb = float(norm.ppf(1 - self.alpha)), float(norm.ppf(self.power))
+        spread = za * math.sqrt(goal * (1 - goal)) + zb * math.sqrt(
+            self.expected * (1 - self.expected)
+        )
+        return math.ceil((spread / (self.expected - goal)) ** 2)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    title: str
+    version: str
+    registration: str
+    analysis_unit: str
+    endpoints: tuple[Endpoint, ...]
+    prespecified: tuple[str, ...]
+    exploratory: tuple[str, ...]
+    sample_size: SampleSize | None
+    sha256: str
+    source: str
+
+
+def load_protocol(path: Path | None = None) -> Protocol:
+    """The protocol in ``path`` (the shipped default when None), checked field by field."""
+    path = path or DEFAULT
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise ProtocolError(f"cannot read the study protocol {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"the study protocol {path} is not valid TOML: {exc}") from exc
+    endpoints = tuple(_endpoint(i, e) for i, e in enumerate(data.get("endpoints", [])))
+    if not any(e.kind == "primary" for e in endpoints):
+        raise ProtocolError(f'{path}: name at least one [[endpoints]] with kind = "primary"')
+    subgroups = data.get("subgroups", {})
+    prespecified = tuple(subgroups.get("prespecified", ()))
+    exploratory = tuple(subgroups.get("exploratory", ()))
+    for attribute in prespecified + exploratory:
+        if attribute not in SUBGROUP_ATTRIBUTES:
+            raise ProtocolError(
+                f"{path}: subgroup {attribute!r} is not one of {', '.join(SUBGROUP_ATTRIBUTES)}"
+            )
+    unit = data.get("analysis_unit", "eye")
+    if unit not in ("eye", "visit"):
+        raise ProtocolError(f'{path}: analysis_unit is "eye" or "visit", not {unit!r}')
+    size = data.get("sample_size")
+    return Protocol(
+        title=str(data.get("title", "")),
+        version=str(data.get("version", "")),
+        registration=str(data.get("registration", "")),
+        analysis_unit=unit,
+        endpoints=endpoints,
+        prespecified=prespecified,
+        exploratory=exploratory,
+        sample_size=_sample_size(path, size, endpoints) if size else None,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        source="default (shipped)" if path == DEFAULT else path.name,
+    )
+
+
+def _endpoint(number: int, raw: dict[str, Any]) -> Endpoint:
+    where = f"endpoint {number + 1} ({raw.get('name', 'unnamed')})"
+    try:
+        endpoint = Endpoint(
+            name=str(raw["name"]),
+            kind=str(raw.get("kind", "secondary")),
+            reader=str(raw.get("reader", "model")),
+            target=str(raw.get("target", "referral")),
+            measure=str(raw["measure"]),
+            analysis=str(raw.get("analysis", "weighted")),
+            goal=float(raw["goal"]),
+            bound=str(raw.get("bound", "lower")),
+            ungradable=str(raw.get("ungradable", "excluded")),
+        )
+    except KeyError as exc:
+        raise ProtocolError(f"{where}: the field {exc.args[0]!r} is missing") from exc
+    if endpoint.measure not in MEASURES:
+        raise ProtocolError(f"{where}: measure is one of {', '.join(MEASURES)}")
+    if endpoint.analysis not in ("weighted", "naive") or endpoint.bound not in ("lower", "upper"):
+        raise ProtocolError(f"{where}: analysis is weighted or naive; bound is lower or upper")
+    if endpoint.ungradable not in ("excluded", "referral"):
+        raise ProtocolError(f"{where}: ungradable is excluded or referral")
+    if endpoint.ungradable == "referral" and (
+        endpoint.target != "referral" or endpoint.measure not in ("sensitivity", "specificity")
+    ):
+        raise ProtocolError(
+            f"{where}: ungradable = referral applies to the referral's sensitivity/specificity"
+        )
+    if endpoint.kind not in ("primary", "secondary") or not 0 < endpoint.goal < 1:
+        raise ProtocolError(f"{where}: kind is primary or secondary; goal lies in (0, 1)")
+    return endpoint
+
+
+def _sample_size(path: Path, raw: dict[str, Any], endpoints: tuple[Endpoint, ...]) -> SampleSize:
+    try:
+        size = SampleSize(
+            endpoint=str(raw["endpoint"]),
+            expected=float(raw["expected"]),
+            alpha=float(raw.get("alpha", 0.025)),
+            power=float(raw.get("power", 0.8)),
+            prevalence=float(raw["prevalence"]),
+        )
+    except KeyError as exc:
+        raise ProtocolError(f"{path}: [sample_size] needs {exc.args[0]!r}") from exc
+    goal = next((e.goal for e in endpoints if e.name == size.endpoint), None)
+    if goal is None:
+        raise ProtocolError(f"{path}: [sample_size] endpoint {size.endpoint!r} is not named")
+    if not goal < size.expected < 1 or not 0 < size.prevalence < 1:
+        raise ProtocolError(
+            f"{path}: [sample_size] needs goal < expected < 1, prevalence in (0, 1)"
+        )
+    return size

@@ -1,0 +1,310 @@
+"""The study's tables on the simulated study (``bench.study_simulation``), whose truth is
+known: partial verification (the naive analysis is biased, the weighted one recovers the truth
+within its interval), the STARD flow's sums, indeterminate results, the analysis set's codes,
+the protocol and the iMRMC file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.study_simulation import eye_records, simulate_visits, true_auc, true_sensitivity
+from services.statistics.calibration import net_benefit
+from services.study.protocol import ProtocolError, load_protocol
+from services.study.records import ReferenceRoute
+from services.study.tables import (
+    NAIVE,
+    WEIGHTED,
+    Options,
+    accuracy_table,
+    agreement,
+    analysis_set,
+    auc,
+    calibration_rows,
+    flow,
+    has_reference,
+    imrmc,
+    imrmc_text,
+    index_results,
+    paired,
+    referral,
+    subgroups,
+)
+from services.study.tables.common import pvalue
+
+OPTIONS = Options(replicates=200, seed=20211)
+
+
+@pytest.fixture(scope="module")
+def study():  # type: ignore[no-untyped-def]
+    visits = simulate_visits(4670, 4670)  # the bench study
+    return visits, eye_records(visits)
+
+
+def _model_rows(rows, code):  # type: ignore[no-untyped-def]
+    return {r["analysis"]: r for r in rows if r["reader"] == "model" and r["code"] == code}
+
+
+@pytest.mark.parametrize("code", ["", "F.GLAU.GLAU", "F.LENS.CAT", "F.VRD.MAC", "F.VRD.RDET"])
+def test_weighted_sensitivity_recovers_the_truth_and_naive_overstates_it(study, code) -> None:  # type: ignore[no-untyped-def]
+    visits, records = study
+    truth = true_sensitivity(visits, code)
+    rows = _model_rows(accuracy_table(records, OPTIONS), code)
+    weighted, naive = rows[WEIGHTED], rows[NAIVE]
+    assert float(weighted["sensitivity_low"]) <= truth <= float(weighted["sensitivity_high"])
+    assert float(naive["sensitivity"]) > truth + 0.02, (naive["sensitivity"], truth)
+    if not code:  # the referral: so biased that the naive interval misses the truth
+        assert float(naive["sensitivity_low"]) > truth
+
+
+def test_weighted_auc_recovers_the_truth_and_naive_overstates_it(study) -> None:  # type: ignore[no-untyped-def]
+    visits, records = study
+    truth = true_auc(visits)
+    rows = {r["analysis"]: r for r in auc(records, OPTIONS) if r["code"] == ""}
+    assert float(rows[WEIGHTED]["auc_low"]) <= truth <= float(rows[WEIGHTED]["auc_high"])
+    assert float(rows[NAIVE]["auc_low"]) > truth
+    assert rows[NAIVE]["delong_low"] and not rows[WEIGHTED]["delong_low"]
+
+
+def test_every_table_gives_both_analyses_weighted_first(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    protocol = load_protocol()
+    summary, bins, curve = calibration_rows(records)
+    for name, rows in (
+        ("accuracy", accuracy_table(records, OPTIONS)),
+        ("auc", auc(records, OPTIONS)),
+        ("referral", referral(records, OPTIONS)),
+        ("paired", paired(records, OPTIONS)),
+        ("subgroups", subgroups(records, protocol, OPTIONS)),
+        ("calibration", summary),
+        ("reliability", bins),
+        ("decision_curve", curve),
+    ):
+        analyses = [r["analysis"] for r in rows]
+        assert set(analyses) == {WEIGHTED, NAIVE}, name
+        assert analyses.index(WEIGHTED) < analyses.index(NAIVE), name
+
+
+def test_clustered_intervals_are_wider_than_independent_ones(study) -> None:  # type: ignore[no-untyped-def]
+    """Two correlated eyes per patient: the patient bootstrap is wider than Wilson's interval
+    for the naive referral sensitivity, which treats the eyes as independent."""
+    from services.statistics.accuracy import Interval, TwoByTwo
+
+    _, records = study
+    row = _model_rows(accuracy_table(records, OPTIONS), "")[NAIVE]
+    wilson = TwoByTwo(row["tp"], row["fp"], row["fn"], row["tn"]).measures(Interval.WILSON)
+    independent = wilson["sensitivity"].high - wilson["sensitivity"].low
+    clustered = float(row["sensitivity_high"]) - float(row["sensitivity_low"])
+    assert clustered > 1.1 * independent
+    right = {
+        r.case_key: bool(r.reference) for r in records if r.eye == "R" and r.reference is not None
+    }
+    left = {
+        r.case_key: bool(r.reference) for r in records if r.eye == "L" and r.reference is not None
+    }
+    both = sorted(set(right) & set(left))
+    correlation = np.corrcoef([right[k] for k in both], [left[k] for k in both])[0, 1]
+    assert correlation > 0.3  # the simulation's eyes are correlated
+
+
+def test_flow_is_a_tree_whose_boxes_add_up(study) -> None:  # type: ignore[no-untyped-def]
+    visits, records = study
+    rows = flow(records)
+    assert "visits_total" not in rows[0]
+    children: dict[str, int] = {}
+    for row in rows:
+        if row["parent"]:
+            children[row["parent"]] = children.get(row["parent"], 0) + row["count"]
+    for row in rows:
+        if row["node"] in children:
+            assert children[row["node"]] == row["count"], row
+    roots = {r["unit"]: r["count"] for r in rows if not r["parent"]}
+    assert roots == {"patient": len(visits), "visit": len(visits), "eye": len(records)}
+    eyes = [r for r in rows if r["unit"] == "eye"]
+    labels = {r["label"] for r in eyes}
+    assert {"positive", "negative", "indeterminate (ungradable)"} <= labels
+    assert {ReferenceRoute.CONCORDANT.value, "panel", ReferenceRoute.PANEL_PENDING.value} <= labels
+    received = sum(r["count"] for r in eyes if r["label"] == "reference standard received")
+    assert received == sum(
+        1
+        for r in records
+        if r.reference is not None and r.reference_route != ReferenceRoute.UNGRADABLE
+    )
+
+
+def test_indeterminate_results_are_counted(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    rows = {r["reader"]: r for r in index_results(records)}
+    assert rows["model"]["indeterminate"] == sum(not r.model_gradable for r in records) > 0
+    for reader, row in rows.items():
+        assert row["positive"] + row["negative"] + row["indeterminate"] == row["eyes"], reader
+    assert all(row["indeterminate"] > 0 for row in rows.values())
+
+
+def test_intention_to_diagnose_counts_each_graders_ungradable_eyes(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    rows = referral(records, OPTIONS)
+    counted = {}
+    for reader in sorted({r["reader"] for r in rows}):
+        chosen = {
+            r["ungradable"]: r
+            for r in rows
+            if r["reader"] == reader and r["unit"] == "eye" and r["analysis"] == NAIVE
+        }
+        ungradable = sum(
+            1
+            for r in records
+            if has_reference(r)
+            and (
+                not r.model_gradable
+                if reader == "model"
+                else reader in r.reads and r.reads[reader] is None
+            )
+        )
+        counted[reader] = ungradable
+        itd, excluded = chosen["ungradable = referral"], chosen["ungradable excluded"]
+        assert itd["n"] - excluded["n"] == ungradable, reader
+    assert counted.pop("model") > 0 and sum(counted.values()) > 0
+
+
+def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_reference(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    by_case: dict[str, list] = {}  # type: ignore[type-arg]
+    for record in records:
+        by_case.setdefault(record.case_key, []).append(record)
+    kept = [
+        eyes
+        for eyes in by_case.values()
+        if {r.reference_route for r in eyes}
+        == {ReferenceRoute.UNGRADABLE, ReferenceRoute.CONCORDANT}
+    ]
+    assert kept  # the simulation has such visits: the gradable eye keeps the concordant read
+    for eyes in kept:
+        fellow = next(r for r in eyes if r.reference_route == ReferenceRoute.CONCORDANT)
+        assert fellow.reference == fellow.triaged_read is not None
+
+
+def test_analysis_set_tells_healthy_from_missing_at_full_precision(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    rows = analysis_set(records)
+    ungradable = next(r for r, rec in zip(rows, records, strict=True) if not rec.model_gradable)
+    assert ungradable["disease_risk"] == "NA" and ungradable["p_F.GLAU"] == "NA"
+    assert ungradable["model_result"] == "UNGRADABLE"
+    references = {r["reference"] for r in rows}
+    assert {"NONE", "NA"} <= references
+    assert "" not in references
+    blinded = {r["grader_blinded"] for r in rows}
+    assert blinded == {"0", "1", "NA"}
+    reads = {
+        v for r in rows for k, v in r.items() if k.startswith("grader_") and k.endswith("_read")
+    }
+    assert {"NONE", "NA", "UNGRADABLE"} <= reads
+    # the decision curve is reproducible from the file: the probabilities are exact
+    text = io.StringIO()
+    writer = csv.DictWriter(text, list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    back = list(csv.DictReader(io.StringIO(text.getvalue())))
+    for row, record in zip(back, records, strict=True):
+        if record.model_gradable:
+            assert float(row["p_F.LENS.CAT"]) == record.probabilities["F.LENS.CAT"]
+    _, _, curve = calibration_rows(records)
+    naive = next(r for r in curve if r["analysis"] == NAIVE and r["threshold"] == "0.15")
+    chosen = [
+        (float(row["disease_risk"]), row["reference"] != "NONE")
+        for row in back
+        if row["reference"] != "NA" and row["disease_risk"] != "NA"
+    ]
+    p, y = np.array([c[0] for c in chosen]), np.array([c[1] for c in chosen])
+    assert f"{net_benefit(p, y, 0.15):.4f}" == naive["model_risk"]
+
+
+def test_agreement_has_its_own_columns_and_p_values_print_below_1e4(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    assert pvalue(3e-7) == "<0.0001" and pvalue(0.01234) == "0.0123" and pvalue(None) == ""
+    rows = paired(records, OPTIONS)
+    assert all("kappa" not in r["comparison"] for r in rows)
+    assert any(r["mcnemar_exact_p"] == "<0.0001" for r in rows)
+    statistics = {r["statistic"]: r for r in agreement(records, OPTIONS)}
+    assert set(statistics) == {"Cohen's kappa", "Fleiss' kappa", "Gwet's AC1"}
+    for row in statistics.values():
+        assert float(row["low"]) <= float(row["estimate"]) <= float(row["high"])
+
+
+def test_imrmc_file_is_what_imrmc_reads(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    text = imrmc_text(imrmc(records[:400]))
+    header, data = text.split("BEGIN DATA:\n")
+    assert "NOT fully crossed" in header
+    rows = [line.split(",") for line in data.splitlines()]
+    truth = [r for r in rows if r[0] == "truth"]
+    assert truth and all(r[2] == "truth" and r[3] in ("0", "1") for r in truth)
+    scores = {float(r[3]) for r in rows if r[0] == "model"}
+    assert max(scores) > 1  # on a 0-100 scale, not 0/1
+    assert len(scores) > 50
+
+
+def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    default = load_protocol()
+    assert len(default.sha256) == 64 and default.prespecified
+    custom = tmp_path / "protocol.toml"
+    custom.write_text(
+        (Path(default.source if False else "services/study/protocol.toml"))
+        .read_text()
+        .replace(
+            'prespecified = ["site", "model_version", "age_band", "sex"]', 'prespecified = ["sex"]'
+        )
+        .replace('exploratory = ["camera"]', "exploratory = []")
+    )
+    protocol = load_protocol(custom)
+    assert protocol.sha256 != default.sha256 and protocol.prespecified == ("sex",)
+    rows = subgroups(records, protocol, OPTIONS)
+    assert {r["subgroup"] for r in rows} == {"sex"} and {r["protocol"] for r in rows} == {
+        "prespecified"
+    }
+    from services.study.tables import endpoints, sample_size
+
+    accuracy_rows = accuracy_table(records, OPTIONS)
+    referral_rows = referral(records, OPTIONS)
+    ends = endpoints(protocol, accuracy_rows, auc(records, OPTIONS), referral_rows)
+    primary = next(r for r in ends if r["endpoint"] == "referral sensitivity")
+    assert primary["analysis"] == WEIGHTED and primary["ungradable"] == "referral"
+    itd = next(
+        r
+        for r in referral_rows
+        if r["reader"] == "model"
+        and r["unit"] == "eye"
+        and r["ungradable"] == "ungradable = referral"
+        and r["analysis"] == WEIGHTED
+    )
+    assert (primary["estimate"], primary["low"]) == (itd["sensitivity"], itd["sensitivity_low"])
+    assert primary["result"] == ("met" if float(primary["low"]) > 0.85 else "not met")
+    specificity = next(r for r in ends if r["endpoint"] == "referral specificity")
+    assert specificity["estimate"] == _model_rows(accuracy_rows, "")[WEIGHTED]["specificity"]
+    missing = endpoints(protocol, accuracy_rows, [], [])
+    assert {r["result"] for r in missing if r["measure"] != "specificity"} == {"not estimable"}
+    size = sample_size(protocol, accuracy_rows, len(records))[0]
+    assert size["units_with_condition_needed"] > 0 and size["units_needed_observed"]
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[[endpoints]]\nname = "x"\nmeasure = "sensitivity"\n')
+    with pytest.raises(ProtocolError, match="goal"):
+        load_protocol(broken)
+
+
+def test_weighted_estimates_need_the_inclusion_probability(study) -> None:  # type: ignore[no-untyped-def]
+    """A verified eye without a stored inclusion probability has no weight: it is left out of
+    the weighted analysis, not counted with weight 1."""
+    _, records = study
+    verified = next(r for r in records if r.reference_route == ReferenceRoute.PANEL_QC)
+    from services.study.tables import truth_weight
+
+    assert truth_weight(verified, WEIGHTED) == (verified.reference, 10.0)
+    assert truth_weight(replace(verified, inclusion_probability=None), WEIGHTED) is None
+    assert math.isclose(truth_weight(verified, NAIVE)[1], 1.0)  # type: ignore[index]
