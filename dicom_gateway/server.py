@@ -7,12 +7,19 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from dicom_gateway.commitment import (
+    add_report_context,
+    commitment_peers,
+    handle_commitment_report,
+    settle_commitment,
+)
 from dicom_gateway.conformance import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
 from dicom_gateway.guard import InspectorPool
 from dicom_gateway.handlers import StoreContext, handle_echo, handle_requested, handle_store
@@ -37,6 +44,7 @@ def build_scp_ae(settings: Settings) -> AE:
     for sop_class in STORAGE_SOP_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(VERIFICATION_SOP_CLASS, syntaxes[:2])
+    add_report_context(ae)  # Storage Commitment results from the PACS (N-EVENT-REPORT)
     return ae
 
 
@@ -110,10 +118,13 @@ def start_gateway(
         max_dataset_bytes=settings.max_dataset_mb << 20,
         urgent_sources=frozenset(settings.urgent_sources),
     )
+    callers = [*settings.dicom_sources, *commitment_peers(settings.sr_destinations)]
+    settle_report = partial(settle_commitment, ingest.sessions, dispatch)
     handlers: list[Any] = [
-        (evt.EVT_REQUESTED, handle_requested, [settings.dicom_sources]),
+        (evt.EVT_REQUESTED, handle_requested, [callers if settings.dicom_sources else []]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
+        (evt.EVT_N_EVENT_REPORT, handle_commitment_report, [settle_report]),
     ]
     if not settings.dicom_sources:
         log.warning(

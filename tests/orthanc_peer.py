@@ -50,9 +50,20 @@ class Orthanc:
             "StorageCompression": False,
             "DicomModalities": {"eyescreen": [gateway_ae, "127.0.0.1", gateway_port]},
             "StorageCommitmentReportsSize": 100,
+            "OverwriteInstances": True,  # a re-send is stored again: it shows in /changes
             "DicomScuTimeout": 10,
             "Plugins": [],
         }
+        self.receipts = home / "receipts.txt"  # one line per C-STORE kept, re-sends included
+        lua = home / "receipts.lua"
+        lua.write_text(
+            "function OnStoredInstance(instanceId, tags, metadata, origin)\n"
+            f"  local f = io.open({json.dumps(str(self.receipts))}, 'a')\n"
+            "  f:write(tags['SOPInstanceUID'] .. '\\n')\n"
+            "  f:close()\n"
+            "end\n"
+        )
+        config["LuaScripts"] = [str(lua)]
         (home / "orthanc.json").write_text(json.dumps(config))
         self.log = home / "orthanc.log"
         self.process = subprocess.Popen(
@@ -86,14 +97,15 @@ class Orthanc:
     def instances(self) -> list[str]:
         """SOP Instance UIDs Orthanc holds."""
         ids = httpx.get(f"{self.url}/instances", timeout=10).json()
-        return [
-            httpx.get(f"{self.url}/instances/{i}/simplified-tags", timeout=10).json()["SOPInstanceUID"]
-            for i in ids
-        ]
+        tags = [httpx.get(f"{self.url}/instances/{i}/simplified-tags", timeout=10) for i in ids]
+        return [t.json()["SOPInstanceUID"] for t in tags]
 
-    def received(self) -> int:
-        """How many C-STOREs Orthanc has received (a same-UID re-send counts again)."""
-        return int(httpx.get(f"{self.url}/statistics", timeout=10).json()["CountInstances"])
+    def received(self) -> list[str]:
+        """The SOP Instance UID of every C-STORE Orthanc kept, in order (a same-UID re-send
+        is overwritten and listed again)."""
+        if not self.receipts.exists():
+            return []
+        return [line for line in self.receipts.read_text().splitlines() if line]
 
     def forget(self, sop_instance_uid: str) -> None:
         """Delete an instance (as if the PACS lost it)."""

@@ -83,7 +83,7 @@ def _deliver_together(rt: WorkerRuntime, deliveries: dict[int, int]) -> None:
         if now >= rt.unreachable_until.get(destinations[delivery_id], 0.0)
     ]
     try:
-        outcomes = rt.reports().deliver_together(todo, rt.sender()) if todo else {}
+        outcomes = rt.reports().deliver_together(todo, rt.sender(), rt.asker()) if todo else {}
     except Exception:
         log.exception("inline delivery of %d report(s) failed; queued instead", len(todo))
         outcomes = {}

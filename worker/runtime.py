@@ -94,6 +94,7 @@ class WorkerRuntime:
     # destination -> monotonic time before which inline delivery leaves it to the queue
     unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
     _sender: Any = field(default=None, init=False)
+    _asker: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_session_factory(make_engine(self.settings.effective_database_url))
@@ -193,6 +194,17 @@ class WorkerRuntime:
             tls = client_context(self.settings) if needs_tls else None
             self._sender = make_sender(self.settings.ae_title, tls)
         return self._sender
+
+    def asker(self):  # type: ignore[no-untyped-def]
+        """C-FIND at the destinations: does it hold a report whose C-STORE went unanswered?"""
+        from dicom_gateway.tls import client_context
+        from reports.delivery import make_asker
+
+        if self._asker is None:
+            needs_tls = any(node.tls for node in self.settings.sr_destinations)
+            tls = client_context(self.settings) if needs_tls else None
+            self._asker = make_asker(self.settings.ae_title, tls)
+        return self._asker
 
     def explain_report(self, report_id: int) -> None:
         """Grad-CAM heatmaps for the report's predictions that lack one, each made with the

@@ -39,6 +39,7 @@ from services.kernel import metrics
 from services.kernel.outbox import add_message
 from services.kernel.storage import ContentStore
 from services.kernel.task_names import DELIVER_TASK, RENDER_TASK
+from services.reporting.commitment import CommitmentResult, record_commitment
 from services.reporting.predictions import latest_predictions, reading_order
 from services.screening import Finding
 from services.taxonomy.tree import load_taxonomy
@@ -120,19 +121,38 @@ class EncodedReport:
 EncodeReport = Callable[[CaseReport], EncodedReport]
 RenderDocument = Callable[[CaseReport], bytes]  # a PDF
 WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a sender did besides storing: the Transaction UID of the Storage Commitment it
+    requested (None where the destination does not support it), and any commitment results
+    the PACS sent back on the same association."""
+
+    commitment_uid: str | None = None
+    results: tuple[CommitmentResult, ...] = ()
+
+
 # Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
 # one association, in order; raises DeliveryError saying how many deliveries went whole.
-SendReport = Callable[[Sequence[Sequence[bytes]], str], None]
+SendReport = Callable[[Sequence[Sequence[bytes]], str], "Sent | None"]
+# Which of these SOP Instance UIDs the destination holds (C-FIND); None where it cannot tell.
+# Raises DeliveryError when the destination cannot be reached.
+AskPacs = Callable[[Sequence[str], str], "set[str] | None"]
 
 
 class DeliveryError(Exception):
     """A delivery that failed: connection refused, timeout, or a failure status; ``sent``
-    deliveries of the association's went whole before it."""
+    deliveries of the association's went whole before it; ``unknown``: the next one's C-STORE
+    went out and no answer came (the PACS may have kept it)."""
 
-    def __init__(self, message: str, status: int | None = None, sent: int = 0) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, sent: int = 0, unknown: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.sent = sent
+        self.unknown = unknown
 
 
 @dataclass(frozen=True)
@@ -344,17 +364,21 @@ class ReportService:
             )
         return objects
 
-    def deliver(self, delivery_id: int, send: SendReport) -> DeliveryOutcome:
+    def deliver(
+        self, delivery_id: int, send: SendReport, ask: AskPacs | None = None
+    ) -> DeliveryOutcome:
         """One attempt; the caller schedules the retry the outcome asks for."""
-        return self.deliver_together([delivery_id], send)[delivery_id]
+        return self.deliver_together([delivery_id], send, ask)[delivery_id]
 
     def deliver_together(
-        self, delivery_ids: Sequence[int], send: SendReport
+        self, delivery_ids: Sequence[int], send: SendReport, ask: AskPacs | None = None
     ) -> dict[int, DeliveryOutcome]:
         """One attempt at each delivery, those due to one destination over one association.
-        A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0."""
+        A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0.
+        A delivery whose last C-STORE went unanswered is first looked for at the PACS
+        (``ask``): found, it is delivered without sending it again."""
         outcomes: dict[int, DeliveryOutcome] = {}
-        due: dict[str, list[tuple[int, Report]]] = {}
+        due: dict[str, list[tuple[int, Report, bool]]] = {}
         with self.sessions() as session:
             for delivery_id in delivery_ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
@@ -364,47 +388,115 @@ class ReportService:
                 elif delivery.attempts and wait > 0:  # backing off: not yet
                     outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
                 else:
-                    due.setdefault(delivery.destination, []).append((delivery_id, delivery.report))
+                    due.setdefault(delivery.destination, []).append(
+                        (delivery_id, delivery.report, delivery.in_doubt)
+                    )
         for destination, items in due.items():
-            outcomes.update(self._send_to(destination, items, send))
+            outcomes.update(self._settle_and_send(destination, items, send, ask))
+        return outcomes
+
+    def _settle_and_send(
+        self,
+        destination: str,
+        items: list[tuple[int, Report, bool]],
+        send: SendReport,
+        ask: AskPacs | None,
+    ) -> dict[int, DeliveryOutcome]:
+        """Ask the PACS about the deliveries in doubt, then send what it does not hold."""
+        doubtful = {report.sop_instance_uid: i for i, report, doubt in items if doubt}
+        held: set[str] = set()
+        if doubtful and ask is not None:
+            try:
+                held = (ask(list(doubtful), destination) or set()) & set(doubtful)
+            except DeliveryError as exc:  # cannot ask: nothing is sent again blindly
+                metrics.DELIVERIES.labels(outcome="failed").inc(len(items))
+                return {
+                    i: self._failed(i, f"asking the PACS: {exc}", exc.status, unknown=doubt)
+                    for i, _, doubt in items
+                }
+        outcomes = self._delivered([doubtful[uid] for uid in held], destination, None)
+        if held:
+            log.info(
+                "%d report(s) in doubt were found at %s: not sent again", len(held), destination
+            )
+        todo = [(i, report) for i, report, _ in items if i not in outcomes]
+        if todo:
+            outcomes.update(self._send_to(destination, todo, send))
         return outcomes
 
     def _send_to(
         self, destination: str, items: list[tuple[int, Report]], send: SendReport
     ) -> dict[int, DeliveryOutcome]:
         ids = [delivery_id for delivery_id, _ in items]
+        objects = [self.objects_for(report) for _, report in items]
+        self._sending(ids)
+        sent_info: Sent | None = None
         try:
-            send([self.objects_for(report) for _, report in items], destination)
+            sent_info = send(objects, destination)
             error, sent = None, len(ids)
         except DeliveryError as exc:
             error, sent = exc, min(exc.sent, len(ids))
-        outcomes = self._delivered(ids[:sent], destination)
+        commitment = sent_info.commitment_uid if sent_info else None
+        outcomes = self._delivered(ids[:sent], destination, commitment)
         if error is not None:
             metrics.DELIVERIES.labels(outcome="failed").inc()
-            outcomes[ids[sent]] = self._failed(ids[sent], str(error), error.status)
+            outcomes[ids[sent]] = self._failed(ids[sent], str(error), error.status, error.unknown)
+            self._untried(ids[sent + 1 :])
             for untried in ids[sent + 1 :]:
                 outcomes[untried] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=0.0)
+        for result in sent_info.results if sent_info else ():
+            self.commitment_answered(result)
         return outcomes
 
-    def _delivered(self, ids: list[int], destination: str) -> dict[int, DeliveryOutcome]:
+    def commitment_answered(self, result: CommitmentResult) -> list[int]:
+        """The PACS's Storage Commitment result; returns outbox ids of the re-sends it asks."""
+        with transaction(self.sessions) as session:
+            return record_commitment(session, result)
+
+    def _sending(self, ids: list[int]) -> None:
+        """Before the C-STOREs: these deliveries are in doubt until their outcome is recorded
+        (a process killed mid-send leaves them so: the next attempt asks the PACS first)."""
+        with transaction(self.sessions) as session:
+            for delivery_id in ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                delivery.in_doubt, delivery.sending_at = True, utcnow()
+
+    def _untried(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with transaction(self.sessions) as session:
+            for delivery_id in ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                delivery.in_doubt, delivery.sending_at = False, None
+
+    def _delivered(
+        self, ids: list[int], destination: str, commitment_uid: str | None
+    ) -> dict[int, DeliveryOutcome]:
         if not ids:
             return {}
         with transaction(self.sessions) as session:
+            now = utcnow()
             for delivery_id in ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
                 delivery.attempts += 1
                 delivery.state = DeliveryState.DELIVERED
-                delivery.delivered_at = utcnow()
+                delivery.delivered_at = now
                 delivery.last_status, delivery.last_error = 0, None
+                delivery.in_doubt, delivery.sending_at = False, None
+                if commitment_uid is not None:
+                    delivery.commitment_uid, delivery.commitment_requested_at = commitment_uid, now
         metrics.DELIVERIES.labels(outcome="delivered").inc(len(ids))
         log.info("report deliveries %s to %s done", ids, destination)
         return {delivery_id: DeliveryOutcome(DeliveryState.DELIVERED) for delivery_id in ids}
 
-    def _failed(self, delivery_id: int, error: str, status: int | None) -> DeliveryOutcome:
+    def _failed(
+        self, delivery_id: int, error: str, status: int | None, unknown: bool = False
+    ) -> DeliveryOutcome:
         with transaction(self.sessions) as session:
             delivery = session.get_one(ReportDelivery, delivery_id)
             delivery.attempts += 1
             delivery.last_error, delivery.last_status = error[:1000], status
+            delivery.in_doubt, delivery.sending_at = unknown, None
             if delivery.attempts >= self.max_attempts:
                 delivery.state = DeliveryState.DEAD
                 log.error(
@@ -417,9 +509,10 @@ class ReportService:
             delay = min(self.max_delay_s, self.base_delay_s * 2 ** (delivery.attempts - 1))
             delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
             log.warning(
-                "report delivery %d failed (attempt %d), retry in %.0fs: %s",
+                "report delivery %d failed (attempt %d%s), retry in %.0fs: %s",
                 delivery_id,
                 delivery.attempts,
+                ", outcome unknown" if unknown else "",
                 delay,
                 error,
             )

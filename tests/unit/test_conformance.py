@@ -7,6 +7,8 @@ from pathlib import Path
 
 from dicom_gateway import statuses
 from dicom_gateway.conformance import (
+    COMMITMENT_SOP_CLASSES,
+    QUERY_SCU_SOP_CLASSES,
     SCU_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -30,7 +32,22 @@ def test_storage_classes_match_the_scp() -> None:
     expected = dict(STORAGE_SOP_CLASSES) | {VERIFICATION_SOP_CLASS: "Verification"}
     assert documented == expected
     contexts = {str(c.abstract_syntax) for c in build_scp_ae(Settings()).supported_contexts}
-    assert contexts == set(expected)
+    assert contexts == set(expected) | set(COMMITMENT_SOP_CLASSES)
+
+
+def test_commitment_and_query_classes_match_the_gateway_and_the_sender() -> None:
+    """Storage Commitment: the gateway accepts the PACS's association in the SCP role (to
+    receive N-EVENT-REPORT); the sender proposes it and C-FIND (``reports/delivery.py``)."""
+    documented = {uid: (name, role) for name, uid, role, _ in _table("commitment-sop-classes")}
+    assert documented == {
+        uid: (name, "SCU") for uid, name in (COMMITMENT_SOP_CLASSES | QUERY_SCU_SOP_CLASSES).items()
+    }
+    [context] = [
+        c
+        for c in build_scp_ae(Settings()).supported_contexts
+        if str(c.abstract_syntax) in COMMITMENT_SOP_CLASSES
+    ]
+    assert context.scp_role and context.scu_role  # role selection proposed by the PACS accepted
 
 
 def test_transfer_syntaxes_match_the_scp() -> None:
