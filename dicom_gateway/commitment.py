@@ -44,13 +44,15 @@ def accepts_commitment(assoc: Association) -> bool:
     )
 
 
-def request_commitment(assoc: Association, stored: Iterable[Dataset]) -> str | None:
+def request_commitment(
+    assoc: Association, stored: Iterable[Dataset], transaction_uid: str | None = None
+) -> str | None:
     """Ask the PACS to commit these data sets; their Transaction UID, or None where the PACS
     does not support Storage Commitment or refused the request."""
     if not accepts_commitment(assoc):
         return None
     request = Dataset()
-    request.TransactionUID = generate_uid()
+    request.TransactionUID = transaction_uid or generate_uid()
     refs = []
     for ds in stored:
         ref = Dataset()

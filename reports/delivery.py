@@ -31,7 +31,7 @@ def make_sender(
     """C-STORE each delivery's objects over one association; with ``commitment``, Storage
     Commitment is proposed too and, where the PACS accepts it, requested for what it stored."""
 
-    def send(deliveries: Sequence[Sequence[bytes]], destination: str) -> Sent:
+    def send(deliveries: Sequence[Sequence[bytes]], destination: str, transaction_uid: str) -> Sent:
         node = DicomNode.parse(destination)
         groups: list[list[Dataset]] = [
             [dcmread(BytesIO(data)) for data in objects] for objects in deliveries
@@ -53,7 +53,7 @@ def make_sender(
             try:
                 store_each(assoc, flat, node)
                 stored = True
-                uid = request_commitment(assoc, flat) if commitment else None
+                uid = request_commitment(assoc, flat, transaction_uid) if commitment else None
             finally:
                 assoc.release()
         except DeliveryFailed as exc:

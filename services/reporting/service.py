@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -134,8 +135,10 @@ class Sent:
 
 
 # Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
-# one association, in order; raises DeliveryError saying how many deliveries went whole.
-SendReport = Callable[[Sequence[Sequence[bytes]], str], "Sent | None"]
+# one association, in order, then asks for Storage Commitment under the Transaction UID given
+# (recorded before the association, so that a result that comes at once finds its deliveries);
+# raises DeliveryError saying how many deliveries went whole.
+SendReport = Callable[[Sequence[Sequence[bytes]], str, str], "Sent | None"]
 # Which of these SOP Instance UIDs the destination holds (C-FIND); None where it cannot tell.
 # Raises DeliveryError when the destination cannot be reached.
 AskPacs = Callable[[Sequence[str], str], "set[str] | None"]
@@ -429,10 +432,10 @@ class ReportService:
     ) -> dict[int, DeliveryOutcome]:
         ids = [delivery_id for delivery_id, _ in items]
         objects = [self.objects_for(report) for _, report in items]
-        self._sending(ids)
+        transaction_uid = self._sending(ids)
         sent_info: Sent | None = None
         try:
-            sent_info = send(objects, destination)
+            sent_info = send(objects, destination, transaction_uid)
             error, sent = None, len(ids)
         except DeliveryError as exc:
             error, sent = exc, min(exc.sent, len(ids))
@@ -453,13 +456,17 @@ class ReportService:
         with transaction(self.sessions) as session:
             return record_commitment(session, result)
 
-    def _sending(self, ids: list[int]) -> None:
+    def _sending(self, ids: list[int]) -> str:
         """Before the C-STOREs: these deliveries are in doubt until their outcome is recorded
-        (a process killed mid-send leaves them so: the next attempt asks the PACS first)."""
+        (a process killed mid-send leaves them so: the next attempt asks the PACS first), and
+        carry the Transaction UID their commitment will be asked under; returns it."""
+        transaction_uid = f"2.25.{uuid.uuid4().int}"  # a UUID-derived UID (PS3.5 B.2)
         with transaction(self.sessions) as session:
             for delivery_id in ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
                 delivery.in_doubt, delivery.sending_at = True, utcnow()
+                delivery.commitment_uid, delivery.committed_at = transaction_uid, None
+        return transaction_uid
 
     def _untried(self, ids: list[int]) -> None:
         if not ids:
@@ -468,6 +475,7 @@ class ReportService:
             for delivery_id in ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
                 delivery.in_doubt, delivery.sending_at = False, None
+                delivery.commitment_uid = None
 
     def _delivered(
         self, ids: list[int], destination: str, commitment_uid: str | None
@@ -478,13 +486,17 @@ class ReportService:
             now = utcnow()
             for delivery_id in ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
+                if commitment_uid is not None and delivery.commitment_uid != commitment_uid:
+                    continue  # the PACS's commitment result came first and failed it: re-sent
                 delivery.attempts += 1
                 delivery.state = DeliveryState.DELIVERED
                 delivery.delivered_at = now
                 delivery.last_status, delivery.last_error = 0, None
                 delivery.in_doubt, delivery.sending_at = False, None
-                if commitment_uid is not None:
-                    delivery.commitment_uid, delivery.commitment_requested_at = commitment_uid, now
+                if commitment_uid is None:  # not asked (not supported, or found by C-FIND)
+                    delivery.commitment_uid = None
+                else:
+                    delivery.commitment_requested_at = now
         metrics.DELIVERIES.labels(outcome="delivered").inc(len(ids))
         log.info("report deliveries %s to %s done", ids, destination)
         return {delivery_id: DeliveryOutcome(DeliveryState.DELIVERED) for delivery_id in ids}
@@ -497,6 +509,7 @@ class ReportService:
             delivery.attempts += 1
             delivery.last_error, delivery.last_status = error[:1000], status
             delivery.in_doubt, delivery.sending_at = unknown, None
+            delivery.commitment_uid = None
             if delivery.attempts >= self.max_attempts:
                 delivery.state = DeliveryState.DEAD
                 log.error(

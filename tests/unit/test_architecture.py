@@ -64,11 +64,14 @@ def test_the_checker_names_a_planted_breach(
 
 def test_the_checker_finds_a_circle_made_by_a_late_import(tree: dict[str, str]) -> None:
     planted = _planted(
-        tree, "services.kernel.errors", tree["services.kernel.errors"] + "\ndef f():\n"
-        "    from services.kernel import settings\n"
+        tree,
+        "services.kernel.errors",
+        tree["services.kernel.errors"] + "\ndef f():\n    from services.kernel import settings\n",
     )
     planted = _planted(
-        planted, "services.kernel.settings", tree["services.kernel.settings"] + "\nif False:\n"
-        "    from services.kernel.errors import StorageFull\n"
+        planted,
+        "services.kernel.settings",
+        tree["services.kernel.settings"] + "\nif False:\n"
+        "    from services.kernel.errors import StorageFull\n",
     )
     assert ["services.kernel.errors", "services.kernel.settings"] in import_circles(planted)

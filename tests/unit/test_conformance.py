@@ -91,4 +91,4 @@ def test_the_sender_refuses_what_the_statement_does_not_list() -> None:
 
     photo = encode(photo_to_dataset(generated_fundus_photos(1)[0], patient_id="C1"))
     with pytest.raises(DeliveryError, match="not in the conformance statement"):
-        make_sender("EYESCREEN")([[photo]], "PACS@127.0.0.1:9")
+        make_sender("EYESCREEN")([[photo]], "PACS@127.0.0.1:9", "2.25.1")

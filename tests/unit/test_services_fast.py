@@ -182,7 +182,7 @@ def test_delivery_backs_off_doubling_then_dead_letters(world: World) -> None:
         assert session.get_one(OutboxMessage, outbox_id).args == [delivery_id]
     attempts: list[str] = []
 
-    def refusing(objects: Sequence[bytes], destination: str) -> None:
+    def refusing(objects: Sequence[bytes], destination: str, transaction_uid: str) -> None:
         attempts.append(destination)
         raise DeliveryError("association refused", 0xA700)
 
@@ -225,7 +225,9 @@ def test_waiting_reports_go_over_one_association_and_a_failure_stops_only_the_re
         deliveries = session.scalars(select(ReportDelivery.id).order_by(ReportDelivery.id)).all()
     associations: list[int] = []
 
-    def second_refused(reports: Sequence[Sequence[bytes]], destination: str) -> None:
+    def second_refused(
+        reports: Sequence[Sequence[bytes]], destination: str, transaction_uid: str
+    ) -> None:
         associations.append(len(reports))
         raise DeliveryError("0xA700 out of resources", 0xA700, sent=1)
 
