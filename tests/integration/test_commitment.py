@@ -18,6 +18,9 @@ from sqlalchemy import select
 from dicom_gateway.commitment import STORAGE_COMMITMENT_INSTANCE
 from dicom_gateway.conformance import STORAGE_COMMITMENT_SOP_CLASS
 from dicom_gateway.photos import photo_to_dataset
+from eyescreen.status import collect_status
+from services.clinic.dashboard import health
+from services.db.base import utcnow
 from services.db.models import DeliveryState, Instance, Report, ReportDelivery
 from services.db.session import transaction
 from services.intake.ingest import IngestService
@@ -104,6 +107,12 @@ def test_orthanc_commits_a_delivered_report_through_the_gateway(site: Site) -> N
     committed = site.wait_committed(delivery_id)
     assert committed.state == DeliveryState.DELIVERED and committed.committed_at is not None
     assert site.pacs.received() == [uid]
+    assert collect_status(site.runtime.settings)["storage commitment"] == {
+        "committed": 1,
+        "uncommitted": 0,
+        "not asked": 0,
+        "in doubt": 0,
+    }
 
 
 def test_a_report_the_pacs_does_not_commit_is_sent_again(site: Site) -> None:
@@ -114,11 +123,18 @@ def test_a_report_the_pacs_does_not_commit_is_sent_again(site: Site) -> None:
     with transaction(site.runtime.sessions) as session:  # as if stored, then lost by the PACS
         row = session.get_one(ReportDelivery, delivery_id)
         row.state, row.attempts, row.commitment_uid = DeliveryState.DELIVERED, 1, transaction_uid
+        row.commitment_requested_at = utcnow()
+    with site.runtime.sessions() as session:  # the dashboard and status show it waiting
+        assert health(session).deliveries_uncommitted == 1
+    assert collect_status(site.runtime.settings)["storage commitment"]["uncommitted"] == 1
     _request_commitment(site.pacs, transaction_uid, uid)
     failed = site.wait_committed(delivery_id)
     assert failed.state == DeliveryState.PENDING and failed.committed_at is None
     assert "commit" in (failed.last_error or "")
-    assert (DELIVER_TASK.value, [delivery_id]) in site.gateway.published
+    deadline = time.monotonic() + 5  # queued by the gateway right after it recorded it
+    while (DELIVER_TASK.value, [delivery_id]) not in site.gateway.published:
+        assert time.monotonic() < deadline, site.gateway.published
+        time.sleep(0.05)
     assert site.deliver(delivery_id) == DeliveryState.DELIVERED
     assert site.wait_committed(delivery_id).committed_at is not None
     assert site.pacs.received() == [uid]
