@@ -29,9 +29,14 @@ class Service:
     when no database URL is given."""
 
     def __init__(
-        self, postgres_url: str | None, broker_port: int | None, tmp_path: Path, **extra: str
+        self,
+        postgres_url: str | None,
+        broker_port: int | None,
+        tmp_path: Path,
+        port: int | None = None,
+        **extra: str,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = tmp_path / "service.log"
         env = dict(
             os.environ,

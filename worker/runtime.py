@@ -101,7 +101,8 @@ class WorkerRuntime:
         margin = self.settings.min_free_disk_mb * 2**20
         self.images = ContentStore(self.settings.images_dir, margin)
         self.report_store = ContentStore(self.settings.reports_dir, 0)
-        self.dispatcher = OutboxDispatcher(self.sessions, self.publish)
+        lease = timedelta(seconds=self.settings.inference_lease_s)
+        self.dispatcher = OutboxDispatcher(self.sessions, self.publish, lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
         self.site_thresholds, self.threshold_set = load_site_thresholds(self.settings)
         self.batch_policy = BatchPolicy(
@@ -192,7 +193,7 @@ class WorkerRuntime:
         if self._sender is None:
             needs_tls = any(node.tls for node in self.settings.sr_destinations)
             tls = client_context(self.settings) if needs_tls else None
-            self._sender = make_sender(self.settings.ae_title, tls)
+            self._sender = _after(make_sender(self.settings.ae_title, tls), self, "mid-delivery")
         return self._sender
 
     def asker(self):  # type: ignore[no-untyped-def]
@@ -256,10 +257,34 @@ class WorkerRuntime:
             sessions=self.sessions,
             images=self.images,
             reports=self.report_store,
-            encode=make_encoder(device_uid(self.settings)),
+            encode=_before(make_encoder(device_uid(self.settings)), self, "mid-report"),
             destinations=[str(d) for d in self.settings.sr_destinations],
             render=make_renderer(decode_rgb) if self.settings.pdf_reports else None,
             wrap_pdf=wrap_pdf if self.settings.send_pdf_to_pacs else None,
             max_attempts=self.settings.sr_delivery_max_attempts,
             base_delay_s=self.settings.sr_retry_base_s,
+            lease_s=self.settings.inference_lease_s,
         )
+
+
+def _before(function: Any, rt: WorkerRuntime, point: str) -> Any:
+    """``function`` with the fault tests' failpoint ``point`` reached before it runs."""
+    from worker.failpoints import reach
+
+    def wrapped(*args: Any) -> Any:
+        reach(rt.settings, point)
+        return function(*args)
+
+    return wrapped
+
+
+def _after(function: Any, rt: WorkerRuntime, point: str) -> Any:
+    """``function`` with the fault tests' failpoint ``point`` reached after it returned."""
+    from worker.failpoints import reach
+
+    def wrapped(*args: Any) -> Any:
+        result = function(*args)
+        reach(rt.settings, point)
+        return result
+
+    return wrapped

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -182,6 +182,7 @@ class ReportService:
     max_attempts: int = 8
     base_delay_s: float = 5.0
     max_delay_s: float = 3600.0
+    lease_s: float = 30.0  # an attempt started longer ago than this was lost with its process
 
     def build_case(self, case_id: int) -> tuple[int, ...]:
         """Build the case's report if its content changed; returns outbox ids of deliveries."""
@@ -386,10 +387,13 @@ class ReportService:
             for delivery_id in delivery_ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
                 wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+                held = self._held_for(delivery)
                 if delivery.state != DeliveryState.PENDING:
                     outcomes[delivery_id] = DeliveryOutcome(delivery.state)
                 elif delivery.attempts and wait > 0:  # backing off: not yet
                     outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
+                elif held > 0:  # another process is sending it now
+                    outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=held)
                 else:
                     due.setdefault(delivery.destination, []).append(
                         (delivery_id, delivery.report, delivery.in_doubt)
@@ -397,6 +401,12 @@ class ReportService:
         for destination, items in due.items():
             outcomes.update(self._settle_and_send(destination, items, send, ask))
         return outcomes
+
+    def _held_for(self, delivery: ReportDelivery) -> float:
+        """Seconds left of another attempt's hold on this delivery (0: nobody holds it)."""
+        if delivery.sending_at is None:
+            return 0.0
+        return max(0.0, self.lease_s - (utcnow() - delivery.sending_at).total_seconds())
 
     def _settle_and_send(
         self,
@@ -430,9 +440,14 @@ class ReportService:
     def _send_to(
         self, destination: str, items: list[tuple[int, Report]], send: SendReport
     ) -> dict[int, DeliveryOutcome]:
-        ids = [delivery_id for delivery_id, _ in items]
+        transaction_uid, ids = self._sending([delivery_id for delivery_id, _ in items])
+        held = {
+            i: DeliveryOutcome(DeliveryState.PENDING, retry_in_s=self.lease_s) for i, _ in items
+        }
+        items = [(i, report) for i, report in items if i in ids]
+        if not items:
+            return held  # another process claimed them a moment ago
         objects = [self.objects_for(report) for _, report in items]
-        transaction_uid = self._sending(ids)
         sent_info: Sent | None = None
         try:
             sent_info = send(objects, destination, transaction_uid)
@@ -449,24 +464,40 @@ class ReportService:
                 outcomes[untried] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=0.0)
         for result in sent_info.results if sent_info else ():
             self.commitment_answered(result)
-        return outcomes
+        return {i: held[i] for i in held if i not in ids} | outcomes
 
     def commitment_answered(self, result: CommitmentResult) -> list[int]:
         """The PACS's Storage Commitment result; returns outbox ids of the re-sends it asks."""
         with transaction(self.sessions) as session:
             return record_commitment(session, result)
 
-    def _sending(self, ids: list[int]) -> str:
-        """Before the C-STOREs: these deliveries are in doubt until their outcome is recorded
-        (a process killed mid-send leaves them so: the next attempt asks the PACS first), and
-        carry the Transaction UID their commitment will be asked under; returns it."""
+    def _sending(self, ids: list[int]) -> tuple[str, list[int]]:
+        """Before the C-STOREs: claim the deliveries no other attempt holds; they are in doubt
+        until their outcome is recorded (a process killed mid-send leaves them so: the next
+        attempt asks the PACS first), and carry the Transaction UID their commitment will be
+        asked under. Returns that UID and the deliveries claimed, in order."""
         transaction_uid = f"2.25.{uuid.uuid4().int}"  # a UUID-derived UID (PS3.5 B.2)
+        now = utcnow()
+        free = or_(
+            ReportDelivery.sending_at.is_(None),
+            ReportDelivery.sending_at < now - timedelta(seconds=self.lease_s),
+        )
+        claimed = []
         with transaction(self.sessions) as session:
             for delivery_id in ids:
-                delivery = session.get_one(ReportDelivery, delivery_id)
-                delivery.in_doubt, delivery.sending_at = True, utcnow()
-                delivery.commitment_uid, delivery.committed_at = transaction_uid, None
-        return transaction_uid
+                result = session.execute(
+                    update(ReportDelivery)
+                    .where(ReportDelivery.id == delivery_id, free)
+                    .values(
+                        in_doubt=True,
+                        sending_at=now,
+                        commitment_uid=transaction_uid,
+                        committed_at=None,
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(delivery_id)
+        return transaction_uid, claimed
 
     def _untried(self, ids: list[int]) -> None:
         if not ids:

@@ -1,0 +1,81 @@
+"""A worker child killed with SIGKILL at each point of an image's way from the model to the
+PACS, on both profiles, with Orthanc as the PACS: every pending report and delivery resumes
+within 60 s with the default lease (30 s) and stale period (10 minutes), and Orthanc receives
+each report's SR exactly once (a delivery whose answer was lost is looked up, not re-sent).
+
+The worker stops at a named failpoint (``worker/failpoints.py``) and is killed there; the
+seconds from the kill until every report is delivered are printed (``-s``) as
+``RECOVERY <point> <profile> <seconds>``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from services.db.models import DeliveryState, Report, ReportDelivery
+from tests.conftest import free_port
+from tests.orthanc_peer import Orthanc
+from tests.running_service import Service
+from tests.service_harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+PHOTOS = 6  # one batch: six cases, six reports
+DEFAULTS = {
+    "EYESCREEN_INFERENCE_LEASE_S": "30",
+    "EYESCREEN_STALE_AFTER_S": "600",
+    "EYESCREEN_OUTBOX_RESEND_AFTER_S": "30",
+}
+
+
+def _start(profile: str, request: pytest.FixtureRequest, tmp_path: Path, point: str):  # type: ignore[no-untyped-def]
+    port = free_port()
+    pacs = Orthanc(tmp_path / "orthanc", "EYESCREEN", port)
+    extra = DEFAULTS | {"EYESCREEN_FAILPOINT": point, "EYESCREEN_SR_DESTINATIONS": pacs.destination}
+    if profile == "embedded":
+        return pacs, Service(None, None, tmp_path, port=port, **extra)
+    broker = request.getfixturevalue("redis_broker")
+    url = request.getfixturevalue("postgres_url")
+    return pacs, Service(url, broker.port, tmp_path, port=port, **extra)
+
+
+@pytest.mark.parametrize("profile", ["postgres-redis", "embedded"])
+@pytest.mark.parametrize("point", ["after-predictions", "mid-report", "mid-delivery"])
+def test_worker_killed_at_each_point_resumes_within_a_minute_one_sr_per_report(
+    point: str, profile: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    pacs, service = _start(profile, request, tmp_path, point)
+    try:
+        service.send(PHOTOS, tmp_path)
+        marker = tmp_path / "var" / "failpoints" / point
+        wait_for(marker.exists, 180, f"a worker at {point}", service.log)
+        time.sleep(0.2)  # the pid is written
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def all_delivered() -> bool:
+            reports = service.scalar(select(func.count()).select_from(Report))
+            delivered = service.scalar(
+                select(func.count())
+                .select_from(ReportDelivery)
+                .where(ReportDelivery.state == DeliveryState.DELIVERED)
+            )
+            return reports == PHOTOS and delivered == PHOTOS
+
+        wait_for(all_delivered, 240, "every report delivered after the kill", service.log)
+        seconds = time.monotonic() - killed_at
+        print(f"RECOVERY {point} {profile} {seconds:.1f}")
+        assert seconds < 60, f"the work pending at {point} waited {seconds:.0f} s"
+        time.sleep(3)
+        with service.engine.connect() as conn:
+            uids = sorted(conn.execute(select(Report.sop_instance_uid)).scalars())
+        assert sorted(pacs.received()) == uids  # each report's SR once, none sent twice
+        assert service.predictions_per_instance() == [1] * PHOTOS
+    finally:
+        service.stop()
+        pacs.stop()
