@@ -301,3 +301,80 @@ def test_stale_work_is_requeued_once_per_period_and_old_sent_rows_are_pruned(
         )
         assert prune_sent_messages(session, timedelta(days=7)) == 1  # unsent rows stay
         assert len(session.scalars(select(OutboxMessage)).all()) == 2
+
+
+def test_a_row_taken_for_inline_work_is_queued_only_once_its_worker_lost_the_lease(
+    world: World,
+) -> None:
+    """A worker takes a row to do inline and is killed: the row is not queued while the lease
+    runs (the worker may be alive and working), and is queued once it has run out."""
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.kernel.outbox import finish, take
+
+    world.receive(NORMAL, "1.2.3.41")
+    sent: list[str] = []
+    dispatcher = OutboxDispatcher(
+        world.sessions, lambda task, args: sent.append(task), timedelta(seconds=30)
+    )
+    with world.sessions() as session:
+        row_id = session.scalars(select(OutboxMessage.id)).one()
+    assert take(world.sessions, row_id) is not None
+    assert take(world.sessions, row_id) is None  # one taker
+    assert dispatcher.sweep(older_than=timedelta(0)) == 0  # held: not queued
+    with transaction(world.sessions) as session:  # the worker died 31 s ago
+        session.execute(update(OutboxMessage).values(taken_at=utcnow() - timedelta(seconds=31)))
+    assert dispatcher.sweep(older_than=timedelta(0)) == 1
+    assert sent == [INFER_TASK]
+
+    world.receive(GLAUCOMA, "1.2.3.42")
+    with world.sessions() as session:
+        other = session.scalars(select(OutboxMessage.id).where(OutboxMessage.id != row_id)).one()
+    take(world.sessions, other)
+    finish(world.sessions, [other])  # done inline: never queued
+    with transaction(world.sessions) as session:
+        session.execute(update(OutboxMessage).values(taken_at=utcnow() - timedelta(hours=1)))
+    assert dispatcher.sweep(older_than=timedelta(0)) == 0 and sent == [INFER_TASK]
+
+
+def test_a_delivery_another_attempt_holds_is_not_sent_and_one_lost_is_requeued(
+    world: World,
+) -> None:
+    """Two processes on one delivery: the second leaves it to the first while its attempt's
+    lease runs; an attempt lost with its process leaves the delivery in doubt, and the sweep
+    queues it again after a lease, not after the stale period."""
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.operations.recovery import requeue_lost_follow_ups
+
+    world.inference.infer([world.receive(NORMAL, "1.2.3.43")])
+    with world.sessions() as session:
+        case_id = session.scalars(select(Instance.case_pk)).one()
+    world.reports.build_case(case_id)
+    with world.sessions() as session:
+        delivery_id = session.scalars(select(ReportDelivery.id)).one()
+    sends: list[int] = []
+
+    def send(objects: Sequence[Sequence[bytes]], destination: str, transaction_uid: str) -> None:
+        sends.append(len(objects))
+
+    _, claimed = world.reports._sending([delivery_id])  # the first process, then killed
+    assert claimed == [delivery_id]
+    held = world.reports.deliver(delivery_id, send)
+    assert held.state == DeliveryState.PENDING and held.retry_in_s and sends == []
+    with transaction(world.sessions) as session:  # its lease runs out
+        stale = utcnow() - timedelta(seconds=40)
+        session.execute(update(ReportDelivery).values(sending_at=stale, next_attempt_at=stale))
+        session.execute(update(OutboxMessage).values(created_at=stale))
+        lost = requeue_lost_follow_ups(session, timedelta(seconds=30))
+        assert len(lost) == 1 and requeue_lost_follow_ups(session, timedelta(seconds=30)) == []
+        assert session.get_one(ReportDelivery, delivery_id).in_doubt
+    assert world.reports.deliver(delivery_id, send).state == DeliveryState.DELIVERED
+    assert sends == [1]  # no way to ask this PACS: sent again (at least once)
+    with world.sessions() as session:
+        done = session.get_one(ReportDelivery, delivery_id)
+        assert not done.in_doubt and done.sending_at is None
