@@ -14,6 +14,7 @@ from services.kernel.settings import Settings
 
 FAILPOINT_ENV = "EYESCREEN_FAILPOINT"
 POINTS = (
+    "mid-inference",  # a batch claimed, the model running
     "after-predictions",  # predictions committed, their report not yet built
     "mid-report",  # the report's outbox row taken, its SR being encoded
     "mid-delivery",  # the SR stored at the PACS, the answer not yet recorded

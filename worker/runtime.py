@@ -11,6 +11,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from services.screening import registry
 from services.screening.decision import heatmap_targets
 from services.screening.inference import BatchPolicy, InferenceService
 from services.taxonomy.tree import ROUTES
+from worker.failpoints import reach
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,11 @@ class SiteModel:
     def device(self) -> Any:
         return self.predictor.device
 
+    before_predict: Any = None  # the fault tests' "mid-inference" failpoint
+
     def predict(self, images: list[Any]) -> list[dict[str, float]]:
+        if self.before_predict is not None:
+            self.before_predict()
         return self.predictor.predict(images)  # type: ignore[no-any-return]
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
@@ -161,9 +167,11 @@ class WorkerRuntime:
                 )
                 while len(self._predictors) >= 4:  # old versions after activations
                     self._predictors.pop(next(iter(self._predictors)))
-                self._predictors[path] = SiteModel(
+                model = SiteModel(
                     predictor, self.site_thresholds.get(route, {}), self.threshold_set
                 )
+                model.before_predict = partial(reach, self.settings, "mid-inference")
+                self._predictors[path] = model
             return self._predictors[path]
 
     def inference(self) -> InferenceService:
@@ -269,7 +277,6 @@ class WorkerRuntime:
 
 def _before(function: Any, rt: WorkerRuntime, point: str) -> Any:
     """``function`` with the fault tests' failpoint ``point`` reached before it runs."""
-    from worker.failpoints import reach
 
     def wrapped(*args: Any) -> Any:
         reach(rt.settings, point)
@@ -280,7 +287,6 @@ def _before(function: Any, rt: WorkerRuntime, point: str) -> Any:
 
 def _after(function: Any, rt: WorkerRuntime, point: str) -> Any:
     """``function`` with the fault tests' failpoint ``point`` reached after it returned."""
-    from worker.failpoints import reach
 
     def wrapped(*args: Any) -> Any:
         result = function(*args)
