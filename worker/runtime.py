@@ -107,7 +107,7 @@ class WorkerRuntime:
         margin = self.settings.min_free_disk_mb * 2**20
         self.images = ContentStore(self.settings.images_dir, margin)
         self.report_store = ContentStore(self.settings.reports_dir, 0)
-        lease = timedelta(seconds=self.settings.inference_lease_s)
+        lease = timedelta(seconds=self.settings.inline_lease_s)
         self.dispatcher = OutboxDispatcher(self.sessions, self.publish, lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
         self.site_thresholds, self.threshold_set = load_site_thresholds(self.settings)
