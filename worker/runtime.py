@@ -80,6 +80,21 @@ class SiteModel:
         return provenance | {"threshold_set": self.threshold_set}
 
 
+def process_gone(worker_id: str) -> bool:
+    """Whether a worker id (``host:pid``) names a process of this machine that no longer runs
+    (killed): its claims need not wait for their lease. Another machine's: not known."""
+    host, _, pid = worker_id.rpartition(":")
+    if host != socket.gethostname()[: len(host)] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def device_uid(settings: Settings) -> str:
     """A stable UID for this installation's screening device (the SR observer)."""
     return generate_uid(entropy_srcs=["eyescreen-device", settings.ae_title])
@@ -114,6 +129,7 @@ class WorkerRuntime:
         self.batch_policy = BatchPolicy(
             size=self.settings.inference_batch_size,
             lease=timedelta(seconds=self.settings.inference_lease_s),
+            gone=process_gone,
         )
 
     def default_checkpoint(self, route: str) -> Path:

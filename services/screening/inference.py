@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -62,6 +62,9 @@ class BatchPolicy:
     size: int = 16
     lease: timedelta = timedelta(seconds=30)  # longer than any batch takes
     poll_s: float = 0.1
+    # Whether the worker of a claim is known to be dead (a killed process on this machine):
+    # its claims are taken over at once instead of after the lease. None: only the lease.
+    gone: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class InferenceService:
         writer at a time), so two workers never hold the same image nor wait on each other."""
         now = utcnow()
         free = or_(Instance.claimed_at.is_(None), Instance.claimed_at < now - policy.lease)
+        gone = self._gone_holders(worker, policy, now)
+        if gone:
+            free = or_(free, Instance.claimed_by.in_(gone))
         with transaction(self.sessions) as session:
             mine = session.execute(
                 update(Instance)
@@ -165,6 +171,25 @@ class InferenceService:
                 )
             )
         return [instance_id, *companions]
+
+    def _gone_holders(self, worker: str, policy: BatchPolicy, now: datetime) -> list[str]:
+        """Workers holding live claims whose process is known to be dead."""
+        if policy.gone is None:
+            return []
+        with self.sessions() as session:
+            holders = session.scalars(
+                select(Instance.claimed_by)
+                .where(
+                    Instance.state == InstanceState.RECEIVED,
+                    Instance.claimed_at >= now - policy.lease,
+                    Instance.claimed_by != worker,
+                )
+                .distinct()
+            ).all()
+        gone = [h for h in holders if h and policy.gone(h)]
+        if gone:
+            log.warning("claims of %d dead worker(s) taken over before their lease", len(gone))
+        return gone
 
     def _release(self, instance_ids: list[int], worker: str) -> None:
         with transaction(self.sessions) as session:

@@ -378,3 +378,36 @@ def test_a_delivery_another_attempt_holds_is_not_sent_and_one_lost_is_requeued(
     with world.sessions() as session:
         done = session.get_one(ReportDelivery, delivery_id)
         assert not done.in_doubt and done.sending_at is None
+
+
+def test_claims_of_a_worker_known_dead_are_taken_over_before_their_lease(world: World) -> None:
+    """A worker killed mid-batch on this machine: the next one takes its images over at once
+    (its process is gone), not after the 30 s lease."""
+    import time
+
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.screening.inference import BatchPolicy
+    from worker.runtime import process_gone
+
+    first = world.receive(NORMAL, "1.2.3.51")
+    second = world.receive(GLAUCOMA, "1.2.3.52", study="1.2.4")
+    with transaction(world.sessions) as session:
+        session.execute(update(Instance).values(claimed_by="dead:1", claimed_at=utcnow()))
+    policy = BatchPolicy(size=4, lease=timedelta(seconds=30), gone=lambda w: w == "dead:1")
+    started = time.monotonic()
+    outcomes = world.inference.infer_batch(first, "live:2", policy)
+    assert time.monotonic() - started < 5
+    assert sorted(o.instance_id for o in outcomes if o.prediction_id) == [first, second]
+
+    import os
+    import socket
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    host = socket.gethostname()
+    assert process_gone(f"{host}:{child.pid}") and not process_gone(f"{host}:{os.getpid()}")
+    assert not process_gone(f"another-machine:{child.pid}")
