@@ -53,7 +53,7 @@ def follow_up(rt: WorkerRuntime, outbox_ids: Iterable[int]) -> None:
 
 
 def _take(rt: WorkerRuntime, message_id: int) -> tuple[TaskName, int] | None:
-    taken = take(rt.sessions, message_id)
+    taken = take(rt.sessions, message_id, rt.worker_id)
     if taken is None:
         return None
     task, args = taken

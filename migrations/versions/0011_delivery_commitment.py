@@ -3,7 +3,7 @@ rows taken by a worker for inline work carry the time they were taken (a lease).
 
 ``report_delivery``: ``in_doubt`` (a C-STORE whose answer was never recorded), ``sending_at``
 (an attempt in progress), ``commitment_uid``, ``commitment_requested_at``, ``committed_at``.
-``outbox``: ``taken_at``.
+``outbox``: ``taken_at``, ``taken_by``.
 
 Revision ID: 0011
 Revises: 0007
@@ -35,10 +35,12 @@ def upgrade() -> None:
         batch.create_index(batch.f("ix_report_delivery_commitment_uid"), ["commitment_uid"])
     with op.batch_alter_table("outbox", schema=None) as batch:
         batch.add_column(sa.Column("taken_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("taken_by", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch:
+        batch.drop_column("taken_by")
         batch.drop_column("taken_at")
     with op.batch_alter_table("report_delivery", schema=None) as batch:
         batch.drop_index(batch.f("ix_report_delivery_commitment_uid"))

@@ -259,6 +259,7 @@ class OutboxMessage(Base):
     # Taken by a worker to do inline (``take``): if that worker dies before marking the row
     # sent, the sweeper publishes it once this is older than the inline lease.
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    taken_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the worker's id
 
 
 report_prediction = Table(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, false, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, list[Any]], None]
 
 
-def add_message(session: Session, task_name: str, *args: Any) -> OutboxMessage:
-    """An outbox row for a task, committed with the change that calls for it."""
+def add_message(
+    session: Session, task_name: str, *args: Any, held_by: str | None = None
+) -> OutboxMessage:
+    """An outbox row for a task, committed with the change that calls for it; ``held_by``: a
+    worker that will do it at once itself (taken from the start, so that if the worker dies
+    before it gets to it, the row is queued after the inline lease, not the resend grace)."""
     message = OutboxMessage(task_name=task_name, args=list(args))
+    if held_by is not None:
+        message.taken_at, message.taken_by = utcnow(), held_by
     session.add(message)
     session.flush()
     return message
@@ -97,19 +103,23 @@ class OutboxDispatcher:
         return self.dispatch(ids)
 
 
-def take(sessions: sessionmaker[Session], message_id: int) -> tuple[str, list[Any]] | None:
+def take(
+    sessions: sessionmaker[Session], message_id: int, worker: str | None = None
+) -> tuple[str, list[Any]] | None:
     """Claim an unsent row to do its work in this process (``taken_at``, so that it is not
-    also queued); None if it was sent or taken already. ``finish`` marks it done; work taken
-    and then lost to a crash is queued by the sweeper once the lease has run out."""
+    also queued); None if it was sent or taken already (by another than ``worker``).
+    ``finish`` marks it done; work taken and then lost to a crash is queued by the sweeper
+    once the lease has run out."""
+    mine = OutboxMessage.taken_by == worker if worker is not None else false()
     with transaction(sessions) as session:
         taken = session.execute(
             update(OutboxMessage)
             .where(
                 OutboxMessage.id == message_id,
                 OutboxMessage.sent_at.is_(None),
-                OutboxMessage.taken_at.is_(None),
+                or_(OutboxMessage.taken_at.is_(None), mine),
             )
-            .values(taken_at=utcnow())
+            .values(taken_at=utcnow(), taken_by=worker)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
             return None
@@ -132,7 +142,9 @@ def give_back(sessions: sessionmaker[Session], message_id: int) -> None:
     """Undo ``take``: the row is free again, for the queue."""
     with transaction(sessions) as session:
         session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == message_id).values(taken_at=None)
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id)
+            .values(taken_at=None, taken_by=None)
         )
 
 

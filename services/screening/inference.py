@@ -111,7 +111,7 @@ class InferenceService:
                 break
             time.sleep(policy.poll_s)
         try:
-            return self.infer(claimed)
+            return self.infer(claimed, worker)
         finally:
             self._release(claimed, worker)
 
@@ -199,8 +199,11 @@ class InferenceService:
                 .values(claimed_by=None, claimed_at=None)
             )
 
-    def infer(self, instance_ids: Sequence[int]) -> list[InferenceOutcome]:
-        """Read each instance once with its route's model; a bad image fails alone."""
+    def infer(
+        self, instance_ids: Sequence[int], worker: str | None = None
+    ) -> list[InferenceOutcome]:
+        """Read each instance once with its route's model; a bad image fails alone. The
+        report rows it writes are held by ``worker``, which builds the reports straight away."""
         outcomes: list[InferenceOutcome] = []
         pending: dict[str, list[tuple[int, np.ndarray]]] = {}
         with self.sessions() as session:
@@ -221,10 +224,12 @@ class InferenceService:
                     continue
                 pending.setdefault(instance.route, []).append((instance_id, rgb))
         for route, items in pending.items():
-            outcomes.extend(self._run(route, items))
+            outcomes.extend(self._run(route, items, worker))
         return outcomes
 
-    def _run(self, route: str, items: list[tuple[int, np.ndarray]]) -> list[InferenceOutcome]:
+    def _run(
+        self, route: str, items: list[tuple[int, np.ndarray]], worker: str | None = None
+    ) -> list[InferenceOutcome]:
         model = self.model_for_route(route)
         started = time.perf_counter()
         probabilities = model.predict([rgb for _, rgb in items])
@@ -233,7 +238,7 @@ class InferenceService:
         metrics.BATCH_SIZE.observe(len(items))
         provenance = model.provenance(elapsed / len(items), len(items))
         return [
-            self._record(instance_id, model, route, probs, rgb, provenance)
+            self._record(instance_id, model, route, probs, rgb, provenance, worker)
             for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
         ]
 
@@ -245,6 +250,7 @@ class InferenceService:
         probabilities: dict[str, float],
         rgb: np.ndarray,
         provenance: dict[str, Any],
+        worker: str | None = None,
     ) -> InferenceOutcome:
         quality = assess(rgb, route)
         if model.stand_in:
@@ -282,7 +288,7 @@ class InferenceService:
                 instance.state = InstanceState.PREDICTED
                 instance.error = None
                 session.flush()
-                message = add_message(session, REPORT_TASK, instance.case_pk)
+                message = add_message(session, REPORT_TASK, instance.case_pk, held_by=worker)
                 outcome = InferenceOutcome(instance_id, prediction.id, (message.id,))
         except IntegrityError:
             # Another worker recorded the same (instance, model) first: theirs stands.
