@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
@@ -93,8 +93,15 @@ class OutboxDispatcher:
             ids = session.scalars(
                 select(OutboxMessage.id)
                 .where(OutboxMessage.sent_at.is_(None))
-                .where(or_(OutboxMessage.created_at < cutoff, OutboxMessage.attempts > 0))
-                .where(self._free())
+                .where(
+                    or_(
+                        and_(  # never taken: the broker did not take it
+                            OutboxMessage.taken_at.is_(None),
+                            or_(OutboxMessage.created_at < cutoff, OutboxMessage.attempts > 0),
+                        ),
+                        OutboxMessage.taken_at < utcnow() - self.lease,  # its worker died
+                    )
+                )
                 .order_by(OutboxMessage.id)
                 .limit(limit)
             ).all()
