@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -158,11 +159,15 @@ def test_a_delivery_in_doubt_is_looked_up_not_sent_again(site: Site) -> None:
 
 
 def _in_doubt(site: Site, delivery_id: int) -> None:
-    """What a process killed between its C-STORE and recording the answer leaves behind."""
+    """What a process killed between its C-STORE and recording the answer leaves behind,
+    once the attempt's hold (the inference lease) has run out."""
     with transaction(site.runtime.sessions) as session:
         row = session.get_one(ReportDelivery, delivery_id)
         row.state, row.committed_at, row.commitment_uid = DeliveryState.PENDING, None, None
     site.runtime.reports()._sending([delivery_id])
+    with transaction(site.runtime.sessions) as session:
+        lease = timedelta(seconds=site.runtime.settings.inference_lease_s + 1)
+        session.get_one(ReportDelivery, delivery_id).sending_at = utcnow() - lease
 
 
 def _request_commitment(pacs: Orthanc, transaction_uid: str, sop_instance_uid: str) -> None:
