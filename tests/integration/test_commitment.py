@@ -81,8 +81,7 @@ class Site:
 
 @pytest.fixture
 def site(database_url: str, tmp_path: Path) -> Iterator[Site]:
-    if not Path(ORTHANC).exists():
-        require_binary(ORTHANC)
+    require_binary(ORTHANC)
     gateway = Gateway(database_url, tmp_path / "var")
     pacs = Orthanc(tmp_path / "orthanc", gateway.settings.ae_title, gateway.port)
     settings = Settings(

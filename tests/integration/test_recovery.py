@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.db.models import DeliveryState, Report, ReportDelivery
-from tests.conftest import free_port
-from tests.orthanc_peer import Orthanc
+from tests.conftest import free_port, require_binary
+from tests.orthanc_peer import ORTHANC, Orthanc
 from tests.running_service import Service
 from tests.service_harness import wait_for
 
@@ -37,6 +37,7 @@ DEFAULTS = {
 
 
 def _start(profile: str, request: pytest.FixtureRequest, tmp_path: Path, point: str):  # type: ignore[no-untyped-def]
+    require_binary(ORTHANC)
     port = free_port()
     pacs = Orthanc(tmp_path / "orthanc", "EYESCREEN", port)
     extra = DEFAULTS | {"EYESCREEN_FAILPOINT": point, "EYESCREEN_SR_DESTINATIONS": pacs.destination}
