@@ -1,12 +1,16 @@
 """Soak with faults: the production profile under sustained load while things break.
 
     .venv/bin/python bench/soak.py [--photos 5000] [--faults all|none|NAME,...] [--json PATH]
+                                   [--pacs storescp|orthanc]
 
 PostgreSQL (the local server, through a proxy this script can cut), a Redis of its own (so it
 can be restarted with or without its data), the gateway, a worker service (two processes and
 beat) and the web application run as separate processes, each restarted when it exits, as
 docker-compose's ``restart: always`` does. DCMTK storescp (``+uf``: a duplicate would be a
-second file) is the PACS, behind a proxy. Four senders store generated photographs over
+second file) is the PACS, behind a proxy; with ``--pacs orthanc``, Orthanc is (Debian's
+package: Storage Commitment to the gateway and C-FIND, so a delivery whose answer was lost is
+looked up rather than sent again; every C-STORE it keeps, re-sends included, is logged by a Lua
+callback). Four senders store generated photographs over
 parallel associations, retrying whatever was not acknowledged (as cameras do); a grader reads
 cases in the web application meanwhile. The faults are injected one at a time while photographs
 flow; a fault's recovery time is the seconds from its end until the service has again stored an
@@ -56,8 +60,10 @@ from services.db.models import (  # noqa: E402
     Prediction,
     Report,
     ReportDelivery,
+    report_prediction,
 )
 from tests.dicom_peers import storescu_config  # noqa: E402
+from tests.orthanc_peer import Orthanc  # noqa: E402
 from tests.synthetic_photos import generated_fundus_photos  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
 
@@ -154,6 +160,9 @@ class Figures:
     delivered: int = 0
     duplicated_reports: int = 0  # SR objects at the PACS beyond one per report version
     resent_same_sr: int = 0  # an SR received again under its own UID (outcome was unknown)
+    committed: int = 0  # deliveries the PACS committed (Storage Commitment; Orthanc)
+    uncommitted: int = 0  # stored, commitment asked, no result at the end
+    pacs: str = "storescp"
     seconds: float = 0.0
     images_per_second: float = 0.0
     latency_p50_s: float = 0.0
@@ -166,8 +175,8 @@ class Figures:
 
 
 class Soak:
-    def __init__(self, work: Path, faults: list[str]) -> None:
-        self.work, self.faults = work, faults
+    def __init__(self, work: Path, faults: list[str], pacs: str = "storescp") -> None:
+        self.work, self.faults, self.pacs_kind = work, faults, pacs
         self.logs = work / "logs"
         self.logs.mkdir()
         self.inbox = work / "pacs"
@@ -177,23 +186,30 @@ class Soak:
         self.lock = threading.Lock()
         self._database()
         self._redis_start(keep_data=False)
-        self.pacs_port = free_port()
-        self.pacs = subprocess.Popen(
-            [
-                "/usr/bin/storescp",
-                "+uf",
-                "-aet",
-                "PACS",
-                "-od",
-                str(self.inbox),
-                str(self.pacs_port),
-            ],
-            env=DCMTK_ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.pacs_proxy = TcpProxy("127.0.0.1", self.pacs_port)
         self.port, self.web_port = free_port(), free_port()
+        self.orthanc: Orthanc | None = None
+        self.receipts: dict[str, list[float]] = {}  # Orthanc: SR UID -> times it was kept
+        if pacs == "orthanc":
+            self.orthanc = Orthanc(work / "orthanc", "EYESCREEN", self.port, ae_title="PACS")
+            self.pacs_port, self.pacs = self.orthanc.port, self.orthanc.process
+            threading.Thread(target=self._watch_receipts, daemon=True).start()
+        else:
+            self.pacs_port = free_port()
+            self.pacs = subprocess.Popen(
+                [
+                    "/usr/bin/storescp",
+                    "+uf",
+                    "-aet",
+                    "PACS",
+                    "-od",
+                    str(self.inbox),
+                    str(self.pacs_port),
+                ],
+                env=DCMTK_ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        self.pacs_proxy = TcpProxy("127.0.0.1", self.pacs_port)
         self.free_mb = shutil.disk_usage(work).free >> 20
         self.env = dict(
             os.environ,
@@ -332,8 +348,28 @@ class Soak:
         if waiting:
             raise RuntimeError(f"{len(waiting)} photographs never acknowledged")
 
+    def _watch_receipts(self) -> None:
+        """Orthanc's Lua callback appends the UID of each C-STORE it keeps; timed here."""
+        assert self.orthanc is not None
+        read = 0
+        while True:
+            lines = self.orthanc.received()
+            now = time.time()
+            for uid in lines[read:]:
+                self.receipts.setdefault(uid, []).append(now)
+            read = len(lines)
+            time.sleep(0.2)
+
+    def sr_uids(self) -> list[str]:
+        """The SOP Instance UID of every SR the PACS received, a re-send counted again."""
+        if self.orthanc is not None:
+            return [uid for uid, times in list(self.receipts.items()) for _ in times]
+        return [str(sr.SOPInstanceUID) for sr, _ in self._srs()]
+
     def sr_arrivals(self) -> dict[str, list[float]]:
         """Source SOP Instance UID -> arrival times of every SR naming it at the PACS."""
+        if self.orthanc is not None:
+            return self._orthanc_arrivals()
         seen: dict[str, list[float]] = {}
         for sr, path in self._srs():
             evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
@@ -341,6 +377,21 @@ class Soak:
                 for ref in series.ReferencedSOPSequence:
                     uid = str(ref.ReferencedSOPInstanceUID)
                     seen.setdefault(uid, []).append(path.stat().st_mtime)
+        return seen
+
+    def _orthanc_arrivals(self) -> dict[str, list[float]]:
+        with self.engine.connect() as connection:
+            sources = connection.execute(
+                select(Report.sop_instance_uid, Instance.sop_instance_uid)
+                .join(report_prediction, report_prediction.c.report_pk == Report.id)
+                .join(Prediction, Prediction.id == report_prediction.c.prediction_pk)
+                .join(Instance, Instance.id == Prediction.instance_pk)
+            ).all()
+        seen: dict[str, list[float]] = {}
+        receipts = dict(self.receipts)
+        for sr_uid, source in sources:
+            for arrival in receipts.get(sr_uid, []):
+                seen.setdefault(source, []).append(arrival)
         return seen
 
     def _srs(self):  # type: ignore[no-untyped-def]
@@ -464,7 +515,10 @@ class Soak:
         for kept in (self.web, self.gateway, self.worker):
             kept.stop()
         self.pacs.send_signal(signal.SIGCONT)
-        self.pacs.terminate()
+        if self.orthanc is not None:
+            self.orthanc.stop()
+        else:
+            self.pacs.terminate()
         self.redis.terminate()
         self.pacs_proxy.down()
         self.engine.dispose()
@@ -522,17 +576,31 @@ class Soak:
         # twice when a delivery's outcome was unknown (the PACS went silent or the connection
         # was cut after it stored the SR, before its answer came back): C-STORE is at least
         # once, and a PACS keeps one object per SOP Instance UID. Those are counted, not failed.
-        uids = [str(sr.SOPInstanceUID) for sr, _ in self._srs()]
+        uids = self.sr_uids()
         with self.engine.connect() as connection:
             reports = set(connection.execute(select(Report.sop_instance_uid)).scalars())
+            figures.committed = connection.execute(
+                select(func.count())
+                .select_from(ReportDelivery)
+                .where(ReportDelivery.committed_at.is_not(None))
+            ).scalar()
+            figures.uncommitted = connection.execute(
+                select(func.count())
+                .select_from(ReportDelivery)
+                .where(
+                    ReportDelivery.state == DeliveryState.DELIVERED,
+                    ReportDelivery.commitment_requested_at.is_not(None),
+                    ReportDelivery.committed_at.is_(None),
+                )
+            ).scalar()
         figures.duplicated_reports = len(set(uids) - reports)
         figures.resent_same_sr = len(uids) - len(set(uids))
         return figures
 
 
-def run(photos: int, faults: list[str], work: Path) -> Figures:
-    soak = Soak(work, faults)
-    figures = Figures(photos=photos)
+def run(photos: int, faults: list[str], work: Path, pacs: str = "storescp") -> Figures:
+    soak = Soak(work, faults, pacs)
+    figures = Figures(photos=photos, pacs=pacs)
     stop_grader = threading.Event()
     threading.Thread(target=soak.grade, args=(stop_grader,), daemon=True).start()
     try:
@@ -597,11 +665,17 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=5000)
     parser.add_argument("--faults", default="all", help="all, none, or names: " + ",".join(FAULTS))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--pacs",
+        choices=["storescp", "orthanc"],
+        default="storescp",
+        help="the PACS: DCMTK storescp, or Orthanc with Storage Commitment and C-FIND",
+    )
     args = parser.parse_args()
     faults = {"all": list(FAULTS), "none": []}.get(args.faults) or args.faults.split(",")
     work = Path(tempfile.mkdtemp(prefix="eyescreen-soak-"))
     try:
-        figures = run(args.photos, faults, work)
+        figures = run(args.photos, faults, work, args.pacs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = json.dumps(figures.__dict__, indent=2)

@@ -63,3 +63,17 @@ SCU_SOP_CLASSES: dict[str, str] = {
     uid.Comprehensive3DSRStorage: "Comprehensive 3D SR Storage",
     uid.EncapsulatedPDFStorage: "Encapsulated PDF Storage",
 }
+
+# Storage Commitment, push model: requested (N-ACTION) from each destination that accepts the
+# context, after its C-STOREs; its result (N-EVENT-REPORT) received on that association or on
+# one the PACS opens to the gateway (the gateway accepts the PACS in the SCP role).
+STORAGE_COMMITMENT_SOP_CLASS = "1.2.840.10008.1.20.1"
+COMMITMENT_SOP_CLASSES: dict[str, str] = {
+    STORAGE_COMMITMENT_SOP_CLASS: "Storage Commitment Push Model"
+}
+
+# Asking a destination whether it holds a report whose C-STORE went unanswered.
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+QUERY_SCU_SOP_CLASSES: dict[str, str] = {
+    STUDY_ROOT_FIND: "Study Root Query/Retrieve Information Model - FIND"
+}

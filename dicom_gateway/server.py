@@ -7,12 +7,19 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from dicom_gateway.commitment import (
+    add_report_context,
+    commitment_peers,
+    handle_commitment_report,
+    settle_commitment,
+)
 from dicom_gateway.conformance import (
     MPPS_SOP_CLASS,
     STORAGE_SOP_CLASSES,
@@ -46,6 +53,7 @@ def build_scp_ae(settings: Settings) -> AE:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(VERIFICATION_SOP_CLASS, syntaxes[:2])
     ae.add_supported_context(MPPS_SOP_CLASS, syntaxes[:2])
+    add_report_context(ae)  # Storage Commitment results from the PACS (N-EVENT-REPORT)
     return ae
 
 
@@ -121,11 +129,14 @@ def start_gateway(
         sites=SourceSites(settings.site, settings.source_sites),
     )
     steps = PerformedSteps(ingest.sessions, settings.pdf_reports)
+    callers = [*settings.dicom_sources, *commitment_peers(settings.sr_destinations)]
+    settle_report = partial(settle_commitment, ingest.sessions, dispatch)
     handlers: list[Any] = [
-        (evt.EVT_REQUESTED, handle_requested, [settings.dicom_sources]),
+        (evt.EVT_REQUESTED, handle_requested, [callers if settings.dicom_sources else []]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
         *mpps_handlers(StepContext(steps, dispatch)),
+        (evt.EVT_N_EVENT_REPORT, handle_commitment_report, [settle_report]),
     ]
     if not settings.dicom_sources:
         log.warning(

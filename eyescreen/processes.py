@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from types import FrameType
 
 from dicom_gateway.server import start_gateway
@@ -23,7 +24,7 @@ from worker.app import create_app
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY_S = 10.0
+SWEEP_EVERY_S = 5.0  # a killed worker's work waits a lease and at most this
 
 
 # Set in the extra processes of a gateway with ``gateway_processes`` > 1: they serve the port
@@ -43,7 +44,8 @@ def run_gateway(settings: Settings) -> None:
     app = create_app(settings)
     sessions = make_session_factory(make_engine(settings.effective_database_url))
     store = ContentStore(settings.images_dir, settings.min_free_disk_mb * 2**20)
-    dispatcher = OutboxDispatcher(sessions, app.eyescreen_runtime.publish)  # type: ignore[attr-defined]
+    lease = timedelta(seconds=settings.inline_lease_s)  # a worker's hold on inline work
+    dispatcher = OutboxDispatcher(sessions, app.eyescreen_runtime.publish, lease)  # type: ignore[attr-defined]
     background = BackgroundDispatch(dispatcher)
     router = Router.from_settings(settings)
     gateway = start_gateway(

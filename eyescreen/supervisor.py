@@ -13,16 +13,37 @@ from services.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_RESTARTS, RESTART_WINDOW_S = 5, 60.0
+
 
 class Supervisor:
     def __init__(self, settings: Settings, workers: int) -> None:
         self.settings = settings
         self.workers = workers
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[str, ...]] = {}
+        self.restarts: dict[str, list[float]] = {}
         self.stopping = False
 
     def _spawn(self, name: str, *args: str) -> None:
+        self.commands[name] = args
         self.children[name] = subprocess.Popen([sys.executable, "-m", "eyescreen", *args])
+
+    def _restart(self, name: str, code: int | None) -> bool:
+        """Start a child that exited again, as compose's ``restart: always`` does (a killed
+        worker or gateway comes back and the sweeps resume its work); False when it keeps
+        dying (more than ``MAX_RESTARTS`` within ``RESTART_WINDOW_S``): then everything stops."""
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+        if len(recent) >= MAX_RESTARTS:
+            log.error(
+                "%s exited with %s %d times in a row; stopping everything", name, code, len(recent)
+            )
+            return False
+        log.error("%s exited with %s; starting it again", name, code)
+        self.restarts[name] = [*recent, now]
+        self._spawn(name, *self.commands[name])
+        return True
 
     def run(self) -> int:
         signal.signal(signal.SIGINT, self._on_signal)
@@ -44,9 +65,9 @@ class Supervisor:
         )
         code = 0
         while not self.stopping:
-            for name, child in self.children.items():
-                if child.poll() is not None:
-                    log.error("%s exited with %s; stopping everything", name, child.returncode)
+            for name, child in list(self.children.items()):
+                exited = child.poll() is not None and not self.stopping
+                if exited and not self._restart(name, child.returncode):
                     self.stopping, code = True, 1
                     break
             time.sleep(0.5)

@@ -72,7 +72,8 @@ def send_messages(node: MllpNode, messages: Sequence[bytes], timeout_s: float = 
 
 
 def make_mllp_sender(timeout_s: float = 30.0) -> SendReport:
-    def send(deliveries: Sequence[Sequence[bytes]], destination: str) -> None:
+    def send(deliveries: Sequence[Sequence[bytes]], destination: str, _: str = "") -> None:
+        """The third argument (a Storage Commitment Transaction UID) has no HL7 meaning."""
         node = MllpNode.parse(destination)
         send_messages(node, [message for objects in deliveries for message in objects], timeout_s)
 

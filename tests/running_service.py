@@ -21,7 +21,9 @@ from tests.service_harness import start_service, wait_for
 from tests.synthetic_photos import generated_fundus_photos
 from tests.tcp_proxy import TcpProxy
 
-REDIS_DB = "14"
+# The Redis database of this checkout's tests (EYESCREEN_TEST_REDIS): parallel test runs on one
+# machine must not consume each other's tasks.
+REDIS_DB = (REDIS_URL.rsplit("/", 1)[-1] or "14") if REDIS_URL.count("/") > 2 else "14"
 
 
 class Service:
@@ -29,9 +31,14 @@ class Service:
     when no database URL is given."""
 
     def __init__(
-        self, postgres_url: str | None, broker_port: int | None, tmp_path: Path, **extra: str
+        self,
+        postgres_url: str | None,
+        broker_port: int | None,
+        tmp_path: Path,
+        port: int | None = None,
+        **extra: str,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = tmp_path / "service.log"
         env = dict(
             os.environ,
@@ -98,7 +105,7 @@ class Service:
 
 @pytest.fixture
 def redis_broker() -> Iterator[TcpProxy]:
-    """Redis behind a proxy a test can cut (its database 14 emptied before and after)."""
+    """Redis behind a proxy a test can cut (its database, REDIS_DB, emptied before and after)."""
     redis = make_url(REDIS_URL.replace("redis://", "redis+x://"))
     require_service("Redis", redis.host or "127.0.0.1", redis.port or 6379)
     run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"])

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 
 from services.db.models import ReportDelivery
-from services.kernel.outbox import give_back, take
+from services.kernel.outbox import finish, give_back, take
 from services.kernel.task_names import TaskName
+from worker.failpoints import reach
 from worker.handlers import HANDLERS, INLINE
 from worker.runtime import WorkerRuntime
 
@@ -27,6 +28,8 @@ def follow_up(rt: WorkerRuntime, outbox_ids: Iterable[int]) -> None:
     not done here (PDFs, a failed or backing-off delivery, an error) is handed to the queue
     as usual; the rows stay the safety net."""
     pending = list(outbox_ids)
+    if pending:
+        reach(rt.settings, "after-predictions")  # fault tests: rows written, none taken yet
     deliveries: dict[int, int] = {}  # delivery id -> its outbox row, sent together below
     while pending:
         message_id = pending.pop(0)
@@ -42,13 +45,15 @@ def follow_up(rt: WorkerRuntime, outbox_ids: Iterable[int]) -> None:
         except Exception:  # handed to the queue, which retries with backoff
             log.exception("inline %s(%s) failed; queued instead", task, argument)
             done = False
-        if not done:
+        if done:
+            finish(rt.sessions, [message_id])
+        else:
             _queue(rt, message_id)
     _deliver_together(rt, deliveries)
 
 
 def _take(rt: WorkerRuntime, message_id: int) -> tuple[TaskName, int] | None:
-    taken = take(rt.sessions, message_id)
+    taken = take(rt.sessions, message_id, rt.worker_id)
     if taken is None:
         return None
     task, args = taken
@@ -83,17 +88,20 @@ def _deliver_together(rt: WorkerRuntime, deliveries: dict[int, int]) -> None:
         if now >= rt.unreachable_until.get(destinations[delivery_id], 0.0)
     ]
     try:
-        outcomes = rt.reports().deliver_together(todo, rt.sender()) if todo else {}
+        outcomes = rt.reports().deliver_together(todo, rt.sender(), rt.asker()) if todo else {}
     except Exception:
         log.exception("inline delivery of %d report(s) failed; queued instead", len(todo))
         outcomes = {}
+    finished = []
     for delivery_id, message_id in deliveries.items():
         outcome = outcomes.get(delivery_id)
         if outcome is not None and outcome.retry_in_s is None:
-            continue  # delivered, or dead-lettered for an administrator
+            finished.append(message_id)  # delivered, or dead-lettered for an administrator
+            continue
         if outcome is not None and outcome.error is not None:
             rt.unreachable_until[destinations[delivery_id]] = now + 60
         _queue(rt, message_id)
+    finish(rt.sessions, finished)
 
 
 def _destinations(rt: WorkerRuntime, delivery_ids: list[int]) -> dict[int, str]:

@@ -53,7 +53,7 @@ def render_pdf(rt: WorkerRuntime, report_id: int) -> Handled:
 
 
 def deliver(rt: WorkerRuntime, delivery_id: int) -> Handled:
-    outcome = rt.reports().deliver(delivery_id, rt.sender())
+    outcome = rt.reports().deliver(delivery_id, rt.sender(), rt.asker())
     if outcome.state == DeliveryState.PENDING and outcome.retry_in_s is not None:
         return Handled(retry_in_s=outcome.retry_in_s)
     return Handled()

@@ -11,6 +11,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from services.screening import registry
 from services.screening.decision import heatmap_targets
 from services.screening.inference import BatchPolicy, InferenceService
 from services.taxonomy.tree import ROUTES
+from worker.failpoints import reach
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,31 @@ class SiteModel:
     def device(self) -> Any:
         return self.predictor.device
 
+    before_predict: Any = None  # the fault tests' "mid-inference" failpoint
+
     def predict(self, images: list[Any]) -> list[dict[str, float]]:
+        if self.before_predict is not None:
+            self.before_predict()
         return self.predictor.predict(images)  # type: ignore[no-any-return]
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
         provenance: dict[str, Any] = self.predictor.provenance(elapsed_s, batch_size)
         return provenance | {"threshold_set": self.threshold_set}
+
+
+def process_gone(worker_id: str) -> bool:
+    """Whether a worker id (``host:pid``) names a process of this machine that no longer runs
+    (killed): its claims need not wait for their lease. Another machine's: not known."""
+    host, _, pid = worker_id.rpartition(":")
+    if host != socket.gethostname()[: len(host)] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def device_uid(settings: Settings) -> str:
@@ -94,18 +115,21 @@ class WorkerRuntime:
     # destination -> monotonic time before which inline delivery leaves it to the queue
     unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
     _sender: Any = field(default=None, init=False)
+    _asker: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_session_factory(make_engine(self.settings.effective_database_url))
         margin = self.settings.min_free_disk_mb * 2**20
         self.images = ContentStore(self.settings.images_dir, margin)
         self.report_store = ContentStore(self.settings.reports_dir, 0)
-        self.dispatcher = OutboxDispatcher(self.sessions, self.publish)
+        lease = timedelta(seconds=self.settings.inline_lease_s)
+        self.dispatcher = OutboxDispatcher(self.sessions, self.publish, lease)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"[:64]
         self.site_thresholds, self.threshold_set = load_site_thresholds(self.settings)
         self.batch_policy = BatchPolicy(
             size=self.settings.inference_batch_size,
             lease=timedelta(seconds=self.settings.inference_lease_s),
+            gone=process_gone,
         )
 
     def default_checkpoint(self, route: str) -> Path:
@@ -159,9 +183,11 @@ class WorkerRuntime:
                 )
                 while len(self._predictors) >= 4:  # old versions after activations
                     self._predictors.pop(next(iter(self._predictors)))
-                self._predictors[path] = SiteModel(
+                model = SiteModel(
                     predictor, self.site_thresholds.get(route, {}), self.threshold_set
                 )
+                model.before_predict = partial(reach, self.settings, "mid-inference")
+                self._predictors[path] = model
             return self._predictors[path]
 
     def inference(self) -> InferenceService:
@@ -191,7 +217,7 @@ class WorkerRuntime:
         if self._sender is None:
             needs_tls = any(node.tls for node in self.settings.sr_destinations)
             tls = client_context(self.settings) if needs_tls else None
-            self._sender = make_sender(self.settings.ae_title, tls)
+            self._sender = _after(make_sender(self.settings.ae_title, tls), self, "mid-delivery")
         return self._sender
 
     def hl7_sender(self):  # type: ignore[no-untyped-def]
@@ -199,6 +225,16 @@ class WorkerRuntime:
         from reports.mllp import make_mllp_sender
 
         return make_mllp_sender()
+    def asker(self):  # type: ignore[no-untyped-def]
+        """C-FIND at the destinations: does it hold a report whose C-STORE went unanswered?"""
+        from dicom_gateway.tls import client_context
+        from reports.delivery import make_asker
+
+        if self._asker is None:
+            needs_tls = any(node.tls for node in self.settings.sr_destinations)
+            tls = client_context(self.settings) if needs_tls else None
+            self._asker = make_asker(self.settings.ae_title, tls)
+        return self._asker
 
     def explain_report(self, report_id: int) -> None:
         """Grad-CAM heatmaps for the report's predictions that lack one, each made with the
@@ -251,7 +287,7 @@ class WorkerRuntime:
             sessions=self.sessions,
             images=self.images,
             reports=self.report_store,
-            encode=make_encoder(device_uid(self.settings)),
+            encode=_before(make_encoder(device_uid(self.settings)), self, "mid-report"),
             destinations=[str(d) for d in self.settings.sr_destinations],
             encode_hl7=make_oru_encoder(
                 self.settings.ae_title, self.settings.hl7_sending_facility or self.settings.site
@@ -261,4 +297,26 @@ class WorkerRuntime:
             wrap_pdf=wrap_pdf if self.settings.send_pdf_to_pacs else None,
             max_attempts=self.settings.sr_delivery_max_attempts,
             base_delay_s=self.settings.sr_retry_base_s,
+            lease_s=self.settings.inference_lease_s,
         )
+
+
+def _before(function: Any, rt: WorkerRuntime, point: str) -> Any:
+    """``function`` with the fault tests' failpoint ``point`` reached before it runs."""
+
+    def wrapped(*args: Any) -> Any:
+        reach(rt.settings, point)
+        return function(*args)
+
+    return wrapped
+
+
+def _after(function: Any, rt: WorkerRuntime, point: str) -> Any:
+    """``function`` with the fault tests' failpoint ``point`` reached after it returned."""
+
+    def wrapped(*args: Any) -> Any:
+        result = function(*args)
+        reach(rt.settings, point)
+        return result
+
+    return wrapped

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from services.db.base import utcnow
@@ -36,6 +36,14 @@ class Step:
     name: str
     waiting: int
     oldest: datetime | None
+
+
+# Delivered (the C-STORE succeeded), commitment asked, no result yet.
+UNCOMMITTED = and_(
+    ReportDelivery.state == DeliveryState.DELIVERED,
+    ReportDelivery.commitment_requested_at.is_not(None),
+    ReportDelivery.committed_at.is_(None),
+)
 
 
 def overview(session: Session, sites: set[str]) -> dict[str, Any]:
@@ -79,6 +87,13 @@ def overview(session: Session, sites: set[str]) -> dict[str, Any]:
                 ReportDelivery.state == DeliveryState.PENDING
             ),
         ),
+        _step(
+            session,
+            "reports stored, not yet committed by the PACS",
+            select(
+                func.count(ReportDelivery.id), func.min(ReportDelivery.commitment_requested_at)
+            ).where(UNCOMMITTED),
+        ),
     ]
     dead = session.execute(
         select(ReportDelivery.id, ReportDelivery.destination, ReportDelivery.last_error)
@@ -106,6 +121,7 @@ class Health:
     outbox_oldest: datetime | None
     deliveries_pending: int
     deliveries_dead: int
+    deliveries_uncommitted: int = 0  # stored at the PACS, its commitment result not yet in
 
 
 def health(session: Session) -> Health:
@@ -126,6 +142,10 @@ def health(session: Session) -> Health:
         outbox_oldest=oldest,
         deliveries_pending=states.get(DeliveryState.PENDING, 0),
         deliveries_dead=states.get(DeliveryState.DEAD, 0),
+        deliveries_uncommitted=session.scalar(
+            select(func.count(ReportDelivery.id)).where(UNCOMMITTED)
+        )
+        or 0,
     )
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -283,6 +284,10 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Taken by a worker to do inline (``take``): if that worker dies before marking the row
+    # sent, the sweeper publishes it once this is older than the inline lease.
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    taken_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the worker's id
 
 
 report_prediction = Table(
@@ -343,6 +348,15 @@ class ReportDelivery(Base):
     # What an HL7 delivery sends (the ORU^R01 built with the report, in the report store):
     # built once, so every retry sends the same message with the same control id.
     payload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # An attempt's C-STORE may have reached the PACS and its answer was never recorded (no
+    # response, or the process died mid-attempt): ask the PACS before sending again.
+    in_doubt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    sending_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Storage Commitment (push model): the request's Transaction UID, when it was asked, and
+    # when the PACS answered that it keeps the object (N-EVENT-REPORT success).
+    commitment_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    commitment_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    committed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     report: Mapped[Report] = relationship(back_populates="deliveries")
 

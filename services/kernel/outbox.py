@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, list[Any]], None]
 
 
-def add_message(session: Session, task_name: str, *args: Any) -> OutboxMessage:
-    """An outbox row for a task, committed with the change that calls for it."""
+def add_message(
+    session: Session, task_name: str, *args: Any, held_by: str | None = None
+) -> OutboxMessage:
+    """An outbox row for a task, committed with the change that calls for it; ``held_by``: a
+    worker that will do it at once itself (taken from the start, so that if the worker dies
+    before it gets to it, the row is queued after the inline lease, not the resend grace)."""
     message = OutboxMessage(task_name=task_name, args=list(args))
+    if held_by is not None:
+        message.taken_at, message.taken_by = utcnow(), held_by
     session.add(message)
     session.flush()
     return message
@@ -36,9 +42,19 @@ class OutboxDispatcher:
     """Hands committed outbox rows to the broker and marks them sent; what the broker did not
     take stays unsent for the sweeper."""
 
-    def __init__(self, sessions: sessionmaker[Session], publish: Publish) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        publish: Publish,
+        lease: timedelta = timedelta(seconds=30),
+    ) -> None:
         self.sessions = sessions
         self.publish = publish
+        self.lease = lease  # a row taken for inline work longer ago than this was abandoned
+
+    def _free(self) -> ColumnElement[bool]:
+        """Rows no live worker holds: never taken, or taken longer ago than the lease."""
+        return or_(OutboxMessage.taken_at.is_(None), OutboxMessage.taken_at < utcnow() - self.lease)
 
     def dispatch(self, ids: Iterable[int]) -> int:
         """Send the given rows now, in one transaction; a failure leaves the rest for the
@@ -52,6 +68,7 @@ class OutboxDispatcher:
             messages = session.scalars(
                 select(OutboxMessage)
                 .where(OutboxMessage.id.in_(wanted), OutboxMessage.sent_at.is_(None))
+                .where(self._free())
                 .order_by(OutboxMessage.id)
             ).all()
             for message in messages:
@@ -68,13 +85,23 @@ class OutboxDispatcher:
         return sent
 
     def sweep(self, older_than: timedelta = timedelta(seconds=30), limit: int = 500) -> int:
-        """Re-send rows still unsent after ``older_than`` (the broker was down, a process died)."""
+        """Re-send rows still unsent after ``older_than`` (the broker was down, a process died)
+        and rows taken for inline work by a worker that has not finished them within the lease
+        (it was killed: the work is queued again, within a lease and a sweep of the kill)."""
         cutoff = utcnow() - older_than
         with self.sessions() as session:
             ids = session.scalars(
                 select(OutboxMessage.id)
                 .where(OutboxMessage.sent_at.is_(None))
-                .where(or_(OutboxMessage.created_at < cutoff, OutboxMessage.attempts > 0))
+                .where(
+                    or_(
+                        and_(  # never taken: the broker did not take it
+                            OutboxMessage.taken_at.is_(None),
+                            or_(OutboxMessage.created_at < cutoff, OutboxMessage.attempts > 0),
+                        ),
+                        OutboxMessage.taken_at < utcnow() - self.lease,  # its worker died
+                    )
+                )
                 .order_by(OutboxMessage.id)
                 .limit(limit)
             ).all()
@@ -83,15 +110,23 @@ class OutboxDispatcher:
         return self.dispatch(ids)
 
 
-def take(sessions: sessionmaker[Session], message_id: int) -> tuple[str, list[Any]] | None:
-    """Claim an unsent row to do its work in this process (marking it sent, so it is not also
-    queued); None if it was sent or taken already. Work taken and then lost to a crash is
-    found again by the stale-work sweep."""
+def take(
+    sessions: sessionmaker[Session], message_id: int, worker: str | None = None
+) -> tuple[str, list[Any]] | None:
+    """Claim an unsent row to do its work in this process (``taken_at``, so that it is not
+    also queued); None if it was sent or taken already (by another than ``worker``).
+    ``finish`` marks it done; work taken and then lost to a crash is queued by the sweeper
+    once the lease has run out."""
+    mine = OutboxMessage.taken_by == worker if worker is not None else false()
     with transaction(sessions) as session:
         taken = session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, OutboxMessage.sent_at.is_(None))
-            .values(sent_at=utcnow())
+            .where(
+                OutboxMessage.id == message_id,
+                OutboxMessage.sent_at.is_(None),
+                or_(OutboxMessage.taken_at.is_(None), mine),
+            )
+            .values(taken_at=utcnow(), taken_by=worker)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
             return None
@@ -99,11 +134,24 @@ def take(sessions: sessionmaker[Session], message_id: int) -> tuple[str, list[An
         return message.task_name, list(message.args)
 
 
-def give_back(sessions: sessionmaker[Session], message_id: int) -> None:
-    """Undo ``take``: the row is unsent again, for the queue."""
+def finish(sessions: sessionmaker[Session], message_ids: Iterable[int]) -> None:
+    """The taken rows' work is done here: mark them sent, so no sweeper queues them."""
+    ids = list(message_ids)
+    if not ids:
+        return
     with transaction(sessions) as session:
         session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == message_id).values(sent_at=None)
+            update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(sent_at=utcnow())
+        )
+
+
+def give_back(sessions: sessionmaker[Session], message_id: int) -> None:
+    """Undo ``take``: the row is free again, for the queue."""
+    with transaction(sessions) as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id)
+            .values(taken_at=None, taken_by=None)
         )
 
 

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0)
     inference_batch_size: int = Field(16, ge=1)
     inference_lease_s: float = Field(30.0, gt=0)  # a dead worker's images are taken over after
+    # outbox rows a worker took to do at once (build a report, send it) are queued again after
+    # this if it has not finished them (it was killed); a delivery's attempt holds it for
+    # inference_lease_s, so a slow live sender is never doubled
+    inline_lease_s: float = Field(15.0, gt=0)
     torch_compile: bool = False
     heatmaps: bool = True  # Grad-CAM of the main positive finding, stored with the prediction
     inference_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -99,6 +99,7 @@ def housekeeping(
     """One round of the sweeper: re-queue stale work, close quiet cases, re-send the outbox."""
     with transaction(sessions) as session:
         ids = requeue_abandoned_claims(session, lease) if lease is not None else []
+        ids += requeue_lost_follow_ups(session, lease) if lease is not None else []
         ids += requeue_stale_work(session, stale_after, render_pdfs)
         ids += close_quiet_cases(session, case_quiet, render_pdfs)
         prune_sent_messages(session, SENT_RETENTION)
@@ -178,6 +179,58 @@ def requeue_abandoned_claims(session: Session, lease: timedelta) -> list[int]:
             ids.append(add_message(session, INFER_TASK, instance_id).id)
     if ids:
         log.warning("%d images held past their lease by a lost worker: queued again", len(ids))
+    return ids
+
+
+def requeue_lost_follow_ups(session: Session, lease: timedelta) -> list[int]:
+    """Reports and deliveries whose queued message was lost with a worker's main process
+    (reserved by it, unacknowledged: Redis would give it back only after its visibility
+    timeout) or with the broker: queued again once a lease has passed, not after the stale
+    period. A report is built by the worker that read the image, straight after; a delivery is
+    due and nobody sends it: unlike images, neither waits behind a backlog for long. Repeats
+    are no-ops (same content, a delivery's claim), once per lease period."""
+    cutoff = utcnow() - lease
+    recent = {
+        (task, tuple(args))
+        for task, args in session.execute(
+            select(OutboxMessage.task_name, OutboxMessage.args).where(
+                OutboxMessage.task_name.in_([REPORT_TASK, DELIVER_TASK]),
+                OutboxMessage.created_at >= cutoff,
+            )
+        )
+    }
+    ids: list[int] = []
+    reported = exists().where(report_prediction.c.prediction_pk == Prediction.id)
+    newer = aliased(Prediction)
+    superseded = exists().where(
+        newer.instance_pk == Prediction.instance_pk, newer.id > Prediction.id
+    )
+    other = aliased(Instance)
+    unread = exists().where(
+        other.case_pk == Instance.case_pk, other.state == InstanceState.RECEIVED
+    )
+    for case_id in session.scalars(
+        select(Instance.case_pk)
+        .join(Prediction, Prediction.instance_pk == Instance.id)
+        .where(~reported, ~superseded, ~unread, Prediction.created_at < cutoff)
+        .distinct()
+        .limit(500)
+    ):
+        if (REPORT_TASK, (case_id,)) not in recent:
+            ids.append(add_message(session, REPORT_TASK, case_id).id)
+    for delivery_id in session.scalars(
+        select(ReportDelivery.id)
+        .where(
+            ReportDelivery.state == DeliveryState.PENDING,
+            ReportDelivery.next_attempt_at < cutoff,
+            or_(ReportDelivery.sending_at.is_(None), ReportDelivery.sending_at < cutoff),
+        )
+        .limit(500)
+    ):
+        if (DELIVER_TASK, (delivery_id,)) not in recent:
+            ids.append(add_message(session, DELIVER_TASK, delivery_id).id)
+    if ids:
+        log.warning("%d report(s) or deliveries lost with a worker: queued again", len(ids))
     return ids
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +42,7 @@ from services.kernel import metrics
 from services.kernel.outbox import add_message
 from services.kernel.storage import ContentStore
 from services.kernel.task_names import DELIVER_HL7_TASK, DELIVER_TASK, RENDER_TASK
+from services.reporting.commitment import CommitmentResult, record_commitment
 from services.reporting.predictions import latest_predictions, reading_order
 from services.screening import Finding
 from services.taxonomy.tree import load_taxonomy
@@ -132,19 +134,40 @@ RenderDocument = Callable[[CaseReport], bytes]  # a PDF
 # (content, the SR's SOP Instance UID, an HL7 destination) -> the ORU^R01 for that destination
 EncodeHl7 = Callable[[CaseReport, str, str], bytes]
 WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a sender did besides storing: the Transaction UID of the Storage Commitment it
+    requested (None where the destination does not support it), and any commitment results
+    the PACS sent back on the same association."""
+
+    commitment_uid: str | None = None
+    results: tuple[CommitmentResult, ...] = ()
+
+
 # Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
-# one association, in order; raises DeliveryError saying how many deliveries went whole.
-SendReport = Callable[[Sequence[Sequence[bytes]], str], None]
+# one association, in order, then asks for Storage Commitment under the Transaction UID given
+# (recorded before the association, so that a result that comes at once finds its deliveries);
+# raises DeliveryError saying how many deliveries went whole.
+SendReport = Callable[[Sequence[Sequence[bytes]], str, str], "Sent | None"]
+# Which of these SOP Instance UIDs the destination holds (C-FIND); None where it cannot tell.
+# Raises DeliveryError when the destination cannot be reached.
+AskPacs = Callable[[Sequence[str], str], "set[str] | None"]
 
 
 class DeliveryError(Exception):
     """A delivery that failed: connection refused, timeout, or a failure status; ``sent``
-    deliveries of the association's went whole before it."""
+    deliveries of the association's went whole before it; ``unknown``: the next one's C-STORE
+    went out and no answer came (the PACS may have kept it)."""
 
-    def __init__(self, message: str, status: int | None = None, sent: int = 0) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, sent: int = 0, unknown: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.sent = sent
+        self.unknown = unknown
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,21 @@ class DeliveryOutcome:
     state: DeliveryState
     retry_in_s: float | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A delivery due now: its report, whether its last attempt's outcome is unknown, and the
+    stored message it sends instead of the SR (an HL7 delivery)."""
+
+    delivery_id: int
+    report: Report
+    in_doubt: bool
+    payload_sha256: str | None
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.payload_sha256 is None
 
 
 @dataclass
@@ -173,6 +211,7 @@ class ReportService:
     max_attempts: int = 8
     base_delay_s: float = 5.0
     max_delay_s: float = 3600.0
+    lease_s: float = 30.0  # an attempt started longer ago than this was lost with its process
 
     def build_case(self, case_id: int) -> tuple[int, ...]:
         """Build the case's report if its content changed; returns outbox ids of deliveries."""
@@ -383,74 +422,195 @@ class ReportService:
             )
         return objects
 
-    def deliver(self, delivery_id: int, send: SendReport) -> DeliveryOutcome:
+    def deliver(
+        self, delivery_id: int, send: SendReport, ask: AskPacs | None = None
+    ) -> DeliveryOutcome:
         """One attempt; the caller schedules the retry the outcome asks for."""
-        return self.deliver_together([delivery_id], send)[delivery_id]
+        return self.deliver_together([delivery_id], send, ask)[delivery_id]
 
     def deliver_together(
-        self, delivery_ids: Sequence[int], send: SendReport
+        self, delivery_ids: Sequence[int], send: SendReport, ask: AskPacs | None = None
     ) -> dict[int, DeliveryOutcome]:
         """One attempt at each delivery, those due to one destination over one association.
-        A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0."""
+        A delivery after the one that failed is not tried: PENDING with ``retry_in_s`` 0.
+        A delivery whose last C-STORE went unanswered is first looked for at the PACS
+        (``ask``): found, it is delivered without sending it again."""
         outcomes: dict[int, DeliveryOutcome] = {}
-        due: dict[str, list[tuple[int, list[bytes]]]] = {}
+        due: dict[str, list[_Due]] = {}
         with self.sessions() as session:
             for delivery_id in delivery_ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
                 wait = (delivery.next_attempt_at - utcnow()).total_seconds()
+                held = self._held_for(delivery)
                 if delivery.state != DeliveryState.PENDING:
                     outcomes[delivery_id] = DeliveryOutcome(delivery.state)
                 elif delivery.attempts and wait > 0:  # backing off: not yet
                     outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=wait)
+                elif held > 0:  # another process is sending it now
+                    outcomes[delivery_id] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=held)
                 else:
                     due.setdefault(delivery.destination, []).append(
-                        (delivery_id, self._objects_of(delivery))
+                        _Due(
+                            delivery_id,
+                            delivery.report,
+                            delivery.in_doubt,
+                            delivery.payload_sha256,
+                        )
                     )
         for destination, items in due.items():
-            outcomes.update(self._send_to(destination, items, send))
+            outcomes.update(self._settle_and_send(destination, items, send, ask))
         return outcomes
 
-    def _objects_of(self, delivery: ReportDelivery) -> list[bytes]:
-        if delivery.payload_sha256 is not None:  # the HL7 message built with the report
-            return [self.reports.read(delivery.payload_sha256)]
-        return self.objects_for(delivery.report)
+    def _held_for(self, delivery: ReportDelivery) -> float:
+        """Seconds left of another attempt's hold on this delivery (0: nobody holds it)."""
+        if delivery.sending_at is None:
+            return 0.0
+        return max(0.0, self.lease_s - (utcnow() - delivery.sending_at).total_seconds())
+
+    def _settle_and_send(
+        self,
+        destination: str,
+        items: list[_Due],
+        send: SendReport,
+        ask: AskPacs | None,
+    ) -> dict[int, DeliveryOutcome]:
+        """Ask the PACS about the DICOM deliveries in doubt, then send what it does not hold
+        (an HL7 message is sent again: the record's interface engine keys it by control id)."""
+        doubtful = {
+            d.report.sop_instance_uid: d.delivery_id for d in items if d.in_doubt and d.is_dicom
+        }
+        held: set[str] = set()
+        if doubtful and ask is not None:
+            try:
+                held = (ask(list(doubtful), destination) or set()) & set(doubtful)
+            except DeliveryError as exc:  # cannot ask: nothing is sent again blindly
+                metrics.DELIVERIES.labels(outcome="failed").inc(len(items))
+                return {
+                    d.delivery_id: self._failed(
+                        d.delivery_id, f"asking the PACS: {exc}", exc.status, unknown=d.in_doubt
+                    )
+                    for d in items
+                }
+        outcomes = self._delivered([doubtful[uid] for uid in held], destination, None)
+        if held:
+            log.info(
+                "%d report(s) in doubt were found at %s: not sent again", len(held), destination
+            )
+        todo = [d for d in items if d.delivery_id not in outcomes]
+        if todo:
+            outcomes.update(self._send_to(destination, todo, send))
+        return outcomes
+
+    def _objects_of(self, due: _Due) -> list[bytes]:
+        if due.payload_sha256 is not None:  # the HL7 message built with the report
+            return [self.reports.read(due.payload_sha256)]
+        return self.objects_for(due.report)
 
     def _send_to(
-        self, destination: str, items: list[tuple[int, list[bytes]]], send: SendReport
+        self, destination: str, items: list[_Due], send: SendReport
     ) -> dict[int, DeliveryOutcome]:
-        ids = [delivery_id for delivery_id, _ in items]
+        transaction_uid, ids = self._sending([d.delivery_id for d in items])
+        held = {
+            d.delivery_id: DeliveryOutcome(DeliveryState.PENDING, retry_in_s=self.lease_s)
+            for d in items
+        }
+        items = [d for d in items if d.delivery_id in ids]
+        if not items:
+            return held  # another process claimed them a moment ago
+        objects = [self._objects_of(d) for d in items]
+        sent_info: Sent | None = None
         try:
-            send([objects for _, objects in items], destination)
+            sent_info = send(objects, destination, transaction_uid)
             error, sent = None, len(ids)
         except DeliveryError as exc:
             error, sent = exc, min(exc.sent, len(ids))
-        outcomes = self._delivered(ids[:sent], destination)
+        commitment = sent_info.commitment_uid if sent_info else None
+        outcomes = self._delivered(ids[:sent], destination, commitment)
         if error is not None:
             metrics.DELIVERIES.labels(outcome="failed").inc()
-            outcomes[ids[sent]] = self._failed(ids[sent], str(error), error.status)
+            outcomes[ids[sent]] = self._failed(ids[sent], str(error), error.status, error.unknown)
+            self._untried(ids[sent + 1 :])
             for untried in ids[sent + 1 :]:
                 outcomes[untried] = DeliveryOutcome(DeliveryState.PENDING, retry_in_s=0.0)
-        return outcomes
+        for result in sent_info.results if sent_info else ():
+            self.commitment_answered(result)
+        return {i: held[i] for i in held if i not in ids} | outcomes
 
-    def _delivered(self, ids: list[int], destination: str) -> dict[int, DeliveryOutcome]:
+    def commitment_answered(self, result: CommitmentResult) -> list[int]:
+        """The PACS's Storage Commitment result; returns outbox ids of the re-sends it asks."""
+        with transaction(self.sessions) as session:
+            return record_commitment(session, result)
+
+    def _sending(self, ids: list[int]) -> tuple[str, list[int]]:
+        """Before the C-STOREs: claim the deliveries no other attempt holds; they are in doubt
+        until their outcome is recorded (a process killed mid-send leaves them so: the next
+        attempt asks the PACS first), and carry the Transaction UID their commitment will be
+        asked under. Returns that UID and the deliveries claimed, in order."""
+        transaction_uid = f"2.25.{uuid.uuid4().int}"  # a UUID-derived UID (PS3.5 B.2)
+        now = utcnow()
+        free = or_(
+            ReportDelivery.sending_at.is_(None),
+            ReportDelivery.sending_at < now - timedelta(seconds=self.lease_s),
+        )
+        claimed = []
+        with transaction(self.sessions) as session:
+            for delivery_id in ids:
+                result = session.execute(
+                    update(ReportDelivery)
+                    .where(ReportDelivery.id == delivery_id, free)
+                    .values(
+                        in_doubt=True,
+                        sending_at=now,
+                        commitment_uid=transaction_uid,
+                        committed_at=None,
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(delivery_id)
+        return transaction_uid, claimed
+
+    def _untried(self, ids: list[int]) -> None:
         if not ids:
-            return {}
+            return
         with transaction(self.sessions) as session:
             for delivery_id in ids:
                 delivery = session.get_one(ReportDelivery, delivery_id)
+                delivery.in_doubt, delivery.sending_at = False, None
+                delivery.commitment_uid = None
+
+    def _delivered(
+        self, ids: list[int], destination: str, commitment_uid: str | None
+    ) -> dict[int, DeliveryOutcome]:
+        if not ids:
+            return {}
+        with transaction(self.sessions) as session:
+            now = utcnow()
+            for delivery_id in ids:
+                delivery = session.get_one(ReportDelivery, delivery_id)
+                if commitment_uid is not None and delivery.commitment_uid != commitment_uid:
+                    continue  # the PACS's commitment result came first and failed it: re-sent
                 delivery.attempts += 1
                 delivery.state = DeliveryState.DELIVERED
-                delivery.delivered_at = utcnow()
+                delivery.delivered_at = now
                 delivery.last_status, delivery.last_error = 0, None
+                delivery.in_doubt, delivery.sending_at = False, None
+                if commitment_uid is None:  # not asked (not supported, or found by C-FIND)
+                    delivery.commitment_uid = None
+                else:
+                    delivery.commitment_requested_at = now
         metrics.DELIVERIES.labels(outcome="delivered").inc(len(ids))
         log.info("report deliveries %s to %s done", ids, destination)
         return {delivery_id: DeliveryOutcome(DeliveryState.DELIVERED) for delivery_id in ids}
 
-    def _failed(self, delivery_id: int, error: str, status: int | None) -> DeliveryOutcome:
+    def _failed(
+        self, delivery_id: int, error: str, status: int | None, unknown: bool = False
+    ) -> DeliveryOutcome:
         with transaction(self.sessions) as session:
             delivery = session.get_one(ReportDelivery, delivery_id)
             delivery.attempts += 1
             delivery.last_error, delivery.last_status = error[:1000], status
+            delivery.in_doubt, delivery.sending_at = unknown, None
+            delivery.commitment_uid = None
             if delivery.attempts >= self.max_attempts:
                 delivery.state = DeliveryState.DEAD
                 log.error(
@@ -463,9 +623,10 @@ class ReportService:
             delay = min(self.max_delay_s, self.base_delay_s * 2 ** (delivery.attempts - 1))
             delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
             log.warning(
-                "report delivery %d failed (attempt %d), retry in %.0fs: %s",
+                "report delivery %d failed (attempt %d%s), retry in %.0fs: %s",
                 delivery_id,
                 delivery.attempts,
+                ", outcome unknown" if unknown else "",
                 delay,
                 error,
             )

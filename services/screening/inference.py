@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -63,6 +63,9 @@ class BatchPolicy:
     size: int = 16
     lease: timedelta = timedelta(seconds=30)  # longer than any batch takes
     poll_s: float = 0.1
+    # Whether the worker of a claim is known to be dead (a killed process on this machine):
+    # its claims are taken over at once instead of after the lease. None: only the lease.
+    gone: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class InferenceService:
                 break
             time.sleep(policy.poll_s)
         try:
-            return self.infer(claimed)
+            return self.infer(claimed, worker)
         finally:
             self._release(claimed, worker)
 
@@ -121,6 +124,9 @@ class InferenceService:
         writer at a time), so two workers never hold the same image nor wait on each other."""
         now = utcnow()
         free = or_(Instance.claimed_at.is_(None), Instance.claimed_at < now - policy.lease)
+        gone = self._gone_holders(worker, policy, now)
+        if gone:
+            free = or_(free, Instance.claimed_by.in_(gone))
         with transaction(self.sessions) as session:
             mine = session.execute(
                 update(Instance)
@@ -167,6 +173,25 @@ class InferenceService:
             )
         return [instance_id, *companions]
 
+    def _gone_holders(self, worker: str, policy: BatchPolicy, now: datetime) -> list[str]:
+        """Workers holding live claims whose process is known to be dead."""
+        if policy.gone is None:
+            return []
+        with self.sessions() as session:
+            holders = session.scalars(
+                select(Instance.claimed_by)
+                .where(
+                    Instance.state == InstanceState.RECEIVED,
+                    Instance.claimed_at >= now - policy.lease,
+                    Instance.claimed_by != worker,
+                )
+                .distinct()
+            ).all()
+        gone = [h for h in holders if h and policy.gone(h)]
+        if gone:
+            log.warning("claims of %d dead worker(s) taken over before their lease", len(gone))
+        return gone
+
     def _release(self, instance_ids: list[int], worker: str) -> None:
         with transaction(self.sessions) as session:
             session.execute(
@@ -175,8 +200,11 @@ class InferenceService:
                 .values(claimed_by=None, claimed_at=None)
             )
 
-    def infer(self, instance_ids: Sequence[int]) -> list[InferenceOutcome]:
-        """Read each instance once with its route's model; a bad image fails alone."""
+    def infer(
+        self, instance_ids: Sequence[int], worker: str | None = None
+    ) -> list[InferenceOutcome]:
+        """Read each instance once with its route's model; a bad image fails alone. The
+        report rows it writes are held by ``worker``, which builds the reports straight away."""
         outcomes: list[InferenceOutcome] = []
         pending: dict[str, list[tuple[int, np.ndarray]]] = {}
         with self.sessions() as session:
@@ -197,10 +225,12 @@ class InferenceService:
                     continue
                 pending.setdefault(instance.route, []).append((instance_id, rgb))
         for route, items in pending.items():
-            outcomes.extend(self._run(route, items))
+            outcomes.extend(self._run(route, items, worker))
         return outcomes
 
-    def _run(self, route: str, items: list[tuple[int, np.ndarray]]) -> list[InferenceOutcome]:
+    def _run(
+        self, route: str, items: list[tuple[int, np.ndarray]], worker: str | None = None
+    ) -> list[InferenceOutcome]:
         model = self.model_for_route(route)
         started = time.perf_counter()
         probabilities = model.predict([rgb for _, rgb in items])
@@ -209,7 +239,7 @@ class InferenceService:
         metrics.BATCH_SIZE.observe(len(items))
         provenance = model.provenance(elapsed / len(items), len(items))
         return [
-            self._record(instance_id, model, route, probs, rgb, provenance)
+            self._record(instance_id, model, route, probs, rgb, provenance, worker)
             for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
         ]
 
@@ -221,6 +251,7 @@ class InferenceService:
         probabilities: dict[str, float],
         rgb: np.ndarray,
         provenance: dict[str, Any],
+        worker: str | None = None,
     ) -> InferenceOutcome:
         quality = assess(rgb, route)
         if model.stand_in:
@@ -259,7 +290,7 @@ class InferenceService:
                 instance.error = None
                 session.flush()
                 note_case_referral(session, instance.case_pk)
-                message = add_message(session, REPORT_TASK, instance.case_pk)
+                message = add_message(session, REPORT_TASK, instance.case_pk, held_by=worker)
                 outcome = InferenceOutcome(instance_id, prediction.id, (message.id,))
         except IntegrityError:
             # Another worker recorded the same (instance, model) first: theirs stands.

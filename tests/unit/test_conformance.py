@@ -7,7 +7,9 @@ from pathlib import Path
 
 from dicom_gateway import mpps, statuses
 from dicom_gateway.conformance import (
+    COMMITMENT_SOP_CLASSES,
     IHE_TRANSACTIONS,
+    QUERY_SCU_SOP_CLASSES,
     SCU_SOP_CLASSES,
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -33,7 +35,7 @@ def test_storage_classes_match_the_scp() -> None:
     expected = dict(STORAGE_SOP_CLASSES) | {VERIFICATION_SOP_CLASS: "Verification"}
     assert documented == expected
     contexts = {str(c.abstract_syntax) for c in build_scp_ae(Settings()).supported_contexts}
-    assert contexts == set(expected) | set(WORKFLOW_SCP_SOP_CLASSES)
+    assert contexts == set(expected) | set(WORKFLOW_SCP_SOP_CLASSES) | set(COMMITMENT_SOP_CLASSES)
 
 
 def test_workflow_classes_and_roles_match_the_gateway() -> None:
@@ -53,6 +55,21 @@ def test_mpps_statuses_match_the_handlers() -> None:
 
 def test_ihe_actors_and_transactions_match_the_table() -> None:
     assert [tuple(row) for row in _table("ihe-eyecare")] == list(IHE_TRANSACTIONS)
+
+
+def test_commitment_and_query_classes_match_the_gateway_and_the_sender() -> None:
+    """Storage Commitment: the gateway accepts the PACS's association in the SCP role (to
+    receive N-EVENT-REPORT); the sender proposes it and C-FIND (``reports/delivery.py``)."""
+    documented = {uid: (name, role) for name, uid, role, _ in _table("commitment-sop-classes")}
+    assert documented == {
+        uid: (name, "SCU") for uid, name in (COMMITMENT_SOP_CLASSES | QUERY_SCU_SOP_CLASSES).items()
+    }
+    [context] = [
+        c
+        for c in build_scp_ae(Settings()).supported_contexts
+        if str(c.abstract_syntax) in COMMITMENT_SOP_CLASSES
+    ]
+    assert context.scp_role and context.scu_role  # role selection proposed by the PACS accepted
 
 
 def test_transfer_syntaxes_match_the_scp() -> None:
@@ -96,4 +113,4 @@ def test_the_sender_refuses_what_the_statement_does_not_list() -> None:
 
     photo = encode(photo_to_dataset(generated_fundus_photos(1)[0], patient_id="C1"))
     with pytest.raises(DeliveryError, match="not in the conformance statement"):
-        make_sender("EYESCREEN")([[photo]], "PACS@127.0.0.1:9")
+        make_sender("EYESCREEN")([[photo]], "PACS@127.0.0.1:9", "2.25.1")

@@ -182,7 +182,7 @@ def test_delivery_backs_off_doubling_then_dead_letters(world: World) -> None:
         assert session.get_one(OutboxMessage, outbox_id).args == [delivery_id]
     attempts: list[str] = []
 
-    def refusing(objects: Sequence[bytes], destination: str) -> None:
+    def refusing(objects: Sequence[bytes], destination: str, transaction_uid: str) -> None:
         attempts.append(destination)
         raise DeliveryError("association refused", 0xA700)
 
@@ -225,7 +225,9 @@ def test_waiting_reports_go_over_one_association_and_a_failure_stops_only_the_re
         deliveries = session.scalars(select(ReportDelivery.id).order_by(ReportDelivery.id)).all()
     associations: list[int] = []
 
-    def second_refused(reports: Sequence[Sequence[bytes]], destination: str) -> None:
+    def second_refused(
+        reports: Sequence[Sequence[bytes]], destination: str, transaction_uid: str
+    ) -> None:
         associations.append(len(reports))
         raise DeliveryError("0xA700 out of resources", 0xA700, sent=1)
 
@@ -299,3 +301,113 @@ def test_stale_work_is_requeued_once_per_period_and_old_sent_rows_are_pruned(
         )
         assert prune_sent_messages(session, timedelta(days=7)) == 1  # unsent rows stay
         assert len(session.scalars(select(OutboxMessage)).all()) == 2
+
+
+def test_a_row_taken_for_inline_work_is_queued_only_once_its_worker_lost_the_lease(
+    world: World,
+) -> None:
+    """A worker takes a row to do inline and is killed: the row is not queued while the lease
+    runs (the worker may be alive and working), and is queued once it has run out."""
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.kernel.outbox import finish, take
+
+    world.receive(NORMAL, "1.2.3.41")
+    sent: list[str] = []
+    dispatcher = OutboxDispatcher(
+        world.sessions, lambda task, args: sent.append(task), timedelta(seconds=30)
+    )
+    with world.sessions() as session:
+        row_id = session.scalars(select(OutboxMessage.id)).one()
+    assert take(world.sessions, row_id) is not None
+    assert take(world.sessions, row_id) is None  # one taker
+    assert dispatcher.sweep(older_than=timedelta(0)) == 0  # held: not queued
+    with transaction(world.sessions) as session:  # the worker died 31 s ago
+        session.execute(update(OutboxMessage).values(taken_at=utcnow() - timedelta(seconds=31)))
+    assert dispatcher.sweep(older_than=timedelta(hours=1)) == 1  # the lease, not the grace
+    assert sent == [INFER_TASK]
+
+    world.receive(GLAUCOMA, "1.2.3.42")
+    with world.sessions() as session:
+        other = session.scalars(select(OutboxMessage.id).where(OutboxMessage.id != row_id)).one()
+    take(world.sessions, other)
+    finish(world.sessions, [other])  # done inline: never queued
+    with transaction(world.sessions) as session:
+        session.execute(update(OutboxMessage).values(taken_at=utcnow() - timedelta(hours=1)))
+    assert dispatcher.sweep(older_than=timedelta(0)) == 0 and sent == [INFER_TASK]
+
+
+def test_a_delivery_another_attempt_holds_is_not_sent_and_one_lost_is_requeued(
+    world: World,
+) -> None:
+    """Two processes on one delivery: the second leaves it to the first while its attempt's
+    lease runs; an attempt lost with its process leaves the delivery in doubt, and the sweep
+    queues it again after a lease, not after the stale period."""
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.operations.recovery import requeue_lost_follow_ups
+
+    world.inference.infer([world.receive(NORMAL, "1.2.3.43")])
+    with world.sessions() as session:
+        case_id = session.scalars(select(Instance.case_pk)).one()
+    world.reports.build_case(case_id)
+    with world.sessions() as session:
+        delivery_id = session.scalars(select(ReportDelivery.id)).one()
+    sends: list[int] = []
+
+    def send(objects: Sequence[Sequence[bytes]], destination: str, transaction_uid: str) -> None:
+        sends.append(len(objects))
+
+    _, claimed = world.reports._sending([delivery_id])  # the first process, then killed
+    assert claimed == [delivery_id]
+    held = world.reports.deliver(delivery_id, send)
+    assert held.state == DeliveryState.PENDING and held.retry_in_s and sends == []
+    with transaction(world.sessions) as session:  # its lease runs out
+        stale = utcnow() - timedelta(seconds=40)
+        session.execute(update(ReportDelivery).values(sending_at=stale, next_attempt_at=stale))
+        session.execute(update(OutboxMessage).values(created_at=stale))
+        lost = requeue_lost_follow_ups(session, timedelta(seconds=30))
+        assert len(lost) == 1 and requeue_lost_follow_ups(session, timedelta(seconds=30)) == []
+        assert session.get_one(ReportDelivery, delivery_id).in_doubt
+    assert world.reports.deliver(delivery_id, send).state == DeliveryState.DELIVERED
+    assert sends == [1]  # no way to ask this PACS: sent again (at least once)
+    with world.sessions() as session:
+        done = session.get_one(ReportDelivery, delivery_id)
+        assert not done.in_doubt and done.sending_at is None
+
+
+def test_claims_of_a_worker_known_dead_are_taken_over_before_their_lease(world: World) -> None:
+    """A worker killed mid-batch on this machine: the next one takes its images over at once
+    (its process is gone), not after the 30 s lease."""
+    import time
+
+    from sqlalchemy import update
+
+    from services.db.base import utcnow
+    from services.db.session import transaction
+    from services.screening.inference import BatchPolicy
+    from worker.runtime import process_gone
+
+    first = world.receive(NORMAL, "1.2.3.51")
+    second = world.receive(GLAUCOMA, "1.2.3.52", study="1.2.4")
+    with transaction(world.sessions) as session:
+        session.execute(update(Instance).values(claimed_by="dead:1", claimed_at=utcnow()))
+    policy = BatchPolicy(size=4, lease=timedelta(seconds=30), gone=lambda w: w == "dead:1")
+    started = time.monotonic()
+    outcomes = world.inference.infer_batch(first, "live:2", policy)
+    assert time.monotonic() - started < 5
+    assert sorted(o.instance_id for o in outcomes if o.prediction_id) == [first, second]
+
+    import os
+    import socket
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    host = socket.gethostname()
+    assert process_gone(f"{host}:{child.pid}") and not process_gone(f"{host}:{os.getpid()}")
+    assert not process_gone(f"another-machine:{child.pid}")
