@@ -22,7 +22,7 @@ from dicom_gateway.find import held_instances
 from dicom_gateway.scu import DeliveryFailed, associate, storage_contexts, store_each
 from services.kernel.settings import DicomNode
 from services.reporting.commitment import CommitmentResult
-from services.reporting.service import AskPacs, DeliveryError, SendReport, Sent
+from services.reporting.sending import AskPacs, DeliveryError, SendReport, Sent
 
 
 def make_sender(

@@ -18,7 +18,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from PIL import Image
 
-from services.reporting.service import CaseReport, ImageResult, RenderDocument
+from services.reporting.content import CaseReport, ImageResult, RenderDocument
 
 THUMBNAIL_PX = 640
 _ENV = Environment(

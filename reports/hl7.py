@@ -18,7 +18,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 
 from services.kernel.settings import MllpNode
-from services.reporting.service import CaseReport, EncodeHl7
+from services.reporting.content import CaseReport, EncodeHl7
 
 CODING = "99EYESCREEN"
 _ESCAPES = str.maketrans({"|": " ", "^": " ", "~": " ", "\\": " ", "&": " ", "\r": " "})

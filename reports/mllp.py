@@ -11,7 +11,7 @@ from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 
 from services.kernel.settings import MllpNode
-from services.reporting.service import DeliveryError, SendReport
+from services.reporting.sending import DeliveryError, SendReport
 
 START, END = b"\x0b", b"\x1c\x0d"
 ACCEPTED = ("AA", "CA")

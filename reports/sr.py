@@ -24,7 +24,7 @@ from pydicom.uid import generate_uid
 
 from reports import sr_items
 from reports.sr_document import assemble
-from services.reporting.service import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
+from services.reporting.content import CaseReport, EncodedReport, EncodeReport, ImageResult, Verdict
 from services.screening.decision import Finding
 from services.screening.quality import Quality
 

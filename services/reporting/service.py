@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -43,140 +43,22 @@ from services.kernel.outbox import add_message
 from services.kernel.storage import ContentStore
 from services.kernel.task_names import DELIVER_HL7_TASK, DELIVER_TASK, RENDER_TASK
 from services.reporting.commitment import CommitmentResult, record_commitment
+from services.reporting.content import (
+    CaseReport,
+    EncodeHl7,
+    EncodeReport,
+    ImageResult,
+    Patient,
+    RenderDocument,
+    Verdict,
+    WrapDocument,
+)
 from services.reporting.predictions import latest_predictions, reading_order
+from services.reporting.sending import AskPacs, DeliveryError, DeliveryOutcome, SendReport, Sent
 from services.screening import Finding
 from services.taxonomy.tree import load_taxonomy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """The model's reading of one image, with the image as received (for references)."""
-
-    source: bytes
-    laterality: str
-    route: str
-    findings: tuple[Finding, ...]
-    top3: tuple[str, ...]
-    referral: bool
-    quality: str
-    algorithm_name: str
-    algorithm_version: str
-    weights_sha256: str
-    threshold_set: str
-    heatmap_path: str | None = None
-    probability_scale: str = "raw"  # "calibrated": per-class temperature scaling
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """An arbitration panel decision: reported as a verified revision, the person as observer."""
-
-    person_name: str  # DICOM PN, Family^Given
-    login: str
-    organization: str
-    findings: dict[str, bool]
-    names: dict[str, str]  # code -> name, for the codes in findings
-    referral: bool
-    comment: str
-    decided_at: datetime
-    # Everyone who signed the decision (DICOM PN names), in signing order: the SR's
-    # Verifying Observers. Empty for decisions from before signers were kept: the decider.
-    signers: tuple[str, ...] = ()
-
-    @property
-    def verifying_observers(self) -> tuple[tuple[str, str], ...]:
-        """(name, organization) of each Verifying Observer."""
-        return tuple((name, self.organization) for name in self.signers or (self.person_name,))
-
-
-@dataclass(frozen=True)
-class Patient:
-    """The patient and study attributes a report shows (PHI: never logged)."""
-
-    name: str
-    patient_id: str
-    birth_date: str
-    sex: str
-    study_date: str
-    accession_number: str
-
-
-@dataclass(frozen=True)
-class CaseReport:
-    """Everything a report of one case says."""
-
-    case_id: int
-    patient: Patient
-    images: tuple[ImageResult, ...]
-    verdict: Verdict | None = None
-    predecessor_sr: bytes | None = None
-
-    @property
-    def referral(self) -> bool:
-        """The case is referred when any of its images is (or the panel says so)."""
-        if self.verdict is not None:
-            return self.verdict.referral
-        return any(image.referral for image in self.images)
-
-
-@dataclass(frozen=True)
-class EncodedReport:
-    """A built SR: its bytes and UIDs."""
-
-    sop_instance_uid: str
-    data: bytes
-
-
-EncodeReport = Callable[[CaseReport], EncodedReport]
-RenderDocument = Callable[[CaseReport], bytes]  # a PDF
-# (content, the SR's SOP Instance UID, an HL7 destination) -> the ORU^R01 for that destination
-EncodeHl7 = Callable[[CaseReport, str, str], bytes]
-WrapDocument = Callable[[bytes, bytes], bytes]  # (PDF, an image of the case) -> Encapsulated PDF
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What a sender did besides storing: the Transaction UID of the Storage Commitment it
-    requested (None where the destination does not support it), and any commitment results
-    the PACS sent back on the same association."""
-
-    commitment_uid: str | None = None
-    results: tuple[CommitmentResult, ...] = ()
-
-
-# Sends several deliveries' objects (each an SR, perhaps with its PDF) to one destination over
-# one association, in order, then asks for Storage Commitment under the Transaction UID given
-# (recorded before the association, so that a result that comes at once finds its deliveries);
-# raises DeliveryError saying how many deliveries went whole.
-SendReport = Callable[[Sequence[Sequence[bytes]], str, str], "Sent | None"]
-# Which of these SOP Instance UIDs the destination holds (C-FIND); None where it cannot tell.
-# Raises DeliveryError when the destination cannot be reached.
-AskPacs = Callable[[Sequence[str], str], "set[str] | None"]
-
-
-class DeliveryError(Exception):
-    """A delivery that failed: connection refused, timeout, or a failure status; ``sent``
-    deliveries of the association's went whole before it; ``unknown``: the next one's C-STORE
-    went out and no answer came (the PACS may have kept it)."""
-
-    def __init__(
-        self, message: str, status: int | None = None, sent: int = 0, unknown: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.sent = sent
-        self.unknown = unknown
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    """What one delivery attempt gave."""
-
-    state: DeliveryState
-    retry_in_s: float | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def test_the_sender_refuses_what_the_statement_does_not_list() -> None:
     from dicom_gateway.photos import photo_to_dataset
     from reports.delivery import make_sender
     from reports.sr import encode
-    from services.reporting.service import DeliveryError
+    from services.reporting.sending import DeliveryError
     from tests.synthetic_photos import generated_fundus_photos
 
     photo = encode(photo_to_dataset(generated_fundus_photos(1)[0], patient_id="C1"))

@@ -28,7 +28,9 @@ from services.kernel.errors import InstanceConflict
 from services.kernel.outbox import OutboxDispatcher
 from services.kernel.storage import ContentStore
 from services.kernel.task_names import INFER_TASK, REPORT_TASK
-from services.reporting.service import CaseReport, DeliveryError, EncodedReport, ReportService
+from services.reporting.content import CaseReport, EncodedReport
+from services.reporting.sending import DeliveryError
+from services.reporting.service import ReportService
 from services.screening.decision import OperatingPoint, ProbabilityScale
 from services.screening.inference import InferenceService
 from services.taxonomy.tree import Taxonomy, load_taxonomy
