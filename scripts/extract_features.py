@@ -3,7 +3,9 @@
 Usage: python scripts/extract_features.py STORE_DIR BACKBONE SIZE CROP(0/1) FLIPS(0/1)
        MANIFEST[:LIMIT] ...
 
-LIMIT takes a seeded sample of that many rows (for guard checks on another modality)."""
+LIMIT takes a seeded sample of that many rows (for guard checks on another modality). The
+photographs of all manifests are computed in one seeded random order, so that a run stopped
+early leaves a random subsample of every source, not the first source whole."""
 
 from __future__ import annotations
 
@@ -36,10 +38,11 @@ def main(argv: list[str]) -> None:
     backbone = build_backbone(name, "imagenet")
     spec = Preprocessing(size=int(size), crop_dark_border=crop == "1")
     store = FeatureStore(Path(store_dir), backbone, spec, flips=flips == "1")
-    for manifest in manifests:
-        paths = manifest_paths(manifest)
-        print(manifest, len(paths), "photographs,", len(store.missing(paths)), "to compute")
-        store.compute(paths, torch.device("cpu"))
+    paths = [p for manifest in manifests for p in manifest_paths(manifest)]
+    order = np.random.default_rng(1).permutation(len(paths))
+    paths = [paths[i] for i in order]
+    print(len(paths), "photographs,", len(store.missing(paths)), "to compute")
+    store.compute(paths, torch.device("cpu"))
 
 
 if __name__ == "__main__":
