@@ -79,6 +79,50 @@ def register_model(checkpoint: Path) -> None:
         )
 
 
+@model_group.command("guard")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--manifest",
+    "manifests",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    multiple=True,
+    help="the photographs the model was trained on (each row's source counts)",
+)
+@click.option("--label-map", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--features", type=click.Path(path_type=Path), default=Path("var/features"))
+@click.option("--quantile", type=float, default=0.99, help="of held-out-source distances")
+@click.option("--neighbours", type=int, default=5)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def guard_model(
+    checkpoint: Path,
+    manifests: tuple[Path, ...],
+    label_map: Path | None,
+    features: Path,
+    quantile: float,
+    neighbours: int,
+    out: Path,
+) -> None:
+    """Write CHECKPOINT with a guard against the unfamiliar to --out: photographs farther
+    from the training photographs than the threshold (chosen on each source held out) are
+    "not assessable by this model" and referred. A new file, so a new sha256 to register."""
+    import json
+
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+    from ml.guard import fit_for_checkpoint
+    from ml.pipeline import load_samples
+    from services.taxonomy.tree import parse_taxonomy
+
+    meta, model = load_checkpoint(checkpoint)
+    taxonomy = parse_taxonomy(meta["taxonomy"])
+    samples = load_samples(list(manifests), None, taxonomy, label_map)
+    meta["guard"] = fit_for_checkpoint(checkpoint, samples, features, quantile, neighbours)
+    sha = save_checkpoint(out, meta, model)
+    facts = {k: v for k, v in meta["guard"].items() if k != "reference"}
+    click.echo(json.dumps(facts, indent=2))
+    click.echo(f"{out}: sha256 {sha}")
+
+
 @model_group.command("activate")
 @click.argument("sha256_prefix")
 @click.option("--site", default="", help="only at this site (default: every site)")

@@ -60,3 +60,11 @@ def test_every_verdict_has_its_own_defined_sr_code() -> None:
     values = [code.value for code in QUALITY_CODES.values()]
     assert len(set(values)) == len(values) and all(len(v) <= 16 for v in values)
     assert QUALITY_CODES[Quality.NO_TRAINED_MODEL].meaning.endswith("no trained model for it")
+
+
+def test_an_unfamiliar_photograph_says_why_in_the_sr() -> None:
+    from reports.sr import QUALITY_CODES
+    from services.screening.quality import Quality
+
+    meaning = QUALITY_CODES[Quality.UNFAMILIAR].meaning
+    assert meaning.startswith("Not assessable by this model")
