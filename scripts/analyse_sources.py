@@ -63,7 +63,9 @@ def shipped_referral(samples: list[Sample], features: np.ndarray) -> dict[str, A
     for source in sorted(set(sources)):
         rows = sources == source
         out[source] = referral_figures(
-            referred[rows], diseased[rows], [s.patient_id for s, r in zip(samples, rows) if r]
+            referred[rows],
+            diseased[rows],
+            [s.patient_id for s, r in zip(samples, rows, strict=True) if r],
         ) | {"samples": int(rows.sum())}
     return out
 
