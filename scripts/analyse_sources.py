@@ -174,6 +174,30 @@ def shipped_guard_rates(
     }
 
 
+def anterior_guard(store_dir: Path, shared: Path) -> dict[str, Any]:
+    """The anterior model's guard (its backbone and pre-processing: Lite0, 224 px, no frame
+    crop), thresholds on each anterior source held out; fired on fundus photos sent as
+    anterior."""
+    store = FeatureStore(store_dir, build_backbone("efficientnet_lite0", "imagenet"),
+                         Preprocessing(224, False), flips=False)
+    taxonomy = load_taxonomy("anterior")
+    manifests = [shared / "anterior" / "manifest.csv",
+                 shared / "anterior-external" / "manifest.csv"]
+    samples = [s for s in load_samples(manifests, None, taxonomy) if s.path in store]
+    with (shared / "fundus" / "manifest.csv").open(newline="") as handle:
+        fundus = [shared / "fundus" / r["file"] for r in csv.DictReader(handle)]
+    fundus = [p for p in fundus if p in store]
+    features = store.get([s.path for s in samples])[0]
+    sources = np.array([s.source for s in samples])
+    guard, facts = fit_with_held_out_threshold(features, sources)
+    return facts | {
+        "threshold": guard.threshold,
+        "anterior_photographs": len(samples),
+        "fundus_photographs_sent_as_anterior": len(fundus),
+        "fired_on_fundus_sent_as_anterior": float(guard.unfamiliar(store.get(fundus)[0]).mean()),
+    }
+
+
 def anterior_paths(shared: Path) -> list[Path]:
     paths = []
     for name in ("anterior", "anterior-external"):
@@ -213,6 +237,7 @@ def main(store_dir: str, shared_dir: str, out: str) -> None:
             [s for s in every if s.source == "mexico_imo"]
         ),
         "vietnam_normals": vietnam_normals(samples, features),
+        "anterior_guard": anterior_guard(Path(store_dir), shared),
     }
     Path(out).write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(json.dumps(result, indent=2, default=float))
