@@ -34,7 +34,7 @@ CONTEXTS: dict[str, set[str]] = {
     "access": set(),
     "reporting": {"screening"},
     "clinic": {"access", "reporting", "screening"},
-    "study": {"clinic", "reporting"},
+    "study": {"clinic", "reporting", "screening"},  # screening: the Quality verdicts
     "operations": {"clinic", "reporting"},
 }
 

@@ -37,6 +37,7 @@ from services.db.models import (
     Triage,
 )
 from services.reporting import latest_predictions_by_case
+from services.screening import Quality
 from services.taxonomy.tree import load_taxonomy
 
 
@@ -94,6 +95,9 @@ class EyeRecord:
     reference_route: ReferenceRoute = ReferenceRoute.NOT_READ
     inclusion_probability: float | None = None
     blind: bool = True
+    # no photograph of the eye gradable, one of them beyond the model's guard: "not
+    # assessable by this model" (unlike its training photographs), counted apart in the flow
+    model_unfamiliar: bool = False
 
 
 def study_key(path: Path) -> bytes:
@@ -283,6 +287,7 @@ def _eye_record(
         sex="",
         study_day=0,
         model_gradable=bool(gradable),
+        model_unfamiliar=not gradable and any(p.quality == Quality.UNFAMILIAR for p in predictions),
         model_codes=codes,
         model_referral=any(p.referral for p in predictions),
         probabilities=probabilities,

@@ -68,3 +68,20 @@ def test_an_unfamiliar_photograph_says_why_in_the_sr() -> None:
 
     meaning = QUALITY_CODES[Quality.UNFAMILIAR].meaning
     assert meaning.startswith("Not assessable by this model")
+
+
+def test_the_study_flow_counts_eyes_not_assessable_by_the_model() -> None:
+    from services.study.records import EyeRecord
+    from services.study.tables.flow import flow
+
+    def eye(unfamiliar: bool, gradable: bool) -> EyeRecord:
+        return EyeRecord(
+            case_key="c", patient_key="p", eye="R", site="s", camera="cam", route="fundus",
+            model_version="m 1", age_band="", sex="", study_day=0, model_gradable=gradable,
+            model_codes=set(), model_referral=True, probabilities={}, thresholds={}, top3=[],
+            model_unfamiliar=unfamiliar,
+        )  # fmt: skip
+
+    rows = {r["step"]: r["eyes"] for r in flow([eye(True, False), eye(False, True)])}
+    assert rows["not assessable by the model (unlike its training photographs)"] == 1
+    assert rows["gradable for the model"] == 1

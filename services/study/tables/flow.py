@@ -19,6 +19,10 @@ def flow(records: Sequence[EyeRecord]) -> list[Row]:
     rows = [
         ("photographed", len(records)),
         ("gradable for the model", sum(r.model_gradable for r in records)),
+        (
+            "not assessable by the model (unlike its training photographs)",
+            sum(r.model_unfamiliar for r in records),
+        ),
         ("index test result (model)", sum(r.model_gradable for r in records)),
         ("read by a grader", sum(bool(r.reads) for r in records)),
     ]
