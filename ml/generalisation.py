@@ -268,14 +268,14 @@ def source_report(
 
 
 def _worst(report: dict[str, Any]) -> dict[str, Any]:
-    """The held-out source with the lowest sensitivity + specificity per eye (Youden's J):
-    a source whose normals are all referred is as bad as one whose diseased eyes are missed."""
+    """The held-out source whose lower of referral sensitivity and specificity (per eye) is
+    lowest: a source whose normals are all referred is as bad as one whose diseased eyes are
+    missed; a source with eyes of one kind only is judged on that one."""
 
     def key(item: tuple[str, dict[str, Any]]) -> float:
         eye = item[1]["eye"]
-        return float(
-            (eye["sensitivity"]["estimate"] or 0.0) + (eye["specificity"]["estimate"] or 0.0)
-        )
+        values = [eye[m]["estimate"] for m in ("sensitivity", "specificity") if eye[m]["n"]]
+        return float(min(values)) if values else float("inf")
 
     name, block = min(report["source_held_out"].items(), key=key)
     return {"source": name, "eye": block["eye"], "patient": block["patient"]}
