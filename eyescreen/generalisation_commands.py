@@ -52,6 +52,12 @@ import click
     multiple=True,
     help="leave out rows with this label_note (e.g. normal-from-other-source)",
 )
+@click.option(
+    "--procedure-check",
+    is_flag=True,
+    help="instead: the nested CV's promise against what the shipped procedure gives new "
+    "patients (outer patient folds; k*(k+1) models)",
+)
 @click.option("--only-stored", is_flag=True, help="use only photographs already in the store")
 @click.option("--seed", type=int, default=0)
 @click.option(
@@ -73,6 +79,7 @@ def cross_validate_sources(
     group_near_duplicates: bool,
     inner_cv: bool,
     drop_note: tuple[str, ...],
+    procedure_check: bool,
     only_stored: bool,
     seed: int,
     threads: int,
@@ -111,6 +118,17 @@ def cross_validate_sources(
     patients = [s.patient_id for s in samples]
     groups = near_duplicate_groups(features[0], patients) if group_near_duplicates else None
     not_assessed = frozenset(assessment(samples, taxonomy, min_positive)["not_assessed"])
+    if procedure_check:
+        from ml.generalisation import procedure_check as check
+
+        result = check(
+            samples, taxonomy, config, features, not_assessed, target_sensitivity, folds, groups
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(result, indent=2, default=float)
+        (out / "procedure_check.json").write_text(text + "\n")
+        click.echo(text)
+        return
     report = source_report(
         samples,
         taxonomy,

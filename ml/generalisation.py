@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -320,3 +321,71 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{auc(block['level2_weighted_auc'])} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _fitted_problem(ref: _Referral, raw: np.ndarray, train: np.ndarray) -> ReferralProblem:
+    return ref.problem(raw, ref.temperatures(raw, train))
+
+
+def procedure_check(
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    features: np.ndarray,
+    not_assessed: frozenset[str],
+    target: float,
+    k: int = 5,
+    groups: list[str] | None = None,
+) -> dict[str, Any]:
+    """What the cross-validation promises against what new patients get from the shipped
+    procedure. For each outer fold of patients: on the rest, the nested k-fold referral (the
+    promise) and the shipped procedure (heads on all of the rest, temperatures and thresholds
+    from its out-of-fold predictions), which then refers the outer fold's new patients."""
+    y = targets(samples, taxonomy)
+    labels = flat_levels(y)
+    keyed = (
+        [replace(s, patient_id=g) for s, g in zip(samples, groups, strict=True)]
+        if groups
+        else samples
+    )
+    outer = patient_folds(keyed, taxonomy, k, config.seed + 7)
+    patients = [s.patient_id for s in samples]
+    ref = _Referral(taxonomy, labels, not_assessed)
+    delivered = np.zeros(len(samples), dtype=bool)
+    promises = []
+    for fold in np.unique(outer):
+        log.info("procedure check: outer fold %d", fold)
+        new, rest = outer == fold, outer != fold
+        inner_keyed = [s for s, r in zip(keyed, rest, strict=True) if r]
+        inner = patient_folds(inner_keyed, taxonomy, k, config.seed)
+        oof = flat_levels(
+            out_of_fold(taxonomy, config, features[:, rest], [t[rest] for t in y], inner)
+        )
+        sub = _Referral(taxonomy, labels[rest], not_assessed)
+        nested = nested_referral(partial(_fitted_problem, sub, oof), inner, target)
+        temps = sub.temperatures(oof, np.ones(len(oof), dtype=bool))
+        chosen = sub.problem(oof, temps)
+        promises.append(
+            referral_figures(
+                nested, chosen.diseased, [p for p, r in zip(patients, rest, strict=True) if r]
+            )
+        )
+        cuts = search_cuts(chosen, target)
+        raw = flat_levels(
+            _train_predict(taxonomy, config, features, y, rest, new, config.seed + 50)
+        )
+        fresh = _Referral(taxonomy, labels[new], not_assessed).problem(raw, temps)
+        delivered[new] = refer(fresh.scores, cuts)
+    diseased = ref.problem(np.full_like(labels, 0.5), [1.0] * labels.shape[1]).diseased
+
+    def mean_of(unit: str, measure: str) -> float:
+        return float(np.mean([p[unit][measure]["estimate"] for p in promises]))
+
+    return {
+        "promised_by_nested_cv": {
+            unit: {m: mean_of(unit, m) for m in ("sensitivity", "specificity")}
+            for unit in ("eye", "patient")
+        },
+        "delivered_to_new_patients": referral_figures(delivered, diseased, patients),
+        "outer_folds": k,
+    }

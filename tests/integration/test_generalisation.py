@@ -128,3 +128,22 @@ def test_cross_validate_sources_command_on_generated_photographs(tmp_path: Path)
     again = eyescreen(*args, "--only-stored", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert list((tmp_path / "features").glob("*/part-*.npy")) == stored
+
+
+def test_procedure_check_compares_the_promise_with_new_patients(one_thread: None) -> None:
+    """Outer patient folds: the nested CV's promise on the rest, and what the shipped procedure
+    (heads on all the rest, thresholds from its out-of-fold predictions) gives the new ones."""
+    from ml.generalisation import procedure_check
+
+    samples, features = _samples(30, {"a": 0.0, "b": 1.0, "c": -1.0})
+    taxonomy = load_taxonomy("fundus")
+    not_assessed = frozenset(
+        c for c in taxonomy.codes if c not in {"F.GLAU", "F.GLAU.GLAU", "F.NOR", "F.NOR.NOR"}
+    )
+    config = TrainConfig(head_epochs=20, hidden=16, device="cpu")
+    result = procedure_check(samples, taxonomy, config, features, not_assessed, 0.9, k=3)
+    delivered = result["delivered_to_new_patients"]
+    assert delivered["eye"]["n_positive"] + delivered["eye"]["n_negative"] == 90  # every eye once
+    assert delivered["patient"]["n_positive"] + delivered["patient"]["n_negative"] == 45
+    promise = result["promised_by_nested_cv"]["eye"]
+    assert 0 <= promise["specificity"] <= 1 and 0 <= promise["sensitivity"] <= 1
