@@ -178,11 +178,17 @@ def anterior_guard(store_dir: Path, shared: Path) -> dict[str, Any]:
     """The anterior model's guard (its backbone and pre-processing: Lite0, 224 px, no frame
     crop), thresholds on each anterior source held out; fired on fundus photos sent as
     anterior."""
-    store = FeatureStore(store_dir, build_backbone("efficientnet_lite0", "imagenet"),
-                         Preprocessing(224, False), flips=False)
+    store = FeatureStore(
+        store_dir,
+        build_backbone("efficientnet_lite0", "imagenet"),
+        Preprocessing(224, False),
+        flips=False,
+    )
     taxonomy = load_taxonomy("anterior")
-    manifests = [shared / "anterior" / "manifest.csv",
-                 shared / "anterior-external" / "manifest.csv"]
+    manifests = [
+        shared / "anterior" / "manifest.csv",
+        shared / "anterior-external" / "manifest.csv",
+    ]
     samples = [s for s in load_samples(manifests, None, taxonomy) if s.path in store]
     with (shared / "fundus" / "manifest.csv").open(newline="") as handle:
         fundus = [shared / "fundus" / r["file"] for r in csv.DictReader(handle)]
