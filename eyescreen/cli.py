@@ -11,6 +11,7 @@ import click
 from eyescreen.backup_commands import backup_group
 from eyescreen.cli_common import settings_or_exit as _settings
 from eyescreen.drift_commands import drift_group
+from eyescreen.generalisation_commands import cross_validate_sources
 from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
 from eyescreen.stats_commands import stats_group
@@ -453,6 +454,7 @@ def evaluate(
 
 main.add_command(reports_group)
 main.add_command(model_group)
+main.add_command(cross_validate_sources)
 main.add_command(drift_group)
 main.add_command(users_group)
 main.add_command(stats_group)

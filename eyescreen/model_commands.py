@@ -79,6 +79,50 @@ def register_model(checkpoint: Path) -> None:
         )
 
 
+@model_group.command("guard")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--manifest",
+    "manifests",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    multiple=True,
+    help="the photographs the model was trained on (each row's source counts)",
+)
+@click.option("--label-map", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--features", type=click.Path(path_type=Path), default=Path("var/features"))
+@click.option("--quantile", type=float, default=0.99, help="of held-out-source distances")
+@click.option("--neighbours", type=int, default=5)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def guard_model(
+    checkpoint: Path,
+    manifests: tuple[Path, ...],
+    label_map: Path | None,
+    features: Path,
+    quantile: float,
+    neighbours: int,
+    out: Path,
+) -> None:
+    """Write CHECKPOINT with a guard against the unfamiliar to --out: photographs farther
+    from the training photographs than the threshold (chosen on each source held out) are
+    "not assessable by this model" and referred. A new file, so a new sha256 to register."""
+    import json
+
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+    from ml.guard import fit_for_checkpoint
+    from ml.pipeline import load_samples
+    from services.taxonomy.tree import parse_taxonomy
+
+    meta, model = load_checkpoint(checkpoint)
+    taxonomy = parse_taxonomy(meta["taxonomy"])
+    samples = load_samples(list(manifests), None, taxonomy, label_map)
+    meta["guard"] = fit_for_checkpoint(checkpoint, samples, features, quantile, neighbours)
+    sha = save_checkpoint(out, meta, model)
+    facts = {k: v for k, v in meta["guard"].items() if k != "reference"}
+    click.echo(json.dumps(facts, indent=2))
+    click.echo(f"{out}: sha256 {sha}")
+
+
 @model_group.command("activate")
 @click.argument("sha256_prefix")
 @click.option("--site", default="", help="only at this site (default: every site)")
@@ -105,3 +149,103 @@ def activate_model(sha256_prefix: str, site: str) -> None:
             f"{model.route} at {site or 'every site'}: {model.name} {model.version} "
             f"{model.weights_sha256[:12]}"
         )
+
+
+@model_group.command("recalibrate")
+@click.option("--site", required=True, help="the site whose verified reads refit the model")
+@click.option("--route", type=click.Choice(["fundus", "anterior"]), default="fundus")
+@click.option(
+    "--with-concordant",
+    is_flag=True,
+    help="also the accepted concordant reads (every case once, weight 1); default: panel "
+    "decisions only, each weighted 1 / inclusion probability",
+)
+@click.option("--target-sensitivity", type=float, default=0.95)
+@click.option("--min-eyes", type=int, default=50, help="refuse with fewer verified eyes")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def recalibrate_model(
+    site: str,
+    route: str,
+    with_concordant: bool,
+    target_sensitivity: float,
+    min_eyes: int,
+    out: Path,
+) -> None:
+    """Refit the site's per-class temperatures and referral operating point on its verified
+    reads; write and register the result beside the active model (not activated: a person
+    activates it with `eyescreen model activate SHA --site S` after reading the figures)."""
+    import json
+
+    import numpy as np
+
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+    from ml.recalibrate import recalibrate, recalibrated_meta
+    from services.kernel.storage import file_sha256
+    from services.screening.decision import OperatingPoint
+    from services.study.records import VERIFIED, Filters, ReferenceRoute, gather, study_key
+    from services.taxonomy.tree import parse_taxonomy
+
+    settings = settings_or_exit()
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    with sessions() as session:
+        model = registry.active(session, route, site)
+        if model is None:
+            raise click.ClickException(f"no registered {route} model is active at {site!r}")
+        key = study_key(settings.study_key_file or settings.data_path / "study.key")
+        filters = Filters(sites=(site,), routes=(route,), model_versions=(model.version,))
+        records = gather(session, filters, key)
+        base_path = Path(model.path)
+    accepted = set(VERIFIED) | ({ReferenceRoute.CONCORDANT} if with_concordant else set())
+    kept = [
+        r
+        for r in records
+        if r.model_gradable and r.reference is not None and r.reference_route in accepted
+    ]
+    if len(kept) < min_eyes:
+        raise click.ClickException(
+            f"{len(kept)} verified eyes at {site!r} for this model (at least {min_eyes} needed)"
+        )
+    meta, net = load_checkpoint(base_path)
+    taxonomy = parse_taxonomy(meta["taxonomy"])
+    normal = [n.code for n in taxonomy.nodes if n.normal]
+    probs = np.array([[r.probabilities.get(c, 0.0) for c in taxonomy.codes] for r in kept])
+    labels = np.array(
+        [
+            [
+                c in taxonomy.with_ancestors(set(r.reference or ()) or set(normal))
+                for c in taxonomy.codes
+            ]
+            for r in kept
+        ],
+        dtype=float,
+    )
+    weights = np.array(
+        [1.0 if with_concordant else 1.0 / max(r.inclusion_probability or 1.0, 1e-3) for r in kept]
+    )
+    result = recalibrate(
+        taxonomy, probs, labels, weights, [r.patient_key for r in kept],
+        OperatingPoint.from_meta(meta), target_sensitivity,
+    )  # fmt: skip
+    sha = save_checkpoint(out, recalibrated_meta(meta, result, site), net)
+    facts = registry.CheckpointFacts(
+        name=str(meta["name"]),
+        version=f"{meta['version']}+{site}"[:32],
+        route=route,
+        taxonomy_version=f"{meta['taxonomy']['name']}/{meta['taxonomy']['version']}",
+        sha256=file_sha256(out),
+    )
+    with transaction(sessions) as session:
+        registry.register(session, out, facts, settings.data_path / "models")
+        session.add(
+            AuditEvent(
+                action="model.recalibrate",
+                detail={"sha256": sha, "base": model.weights_sha256, "site": site,
+                        "eyes": len(kept), "by": getpass.getuser()},
+            )
+        )  # fmt: skip
+    figures = {k: result[k] for k in ("eyes", "weighted_eyes", "active", "recalibrated_nested")}
+    click.echo(json.dumps(figures, indent=2, default=float))
+    click.echo(
+        f"registered {sha[:12]} (not active); activate: eyescreen model activate "
+        f"{sha[:12]} --site {site}"
+    )

@@ -2,18 +2,24 @@
 
 Manifest columns (``../shared/data/fundus/manifest.csv``): file, patient_id, eye, source,
 folder_label, odir_keywords (``;``-separated); ``group_id``, ``label`` and ``source_repo`` are
-taken for patient_id, folder_label and source (the anterior manifests' names). A malformed row
+taken for patient_id, folder_label and source (the anterior manifests' names). A manifest may
+carry ``labels`` (``;``-separated, the publisher's words, ``../shared/data/fundus-external``)
+instead of or beside ``folder_label``; ``label_note`` is kept on the sample. A malformed row
 raises ``ManifestError`` naming its line. Labels become taxonomy codes through a label map (the
 package's ``services/taxonomy/<taxonomy>_labels.json``, or a hospital's own file with the
 same keys: ``folder_label``, ``odir_keywords``, ``ignore`` for keywords that add nothing,
-``skip_labels`` for folder labels whose rows are left out); every positive code's ancestors are
-positive too.
+``skip_labels`` for folder labels whose rows are left out, ``labels`` with one word map per
+source, since one word means different things at different hospitals); every positive code's
+ancestors are positive too. A row whose labels give no code at all (e.g. a diabetic
+retinopathy grade recorded as unknown, nothing else) is left out: it is neither diseased nor
+normal, and counting it as a negative would flatter specificity.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +30,8 @@ import numpy as np
 from services.kernel.errors import ManifestError
 from services.taxonomy.tree import Taxonomy
 
+log = logging.getLogger(__name__)
+
 # Each column and the other names it is known by, first found wins.
 COLUMN_ALIASES = {
     "file": ("file",),
@@ -31,7 +39,7 @@ COLUMN_ALIASES = {
     "folder_label": ("folder_label", "label"),
     "source": ("source", "source_repo"),
 }
-REQUIRED_COLUMNS = ("file", "patient_id", "folder_label")
+REQUIRED_COLUMNS = ("file", "patient_id")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Sample:
     eye: str
     codes: frozenset[str]
     source: str = ""
+    note: str = ""
 
 
 def load_label_map(taxonomy_name: str, path: Path | None = None) -> dict[str, Any]:
@@ -67,12 +76,30 @@ def _column_names(fieldnames: list[str]) -> dict[str, str]:
                 found[column] = alias
                 break
     missing = [c for c in REQUIRED_COLUMNS if c not in found]
+    if "folder_label" not in found and "labels" not in fieldnames:
+        missing.append("folder_label (or labels)")
     if missing:
         raise ManifestError(f"line 1: missing column(s) {', '.join(missing)}")
     return found
 
 
+def _codes_for_words(row: dict[str, str], label_map: dict[str, Any], line: int) -> set[str]:
+    """The ``labels`` column through the label map's word map for the row's source."""
+    source = (row.get("source") or "").strip()
+    words = label_map.get("labels", {}).get(source)
+    if words is None:
+        raise ManifestError(f"line {line}: no 'labels' map for source {source!r} in the label map")
+    codes: set[str] = set()
+    for word in filter(None, (w.strip() for w in (row.get("labels") or "").split(";"))):
+        if word not in words:
+            raise ManifestError(f"line {line}: unknown label {word!r} of source {source!r}")
+        codes.update(words[word])
+    return codes
+
+
 def _codes_for_row(row: dict[str, str], label_map: dict[str, Any], line: int) -> set[str]:
+    if not row.get("folder_label", "").strip():
+        return _codes_for_words(row, label_map, line)
     folder = row["folder_label"].strip()
     if folder not in label_map["folder_label"]:
         raise ManifestError(
@@ -97,7 +124,8 @@ def read_manifest(
     label_map = load_label_map(taxonomy.name, label_map_path)
     skipped_labels = set(label_map.get("skip_labels", []))
     normal_leaves = {n.code for n in taxonomy.nodes if n.normal}
-    merged: dict[tuple[str, str], tuple[Path, set[str], str]] = {}
+    merged: dict[tuple[str, str], tuple[Path, set[str], str, str]] = {}
+    unlabelled = 0
     with manifest.open(newline="") as handle:
         reader = csv.DictReader(handle)
         names = _column_names(list(reader.fieldnames or []))
@@ -105,11 +133,15 @@ def read_manifest(
             if None in raw:
                 raise ManifestError(f"line {line}: more fields than the header has")
             row = dict(raw) | {column: raw.get(alias) or "" for column, alias in names.items()}
+            row.setdefault("folder_label", "")
             if not row["file"] or not row["patient_id"]:
                 raise ManifestError(f"line {line}: file and patient_id must not be empty")
             if row["folder_label"].strip() in skipped_labels:
                 continue
             codes = _codes_for_row(row, label_map, line)
+            if not codes:
+                unlabelled += 1
+                continue
             for code in codes:
                 taxonomy.node(code)  # unknown codes in the mapping fail loudly
             eye = (row.get("eye") or "").strip()
@@ -118,13 +150,16 @@ def read_manifest(
             if key in merged:
                 merged[key][1].update(codes)
             else:
-                merged[key] = (path, codes, (row.get("source") or "").strip())
+                note = (row.get("label_note") or "").strip()
+                merged[key] = (path, codes, (row.get("source") or "").strip(), note)
+    if unlabelled:
+        log.info("%s: %d row(s) without any mapped label left out", manifest, unlabelled)
     samples = []
-    for (patient, eye), (path, codes, source) in merged.items():
+    for (patient, eye), (path, codes, source, note) in merged.items():
         if codes - normal_leaves:
             codes -= normal_leaves  # an eye with a disease is not also normal
         samples.append(
-            Sample(path, patient, eye, frozenset(taxonomy.with_ancestors(codes)), source)
+            Sample(path, patient, eye, frozenset(taxonomy.with_ancestors(codes)), source, note)
         )
     return samples
 

@@ -300,6 +300,15 @@ def evaluate_checkpoint(
         taxonomy, y, raw, dict(point.thresholds), not_assessed=point.not_assessed
     )
     result["referral"] = referral_figures(referred, diseased, [s.patient_id for s in samples])
+    sources = np.array([s.source for s in samples])
+    result["referral_by_source"] = {  # a pooled figure hides a camera it fails on
+        str(source): referral_figures(
+            referred[sources == source],
+            diseased[sources == source],
+            [s.patient_id for s in samples if s.source == source],
+        )
+        for source in np.unique(sources)
+    }
     summary = {
         "checkpoint": str(path),
         "sha256": predictor.sha256,

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
+from ml.guard import Guard
 from ml.network import ScreeningNet, level_probabilities
 from ml.preprocess import Preprocessing, prepare
 from services.kernel.storage import file_sha256
-from services.screening.decision import OperatingPoint, ProbabilityScale
+from services.screening.decision import ModelRead, OperatingPoint, ProbabilityScale
 from services.taxonomy.tree import Taxonomy, load_taxonomy, parse_taxonomy
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Predictor:
         else:
             self._temperatures = torch.ones(len(self.taxonomy.codes))
         self.flip_tta = bool((self.meta.get("inference") or {}).get("flip_tta", False))
+        guard = self.meta.get("guard")
+        self.guard = Guard.from_meta(guard) if guard else None
 
     @classmethod
     def load(cls, path: Path, device: str = "auto", precision: str = "fp32") -> Predictor:
@@ -116,32 +119,55 @@ class Predictor:
         return torch.stack([prepare(image, self.preprocessing) for image in images])
 
     @torch.inference_mode()
-    def predict_batch(self, batch: torch.Tensor) -> list[dict[str, float]]:
-        """Probability per taxonomy code (before the hierarchy constraint), one dict per image,
-        on the operating point's scale (calibrated when the checkpoint has temperatures); with
-        flip TTA the mean of the photograph's and its mirror image's."""
+    def _forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities (n, codes) and the backbone features of the photographs
+        as they are (n, dim), which the guard measures."""
         batch = batch.to(self.device)
         dtype = _AUTOCAST.get(self.precision)
         if dtype is not None:
             batch = batch.to(memory_format=torch.channels_last)
         views = [batch, batch.flip(-1)] if self.flip_tta else [batch]
-        total = None
+        total, features = None, None
         for view in views:
             with torch.autocast(
                 self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)
             ):
-                logits = [level.float() for level in self.model(view)]
+                pooled = self.model.backbone(view)
+                logits = [level.float() for level in self.model.heads(pooled)]
+            if features is None:
+                features = pooled.float().cpu().numpy()
             probs = torch.cat(level_probabilities(logits, self._level_sizes, self._parents), 1)
             total = probs if total is None else total + probs
-        assert total is not None
+        assert total is not None and features is not None
         raw = (total / len(views)).cpu().clamp(1e-6, 1 - 1e-6)
         calibrated = torch.sigmoid(torch.logit(raw) / self._temperatures)
-        flat = calibrated.numpy()
+        return calibrated.numpy(), features
+
+    def predict_batch(self, batch: torch.Tensor) -> list[dict[str, float]]:
+        """Probability per taxonomy code (before the hierarchy constraint), one dict per image,
+        on the operating point's scale (calibrated when the checkpoint has temperatures); with
+        flip TTA the mean of the photograph's and its mirror image's."""
+        return self._rows(self._forward(batch)[0])
+
+    def _rows(self, flat: np.ndarray) -> list[dict[str, float]]:
         codes = self.taxonomy.codes
         return [dict(zip(codes, map(float, row), strict=True)) for row in flat]
 
     def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]:
         return self.predict_batch(self.preprocess(images))
+
+    def read(self, images: list[np.ndarray]) -> list[ModelRead]:
+        """Probabilities, and whether each photograph lies beyond the checkpoint's guard (a
+        checkpoint without one judges every photograph familiar)."""
+        probs, features = self._forward(self.preprocess(images))
+        rows = self._rows(probs)
+        if self.guard is None:
+            return [ModelRead(row) for row in rows]
+        distances = self.guard.distance(features)
+        return [
+            ModelRead(row, bool(d > self.guard.threshold), float(d))
+            for row, d in zip(rows, distances, strict=True)
+        ]
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
         return {
@@ -152,6 +178,7 @@ class Predictor:
             "probability_scale": self.operating_point.scale.value,
             "flip_tta": self.flip_tta,
             "not_assessed": sorted(self.operating_point.not_assessed),
+            "guard_threshold": None if self.guard is None else self.guard.threshold,
             "preprocessing": self.preprocessing.to_dict(),
             "device": str(self.device),
             "dtype": self.precision,

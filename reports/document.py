@@ -38,6 +38,7 @@ class ImageView:
     positives: list[tuple[int, str, float, float]]  # level, name, probability, threshold
     top3: list[str]
     not_assessed: list[str]  # names of the classes this model cannot assess
+    quality: str  # the verdict in words, as the SR words it ("Not assessable by this model: …")
 
 
 def _data_uri(rgb: np.ndarray) -> str:
@@ -66,7 +67,18 @@ def _view(image: ImageResult, decode: Callable[[bytes], np.ndarray]) -> ImageVie
         ],
         top3=[names.get(code, code) for code in image.top3],
         not_assessed=sorted({f.name for f in image.findings if not f.assessed}),
+        quality=_quality_words(image.quality),
     )
+
+
+def _quality_words(quality: str) -> str:
+    from reports.sr import QUALITY_CODES
+    from services.screening.quality import Quality
+
+    try:
+        return str(QUALITY_CODES[Quality(quality)].meaning)
+    except ValueError:
+        return quality
 
 
 def render_html(content: CaseReport, decode: Callable[[bytes], np.ndarray]) -> str:

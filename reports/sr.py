@@ -66,6 +66,9 @@ QUALITY_CODES = {
     Quality.BLURRED: private("UNGRAD-BLURRED", "Ungradable: blurred"),
     Quality.NOT_FUNDUS: private("UNGRAD-NOTFUNDUS", "Ungradable: not a fundus photograph"),
     Quality.NO_TRAINED_MODEL: private("UNGRAD-NOMODEL", "Ungradable: no trained model for it"),
+    Quality.UNFAMILIAR: private(
+        "UNGRAD-UNFAMIL", "Not assessable by this model: unlike its training photographs"
+    ),
 }
 NOT_ASSESSED = private("NOT-ASSESSED", "Not assessed by this model")
 TOP = [private(f"TOP{i}", f"Diagnosis ranked {i}") for i in (1, 2, 3)]

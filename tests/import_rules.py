@@ -34,8 +34,8 @@ CONTEXTS: dict[str, set[str]] = {
     "screening": set(),
     "access": set(),
     "reporting": {"screening"},
-    "clinic": {"access", "reporting"},
-    "study": {"clinic", "reporting"},
+    "clinic": {"access", "reporting", "screening"},  # screening: the Quality verdicts
+    "study": {"clinic", "reporting", "screening"},  # screening: the Quality verdicts
     "operations": {"clinic", "workflow"},
 }
 

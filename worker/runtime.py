@@ -75,6 +75,9 @@ class SiteModel:
             self.before_predict()
         return self.predictor.predict(images)  # type: ignore[no-any-return]
 
+    def read(self, images: list[Any]) -> list[Any]:
+        return self.predictor.read(images)  # type: ignore[no-any-return]
+
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
         provenance: dict[str, Any] = self.predictor.provenance(elapsed_s, batch_size)
         return provenance | {"threshold_set": self.threshold_set}

@@ -3,7 +3,8 @@ comparison that sends a case to the panel (``triage``), the panel's votes and de
 (``panel``, ``arbitration``), the rule that takes every arbitration to a decision
 (``escalation``) and the dashboard's figures (``dashboard``).
 
-May import: the shared kernel, ``services.access``, ``services.reporting``."""
+May import: the shared kernel, ``services.access``, ``services.reporting``,
+``services.screening``."""
 
 from services.clinic.grading import eye_of
 from services.clinic.panel import escalate_overdue

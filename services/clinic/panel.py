@@ -64,7 +64,7 @@ def shown_reads(session: Session, arbitration: ArbitrationCase, seed: int) -> li
         raise DecisionError("this case lacks the model's result or the grader's read")
     machine = (
         model.findings,
-        {eye: "not gradable by the model" for eye in model.ungradable},
+        {eye: model.reasons.get(eye, "not gradable by the model") for eye in model.ungradable},
         model.referral,
         True,
         1,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import exists, select
@@ -27,6 +27,7 @@ from services.db.models import (
     Triage,
 )
 from services.reporting import latest_predictions
+from services.screening import Quality
 from services.taxonomy.tree import level_of_code, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class ModelRead:
     findings: dict[str, list[str]]  # eye -> positive codes, all levels, normal classes left out
     ungradable: set[str]  # eyes none of whose photographs was gradable
     referral: bool
+    # why an ungradable eye is so, where the model says more than "not gradable": its
+    # photographs lay beyond the model's guard (unlike anything it was trained on)
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def model_read(session: Session, case_id: int) -> ModelRead | None:
@@ -77,8 +81,11 @@ def model_read(session: Session, case_id: int) -> ModelRead | None:
         return None
     findings: dict[str, set[str]] = {}
     gradable: dict[str, bool] = {}
+    unfamiliar: set[str] = set()
     for prediction in predictions:
         eye = eye_of(prediction.instance.laterality)
+        if prediction.quality == Quality.UNFAMILIAR:
+            unfamiliar.add(eye)
         taxonomy = load_taxonomy(prediction.instance.route)
         codes = findings.setdefault(eye, set())
         is_gradable = prediction.quality == "gradable"
@@ -93,6 +100,11 @@ def model_read(session: Session, case_id: int) -> ModelRead | None:
         findings={eye: sorted(codes) for eye, codes in findings.items()},
         ungradable={eye for eye, ok in gradable.items() if not ok},
         referral=any(p.referral for p in predictions),
+        reasons={
+            eye: "not assessable by this model: unlike its training photographs"
+            for eye, ok in gradable.items()
+            if not ok and eye in unfamiliar
+        },
     )
 
 

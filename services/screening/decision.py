@@ -148,6 +148,16 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class ModelRead:
+    """What a model says of one photograph: class probabilities, and whether the photograph
+    lies beyond its guard (unlike anything it was trained on), with the distance measured."""
+
+    probabilities: dict[str, float]
+    unfamiliar: bool = False
+    distance: float | None = None
+
+
+@dataclass(frozen=True)
 class ScreeningDecision:
     """Findings, top-3 and referral of one image under one operating point."""
 

@@ -33,7 +33,7 @@ from services.kernel import metrics
 from services.kernel.outbox import add_message
 from services.kernel.storage import ContentStore
 from services.kernel.task_names import REPORT_TASK
-from services.screening.decision import OperatingPoint, decide
+from services.screening.decision import ModelRead, OperatingPoint, decide
 from services.screening.quality import GRADABLE, Quality, assess, image_statistics
 from services.taxonomy.tree import Taxonomy
 
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 class Model(Protocol):
     """A loaded model: probabilities on its operating point's scale, and that operating point.
-    ``stand_in`` marks an untrained stand-in, which must refer every image."""
+    ``stand_in`` marks an untrained stand-in, which must refer every image. ``read`` also says
+    whether each photograph lies beyond the model's guard (then it is not assessed)."""
 
     name: str
     version: str
@@ -51,7 +52,7 @@ class Model(Protocol):
     stand_in: bool
     operating_point: OperatingPoint
 
-    def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]: ...
+    def read(self, images: list[np.ndarray]) -> list[ModelRead]: ...
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]: ...
 
@@ -233,14 +234,14 @@ class InferenceService:
     ) -> list[InferenceOutcome]:
         model = self.model_for_route(route)
         started = time.perf_counter()
-        probabilities = model.predict([rgb for _, rgb in items])
+        reads = model.read([rgb for _, rgb in items])
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.labels(route=route).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(items))
         provenance = model.provenance(elapsed / len(items), len(items))
         return [
-            self._record(instance_id, model, route, probs, rgb, provenance, worker)
-            for (instance_id, rgb), probs in zip(items, probabilities, strict=True)
+            self._record(instance_id, model, route, read, rgb, provenance, worker)
+            for (instance_id, rgb), read in zip(items, reads, strict=True)
         ]
 
     def _record(
@@ -248,15 +249,21 @@ class InferenceService:
         instance_id: int,
         model: Model,
         route: str,
-        probabilities: dict[str, float],
+        read: ModelRead,
         rgb: np.ndarray,
         provenance: dict[str, Any],
         worker: str | None = None,
     ) -> InferenceOutcome:
+        probabilities = read.probabilities
         quality = assess(rgb, route)
         if model.stand_in:
             # A stand-in without training must never pass anyone: refer, and say why.
             quality = Quality.NO_TRAINED_MODEL
+        elif quality == GRADABLE and read.unfamiliar:
+            # Unlike anything the model learnt from: its probabilities mean nothing here.
+            quality = Quality.UNFAMILIAR
+        if read.distance is not None:
+            provenance = provenance | {"guard_distance": round(read.distance, 4)}
         decision = decide(model.taxonomy, probabilities, model.operating_point, quality)
         received_at = None
         try:

@@ -21,6 +21,8 @@ class Quality(StrEnum):
     BLURRED = "ungradable:blurred"
     NOT_FUNDUS = "ungradable:not_fundus"
     NO_TRAINED_MODEL = "ungradable:no_trained_model"  # an untrained stand-in read it
+    # beyond the model's guard: unlike every photograph it was trained on (ml/guard.py)
+    UNFAMILIAR = "ungradable:unfamiliar"
 
 
 GRADABLE = Quality.GRADABLE

@@ -38,6 +38,7 @@ from services.db.models import (
     Triage,
 )
 from services.reporting import latest_predictions_by_case
+from services.screening import Quality
 from services.taxonomy.tree import load_taxonomy
 
 
@@ -100,6 +101,10 @@ class EyeRecord:
     index_at: datetime | None = None  # when the model's result was recorded
     reference_at: datetime | None = None  # when the reference was reached (read or decision)
     dr_grade: dict[str, Any] | None = None  # the triaged read's DR grade, where the site grades DR
+    # no photograph of the eye gradable, one of them beyond the model's guard: "not
+    # assessable by this model" (unlike its training photographs), counted apart in the
+    # index-test results
+    model_unfamiliar: bool = False
 
 
 def study_key(path: Path) -> bytes:
@@ -301,6 +306,7 @@ def _eye_record(
         sex="",
         study_day=0,
         model_gradable=bool(gradable),
+        model_unfamiliar=not gradable and any(p.quality == Quality.UNFAMILIAR for p in predictions),
         model_codes=codes,
         model_referral=any(p.referral for p in predictions),
         probabilities=probabilities,

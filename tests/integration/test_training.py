@@ -124,6 +124,10 @@ def test_evaluation_writes_tables_and_pictures(tmp_path: Path) -> None:
                 assert measure in ("ppv", "npv") and value["estimate"] is None
     assert referral["eye"]["n_positive"] + referral["eye"]["n_negative"] == len(samples)
     assert "Referral" in (tmp_path / "eval" / "metrics.md").read_text()
+    by_source = metrics["results"]["checkpoint"]["referral_by_source"]
+    assert set(by_source) == {s.source for s in samples}  # a camera it fails on shows
+    counted = sum(f["eye"]["n_positive"] + f["eye"]["n_negative"] for f in by_source.values())
+    assert counted == len(samples)
 
 
 def test_cross_validate_command_on_generated_photographs(tmp_path: Path) -> None:

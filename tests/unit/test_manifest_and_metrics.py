@@ -130,3 +130,61 @@ def test_shipped_anterior_label_map_reads_the_shared_manifests_words() -> None:
         for code in codes:
             assert tree.has(code)
     assert "normal_cornea" in mapping["skip_labels"]  # some of those eyes have cataract
+
+
+EXTERNAL_HEADER = "file,patient_id,eye,source,labels,label_note\n"
+
+
+def test_external_labels_map_per_source_and_unknown_grade_alone_is_left_out(
+    tmp_path: Path,
+) -> None:
+    """The fundus-external words: Vietnamese multi-labels, Mexican DME and DR grade; an
+    unknown DR grade with nothing else is neither diseased nor normal, so the row goes."""
+    body = (
+        "v/1.jpg,vn-1,,cteh_vietnam,opacity;macular edema;retinal vascular occlusion,\n"
+        "v/2.jpg,vn-2,,cteh_vietnam,normal,normal-from-other-source\n"
+        "m/3.jpg,mx-3,right,mexico_imo,diabetic macular edema;dr grade unknown,dr-grade-unknown\n"
+        "m/3b.jpg,mx-3,left,mexico_imo,no diabetic retinopathy,\n"
+        "m/4.jpg,mx-4,left,mexico_imo,dr grade unknown,dr-grade-unknown\n"
+        "m/5.jpg,mx-5,left,mexico_imo,pdr,\n"
+    )
+    path = tmp_path / "manifest.csv"
+    path.write_text(EXTERNAL_HEADER + body)
+    samples = {s.path.name: s for s in read_manifest(path, tmp_path, load_taxonomy("fundus"))}
+    assert set(samples) == {"1.jpg", "2.jpg", "3.jpg", "3b.jpg", "5.jpg"}
+    assert samples["1.jpg"].codes == {"F.LENS", "F.LENS.CAT", "F.VRD", "F.VRD.MAC", "F.VRD.RVAS"}
+    assert samples["2.jpg"].codes == {"F.NOR", "F.NOR.NOR"}
+    assert samples["2.jpg"].note == "normal-from-other-source"
+    assert samples["3.jpg"].codes == {"F.VRD", "F.VRD.MAC"}
+    assert samples["3b.jpg"].codes == {"F.NOR", "F.NOR.NOR"}
+    assert samples["5.jpg"].codes == {"F.VRD", "F.VRD.RVAS"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("a.jpg,vn-1,,cteh_vietnam,martian spots,\n", "line 2: unknown label 'martian spots'"),
+        ("a.jpg,x-1,,elsewhere,normal,\n", "line 2: no 'labels' map for source 'elsewhere'"),
+        # "no diabetic retinopathy" is a Mexican word: Vietnam never graded DR that way
+        ("a.jpg,vn-1,,cteh_vietnam,no diabetic retinopathy,\n", "unknown label"),
+    ],
+)
+def test_external_labels_refuse_unknown_words_and_sources(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    path = tmp_path / "manifest.csv"
+    path.write_text(EXTERNAL_HEADER + body)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(path, tmp_path, load_taxonomy("fundus"))
+
+
+def test_every_external_label_in_the_shared_data_is_mapped() -> None:
+    """The shipped map covers the whole fundus-external manifest (when the data is here)."""
+    from tests.conftest import SHARED
+
+    manifest = SHARED / "data" / "fundus-external" / "manifest.csv"
+    if not manifest.exists():
+        pytest.skip(f"{manifest} not found (set EYESCREEN_SHARED)")
+    samples = read_manifest(manifest, manifest.parent, load_taxonomy("fundus"))
+    assert len(samples) > 3500
+    assert {s.source for s in samples} == {"cteh_vietnam", "mexico_imo"}

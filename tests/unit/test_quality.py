@@ -60,3 +60,28 @@ def test_every_verdict_has_its_own_defined_sr_code() -> None:
     values = [code.value for code in QUALITY_CODES.values()]
     assert len(set(values)) == len(values) and all(len(v) <= 16 for v in values)
     assert QUALITY_CODES[Quality.NO_TRAINED_MODEL].meaning.endswith("no trained model for it")
+
+
+def test_an_unfamiliar_photograph_says_why_in_the_sr() -> None:
+    from reports.sr import QUALITY_CODES
+    from services.screening.quality import Quality
+
+    meaning = QUALITY_CODES[Quality.UNFAMILIAR].meaning
+    assert meaning.startswith("Not assessable by this model")
+
+
+def test_the_index_test_results_count_eyes_not_assessable_by_the_model() -> None:
+    from services.study.records import EyeRecord
+    from services.study.tables.flow import index_results
+
+    def eye(unfamiliar: bool, gradable: bool) -> EyeRecord:
+        return EyeRecord(
+            case_key="c", patient_key="p", eye="R", site="s", camera="cam", route="fundus",
+            model_version="m 1", age_band="", sex="", study_day=0, model_gradable=gradable,
+            model_codes=set(), model_referral=True, probabilities={}, thresholds={}, top3=[],
+            model_unfamiliar=unfamiliar,
+        )  # fmt: skip
+
+    [model] = index_results([eye(True, False), eye(False, True), eye(False, False)])
+    assert (model["reader"], model["eyes"], model["positive"]) == ("model", 3, 1)
+    assert (model["indeterminate"], model["indeterminate_not_assessable"]) == (2, 1)

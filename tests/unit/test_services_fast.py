@@ -31,7 +31,7 @@ from services.kernel.task_names import INFER_TASK, REPORT_TASK
 from services.reporting.content import CaseReport, EncodedReport
 from services.reporting.sending import DeliveryError
 from services.reporting.service import ReportService
-from services.screening.decision import OperatingPoint, ProbabilityScale
+from services.screening.decision import ModelRead, OperatingPoint, ProbabilityScale
 from services.screening.inference import InferenceService
 from services.taxonomy.tree import Taxonomy, load_taxonomy
 from tests.synthetic_photos import fundus_rgb
@@ -39,8 +39,13 @@ from tests.synthetic_photos import fundus_rgb
 NORMAL = b"normal-photo"
 GLAUCOMA = b"glaucoma-photo"
 CORRUPT = b"corrupt-photo"
+STRANGE = b"strange-photo"  # normal-looking probabilities, but beyond the model's guard
 # What the fake decoder gives for each: a gradable fundus-like picture, different per photo
-PIXELS = {NORMAL: fundus_rgb(128, seed=0), GLAUCOMA: fundus_rgb(128, seed=1)}
+PIXELS = {
+    NORMAL: fundus_rgb(128, seed=0),
+    GLAUCOMA: fundus_rgb(128, seed=1),
+    STRANGE: fundus_rgb(128, seed=2),
+}
 
 
 @dataclass
@@ -72,6 +77,12 @@ class FakeModel:
                 row |= {"F.NOR.NOR": 0.9, "F.VRD.OPT": 0.99}  # noise on an unassessed class
             rows.append(row)
         return rows
+
+    def read(self, images: list[np.ndarray]) -> list[ModelRead]:
+        return [
+            ModelRead(row, unfamiliar=np.array_equal(image, PIXELS[STRANGE]), distance=1.0)
+            for row, image in zip(self.predict(images), images, strict=True)
+        ]
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
         return {"batch_size": batch_size, "probability_scale": "calibrated"}
@@ -172,6 +183,19 @@ def test_each_image_is_read_once_and_a_corrupt_one_fails_alone(world: World) -> 
     optic = next(f for f in normal.findings if f.code == "F.VRD.OPT")
     assert optic.positive is None and optic.threshold is None  # not assessed, whatever its p
     assert normal.probabilities["F.VRD"] < 0.5  # and it does not raise its parent
+
+
+def test_a_photograph_beyond_the_guard_is_not_assessed_and_referred(world: World) -> None:
+    """Probabilities that would pass it mean nothing on a photograph unlike the training set:
+    ungradable ("not assessable by this model"), referred, with the distance kept."""
+    ids = [world.receive(data, f"1.2.3.{i}") for i, data in enumerate((NORMAL, STRANGE))]
+    world.inference.infer(ids)
+    with world.sessions() as session:
+        predictions = {p.instance_pk: p for p in session.scalars(select(Prediction))}
+    normal, strange = predictions[ids[0]], predictions[ids[1]]
+    assert (normal.quality, normal.referral) == ("gradable", False)
+    assert (strange.quality, strange.referral) == ("ungradable:unfamiliar", True)
+    assert strange.provenance["guard_distance"] == 1.0
 
 
 def test_delivery_backs_off_doubling_then_dead_letters(world: World) -> None:

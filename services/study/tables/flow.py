@@ -119,8 +119,10 @@ def _rank(order: list[str], value: str) -> tuple[int, str]:
 
 def index_results(records: Sequence[EyeRecord]) -> list[Row]:
     """Every reader's results on the eyes, indeterminate (ungradable) ones counted, not
-    dropped (STARD 15 and 19)."""
+    dropped (STARD 15 and 19); for the model, how many of those its guard found unlike its
+    training photographs (not assessable by this model)."""
     tallies: dict[str, Counter[str]] = defaultdict(Counter)
+    not_assessable = 0  # the model's indeterminate results its guard gave
     for record in records:
         model = (
             "indeterminate (ungradable)"
@@ -128,6 +130,7 @@ def index_results(records: Sequence[EyeRecord]) -> list[Row]:
             else ("positive" if record.model_referral else "negative")
         )
         tallies[MODEL][model] += 1
+        not_assessable += record.model_unfamiliar
         for grader, codes in record.reads.items():
             result = (
                 "indeterminate (ungradable)"
@@ -149,6 +152,8 @@ def index_results(records: Sequence[EyeRecord]) -> list[Row]:
                 "negative": tally["negative"],
                 "indeterminate": tally["indeterminate (ungradable)"],
                 "indeterminate_share": num(tally["indeterminate (ungradable)"] / total),
+                # of the indeterminate: photographs unlike the model's training set (its guard)
+                "indeterminate_not_assessable": not_assessable if reader == MODEL else 0,
             }
         )
     return rows

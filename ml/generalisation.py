@@ -1,0 +1,391 @@
+"""Figures that show generalisation, not memory: the referral per source and with each source
+held out, per eye and per patient, with Wilson intervals and AUCs.
+
+Three readings of one recipe, on the same cached backbone features:
+
+- **pooled**: patient-grouped k-fold CV over every source, nested (each fold referred with
+  temperatures and thresholds chosen on the other folds' out-of-fold predictions);
+- **per source**: the pooled nested referral, counted within each source;
+- **source held out**: for each source, heads trained on the other sources only, and the
+  temperatures and thresholds chosen on the other sources' out-of-fold predictions (their
+  eyes only), then the held-out source referred. This is what a hospital whose camera the
+  model never saw gets.
+
+Folds group photographs that look like one eye (``near_duplicate_groups``) as well as one
+patient id: the same eye filed under two ids in two folds lets a fold's model remember the
+answer, and flatters the figures (the overstatement the held-out patients showed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml.crossval import flat_levels, split_levels
+from ml.data import Sample, patient_folds, targets
+from ml.metrics import apply_temperatures, fit_temperature
+from ml.operating_point import (
+    ReferralProblem,
+    nested_referral,
+    refer,
+    referral_figures,
+    referral_problem,
+    search_cuts,
+)
+from ml.pipeline import constrained
+from ml.train import TrainConfig, build_heads, predict_heads, train_heads
+from services.taxonomy.tree import Taxonomy
+
+log = logging.getLogger(__name__)
+
+
+def near_duplicate_groups(
+    features: np.ndarray, patients: list[str], cosine: float = 0.98
+) -> list[str]:
+    """Per sample, a group key: its patient id, or the smallest id among photographs whose
+    backbone features have cosine >= ``cosine`` with it (transitively), so that one eye
+    filed under two ids keeps to one fold."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    ids = sorted(set(patients))
+    parent = {p: p for p in ids}
+
+    def root(p: str) -> str:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    for start in range(0, len(unit), 512):
+        sims = unit[start : start + 512] @ unit.T
+        rows, cols = np.nonzero(sims >= cosine)
+        for r, c in zip(rows + start, cols, strict=True):
+            a, b = root(patients[r]), root(patients[c])
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [root(p) for p in patients]
+
+
+def _train_predict(
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    features: np.ndarray,
+    y: list[np.ndarray],
+    train: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+) -> list[np.ndarray]:
+    """Heads trained on ``train`` (every view), raw probabilities on ``test`` (views averaged:
+    flip TTA when the features hold a mirrored view)."""
+    from ml.backbones import Backbone
+
+    device = torch.device("cpu") if config.device == "auto" else torch.device(config.device)
+    dim = features.shape[-1]
+    torch.manual_seed(seed)
+    stub = Backbone("features", torch.nn.Identity(), dim, 0, [])
+    heads = build_heads(stub, taxonomy, replace(config, seed=seed))
+    train_heads(
+        heads,
+        features[:, train],
+        [t[train] for t in y],
+        replace(config, seed=seed),
+        device,
+        progress=False,
+    )
+    views = [
+        predict_heads(heads, features[v, test], taxonomy, device) for v in range(features.shape[0])
+    ]
+    return [np.mean([v[lvl] for v in views], axis=0) for lvl in range(taxonomy.depth)]
+
+
+def out_of_fold(
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    features: np.ndarray,
+    y: list[np.ndarray],
+    folds: np.ndarray,
+) -> list[np.ndarray]:
+    oof = [np.zeros_like(t) for t in y]
+    for fold in np.unique(folds):
+        test = folds == fold
+        raw = _train_predict(taxonomy, config, features, y, ~test, test, config.seed + int(fold))
+        for lvl, p in enumerate(raw):
+            oof[lvl][test] = p
+    return oof
+
+
+class _Referral:
+    """Calibration and referral problem of one set of raw probabilities."""
+
+    def __init__(self, taxonomy: Taxonomy, labels: np.ndarray, not_assessed: frozenset[str]):
+        self.taxonomy, self.labels, self.not_assessed = taxonomy, labels, not_assessed
+
+    def temperatures(self, raw: np.ndarray, rows: np.ndarray) -> list[float]:
+        return [fit_temperature(self.labels[rows, j], raw[rows, j]) for j in range(raw.shape[1])]
+
+    def problem(self, raw: np.ndarray, temperatures: list[float]) -> ReferralProblem:
+        calibrated = apply_temperatures(raw, temperatures)
+        levels = constrained(
+            split_levels(calibrated, self.taxonomy), self.taxonomy, self.not_assessed
+        )
+        return referral_problem(self.taxonomy, flat_levels(levels), self.labels, self.not_assessed)
+
+
+def referral_auc(problem: ReferralProblem) -> float | None:
+    """AUC of one referral score per eye: the highest assessed disease probability or one
+    minus the normal probability, whichever is higher (None without both kinds of eye)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = problem.scores.copy()
+    if problem.rules and problem.rules[-1] == "normal":
+        scores[:, -1] = 1.0 + scores[:, -1]
+    score = scores.max(axis=1)
+    if problem.diseased.all() or not problem.diseased.any():
+        return None
+    return float(roc_auc_score(problem.diseased, score))
+
+
+def level_auc(labels: np.ndarray, probs: np.ndarray, columns: list[int]) -> float | None:
+    """Support-weighted AUC over the given classes that have both kinds of eye here."""
+    from sklearn.metrics import roc_auc_score
+
+    aucs, weights = [], []
+    for j in columns:
+        positives = labels[:, j].sum()
+        if 0 < positives < len(labels):
+            aucs.append(roc_auc_score(labels[:, j], probs[:, j]))
+            weights.append(positives)
+    return float(np.average(aucs, weights=weights)) if aucs else None
+
+
+def _block(
+    referred: np.ndarray,
+    problem: ReferralProblem,
+    patients: list[str],
+    level2: float | None,
+) -> dict[str, Any]:
+    figures = referral_figures(referred, problem.diseased, patients)
+    return figures | {"referral_auc": referral_auc(problem), "level2_weighted_auc": level2}
+
+
+def source_report(
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    features: np.ndarray,
+    not_assessed: frozenset[str],
+    target: float,
+    k: int = 5,
+    groups: list[str] | None = None,
+    inner_cv: bool = True,
+) -> dict[str, Any]:
+    """Pooled nested, per-source and source-held-out referral figures of one recipe.
+
+    With ``inner_cv`` the held-out source's temperatures and thresholds come from a
+    cross-validation over the other sources alone (models that never saw it); without it,
+    from the pooled out-of-fold predictions of the other sources' eyes (cheaper: those
+    models saw four fifths of the held-out source, though none of its eyes chose a cut)."""
+    y = targets(samples, taxonomy)
+    labels = flat_levels(y)
+    keyed = (
+        [replace(s, patient_id=g) for s, g in zip(samples, groups, strict=True)]
+        if groups
+        else samples
+    )
+    folds = patient_folds(keyed, taxonomy, k, config.seed)
+    patients = [s.patient_id for s in samples]
+    sources = np.array([s.source for s in samples])
+    ref = _Referral(taxonomy, labels, not_assessed)
+    deep = [
+        taxonomy.codes.index(c)
+        for c in taxonomy.level_codes(taxonomy.depth)
+        if c not in not_assessed
+    ]
+
+    log.info("pooled %d-fold cross-validation", k)
+    oof = flat_levels(out_of_fold(taxonomy, config, features, y, folds))
+    nested = nested_referral(
+        lambda train: ref.problem(oof, ref.temperatures(oof, train)), folds, target
+    )
+    pooled_problem = ref.problem(oof, ref.temperatures(oof, np.ones(len(samples), bool)))
+    report: dict[str, Any] = {
+        "samples": len(samples),
+        "patients": len(set(patients)),
+        "groups": len(set(groups or patients)),
+        "folds": k,
+        "target_sensitivity": target,
+        "thresholds_for_held_out_source": "inner cross-validation over the other sources"
+        if inner_cv
+        else "pooled out-of-fold predictions of the other sources' eyes",
+        "pooled": _block(nested, pooled_problem, patients, level_auc(labels, oof, deep)),
+        "per_source": {},
+        "source_held_out": {},
+    }
+    for source in sorted(set(sources)):
+        rows = sources == source
+        sub = ReferralProblem(
+            pooled_problem.scores[rows], pooled_problem.diseased[rows], pooled_problem.rules
+        )
+        report["per_source"][source] = _block(
+            nested[rows],
+            sub,
+            [p for p, r in zip(patients, rows, strict=True) if r],
+            level_auc(labels[rows], oof[rows], deep),
+        ) | {"samples": int(rows.sum())}
+    for source in sorted(set(sources)):
+        log.info("source %s held out", source)
+        held, others = sources == source, sources != source
+        raw = flat_levels(
+            _train_predict(taxonomy, config, features, y, others, held, config.seed + 100)
+        )
+        basis = oof
+        if inner_cv:
+            basis = np.zeros_like(oof)
+            inner = [t[others] for t in y]
+            basis[others] = flat_levels(
+                out_of_fold(taxonomy, config, features[:, others], inner, folds[others])
+            )
+        temperatures = ref.temperatures(basis, others)
+        chosen = ref.problem(basis, temperatures)
+        cuts = search_cuts(
+            ReferralProblem(chosen.scores[others], chosen.diseased[others], chosen.rules), target
+        )
+        full = np.zeros_like(oof)
+        full[held] = raw
+        problem = ref.problem(full, temperatures)
+        sub = ReferralProblem(problem.scores[held], problem.diseased[held], problem.rules)
+        report["source_held_out"][source] = _block(
+            refer(sub.scores, cuts),
+            sub,
+            [p for p, r in zip(patients, held, strict=True) if r],
+            level_auc(labels[held], raw, deep),
+        ) | {"samples": int(held.sum())}
+    report["worst_source"] = _worst(report)
+    return report
+
+
+def _worst(report: dict[str, Any]) -> dict[str, Any]:
+    """The held-out source whose lower of referral sensitivity and specificity (per eye) is
+    lowest: a source whose normals are all referred is as bad as one whose diseased eyes are
+    missed; a source with eyes of one kind only is judged on that one."""
+
+    def key(item: tuple[str, dict[str, Any]]) -> float:
+        eye = item[1]["eye"]
+        values = [eye[m]["estimate"] for m in ("sensitivity", "specificity") if eye[m]["n"]]
+        return float(min(values)) if values else float("inf")
+
+    name, block = min(report["source_held_out"].items(), key=key)
+    return {"source": name, "eye": block["eye"], "patient": block["patient"]}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table of the issue: pooled, per source, each source held out; eye and patient."""
+
+    def cell(value: dict[str, Any]) -> str:
+        if not value["n"]:
+            return "–"
+        return (
+            f"{value['estimate']:.3f} ({value['low']:.3f}–{value['high']:.3f}; "
+            f"{value['successes']}/{value['n']})"
+        )
+
+    def auc(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"{report['samples']} eyes, {report['patients']} patient ids, {report['groups']} fold "
+        f"groups; {report['folds']}-fold nested CV; target referral sensitivity "
+        f"{report['target_sensitivity']:.2f}.",
+        "",
+        "| reading | source | unit | sensitivity (95 % Wilson) | specificity (95 % Wilson) "
+        "| referral AUC | level-2 AUC |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    worst = report["worst_source"]
+    rows = [
+        ("worst source held out", worst["source"], report["source_held_out"][worst["source"]]),
+        ("pooled nested", "all", report["pooled"]),
+    ]
+    rows += [("per source (pooled nested)", s, b) for s, b in report["per_source"].items()]
+    rows += [("source held out", s, b) for s, b in report["source_held_out"].items()]
+    for reading, source, block in rows:
+        for unit in ("eye", "patient"):
+            fig = block[unit]
+            lines.append(
+                f"| {reading} | {source} | {unit} | {cell(fig['sensitivity'])} | "
+                f"{cell(fig['specificity'])} | {auc(block['referral_auc'])} | "
+                f"{auc(block['level2_weighted_auc'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _fitted_problem(ref: _Referral, raw: np.ndarray, train: np.ndarray) -> ReferralProblem:
+    return ref.problem(raw, ref.temperatures(raw, train))
+
+
+def procedure_check(
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    features: np.ndarray,
+    not_assessed: frozenset[str],
+    target: float,
+    k: int = 5,
+    groups: list[str] | None = None,
+) -> dict[str, Any]:
+    """What the cross-validation promises against what new patients get from the shipped
+    procedure. For each outer fold of patients: on the rest, the nested k-fold referral (the
+    promise) and the shipped procedure (heads on all of the rest, temperatures and thresholds
+    from its out-of-fold predictions), which then refers the outer fold's new patients."""
+    y = targets(samples, taxonomy)
+    labels = flat_levels(y)
+    keyed = (
+        [replace(s, patient_id=g) for s, g in zip(samples, groups, strict=True)]
+        if groups
+        else samples
+    )
+    outer = patient_folds(keyed, taxonomy, k, config.seed + 7)
+    patients = [s.patient_id for s in samples]
+    ref = _Referral(taxonomy, labels, not_assessed)
+    delivered = np.zeros(len(samples), dtype=bool)
+    promises = []
+    for fold in np.unique(outer):
+        log.info("procedure check: outer fold %d", fold)
+        new, rest = outer == fold, outer != fold
+        inner_keyed = [s for s, r in zip(keyed, rest, strict=True) if r]
+        inner = patient_folds(inner_keyed, taxonomy, k, config.seed)
+        oof = flat_levels(
+            out_of_fold(taxonomy, config, features[:, rest], [t[rest] for t in y], inner)
+        )
+        sub = _Referral(taxonomy, labels[rest], not_assessed)
+        nested = nested_referral(partial(_fitted_problem, sub, oof), inner, target)
+        temps = sub.temperatures(oof, np.ones(len(oof), dtype=bool))
+        chosen = sub.problem(oof, temps)
+        promises.append(
+            referral_figures(
+                nested, chosen.diseased, [p for p, r in zip(patients, rest, strict=True) if r]
+            )
+        )
+        cuts = search_cuts(chosen, target)
+        raw = flat_levels(
+            _train_predict(taxonomy, config, features, y, rest, new, config.seed + 50)
+        )
+        fresh = _Referral(taxonomy, labels[new], not_assessed).problem(raw, temps)
+        delivered[new] = refer(fresh.scores, cuts)
+    diseased = ref.problem(np.full_like(labels, 0.5), [1.0] * labels.shape[1]).diseased
+
+    def mean_of(unit: str, measure: str) -> float:
+        return float(np.mean([p[unit][measure]["estimate"] for p in promises]))
+
+    return {
+        "promised_by_nested_cv": {
+            unit: {m: mean_of(unit, m) for m in ("sensitivity", "specificity")}
+            for unit in ("eye", "patient")
+        },
+        "delivered_to_new_patients": referral_figures(delivered, diseased, patients),
+        "outer_folds": k,
+    }
