@@ -96,6 +96,7 @@ class FailsafeKind(enum.StrEnum):
     NOT_GRADED = "not_graded"  # no grader's read past the turnaround
     REFERRAL_NO_OUTCOME = "referral_no_outcome"  # referred, no outcome recorded
     NOT_DELIVERED = "not_delivered"  # a report to a destination dead or pending too long
+    NOT_COMMITTED = "not_committed"  # stored at the PACS, its commitment unanswered too long
 
 
 class Patient(Base):

@@ -248,6 +248,36 @@ def _delivery_concerns(
             )
 
 
+def _commitment_concerns(
+    session: Session, site: str, policy: FailsafePolicy, now: datetime
+) -> Iterator[Concern]:
+    """Reports the PACS took (C-STORE success) whose Storage Commitment it has not confirmed
+    within the turnaround: stored is not yet kept."""
+    rows = session.execute(
+        select(ReportDelivery, Report.case_pk)
+        .join(Report, Report.id == ReportDelivery.report_pk)
+        .join(ScreeningCase, ScreeningCase.id == Report.case_pk)
+        .where(
+            ScreeningCase.site == site,
+            ReportDelivery.state == DeliveryState.DELIVERED,
+            ReportDelivery.commitment_requested_at.is_not(None),
+            ReportDelivery.commitment_requested_at < now - policy.turnaround,
+            ReportDelivery.committed_at.is_(None),
+            Report.created_at >= now - WINDOW,
+        )
+    )
+    for delivery, case_id in rows:
+        case = session.get_one(ScreeningCase, case_id)
+        yield Concern(
+            FailsafeKind.NOT_COMMITTED,
+            f"commitment:{delivery.id}",
+            case_day(case),
+            f"report stored at {delivery.destination}, its Storage Commitment unanswered since "
+            f"{delivery.commitment_requested_at:%Y-%m-%d %H:%M} UTC",
+            case_pk=case_id,
+        )
+
+
 def concerns(
     session: Session, site: str, policy: FailsafePolicy, now: datetime | None = None
 ) -> list[Concern]:
@@ -258,6 +288,7 @@ def concerns(
         *_step_concerns(session, site, now),
         *_case_concerns(session, site, policy, now),
         *_delivery_concerns(session, site, policy, now),
+        *_commitment_concerns(session, site, policy, now),
     ]
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from dicom_gateway.photos import photo_to_dataset
 from services.clinic.arbitration import record_decision
+from services.db.base import utcnow
 from services.db.models import (
     ArbitrationCase,
     AuditEvent,
@@ -110,6 +111,18 @@ def _scene(clinic: Clinic) -> tuple[int, int]:
     with clinic.runtime.sessions() as session:
         delivery_id = session.scalars(select(ReportDelivery.id)).one()
     HANDLERS[TaskName.DELIVER](clinic.runtime, delivery_id)
+    with transaction(clinic.runtime.sessions) as session:  # a second PACS stored it, never
+        dead = session.get_one(ReportDelivery, delivery_id)  # answering the commitment asked
+        session.add(
+            ReportDelivery(
+                report_pk=dead.report_pk,
+                destination="ARCHIVE@127.0.0.1:1",
+                state=DeliveryState.DELIVERED,
+                delivered_at=utcnow(),
+                commitment_uid="2.25.1",
+                commitment_requested_at=utcnow(),
+            )
+        )
     unread = _unread_case(clinic)
     steps = PerformedSteps(clinic.runtime.sessions)
     study = clinic.study_uid(case)
@@ -131,7 +144,11 @@ def test_each_way_to_fall_through_is_listed_kept_and_summarised(clinic: Clinic) 
     assert kinds == set(FailsafeKind), set(FailsafeKind) - kinds
     with clinic.runtime.sessions() as session:
         unread_case = session.get_one(Instance, unread_instance).case_pk
-        assert session.scalars(select(ReportDelivery.state)).one() == DeliveryState.DEAD
+        states = session.scalars(select(ReportDelivery.state).order_by(ReportDelivery.id)).all()
+        assert states == [DeliveryState.DEAD, DeliveryState.DELIVERED]
+    uncommitted = next(i for (k, _), i in found.items() if k == FailsafeKind.NOT_COMMITTED)
+    assert "ARCHIVE@127.0.0.1:1" in uncommitted.detail
+    assert "Commitment unanswered" in uncommitted.detail
     assert (FailsafeKind.NOT_READ_BY_MODEL, f"case:{unread_case}") in found
     assert (FailsafeKind.REFERRAL_NO_OUTCOME, f"case:{case}") in found
     missing = next(i for (k, _), i in found.items() if k == FailsafeKind.MISSING_IMAGES)
