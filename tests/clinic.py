@@ -139,3 +139,27 @@ def clinic(postgres_url: str, tmp_path: Path) -> Iterator[Clinic]:
 def instance_ids(clinic: Clinic, case_id: int) -> list[int]:
     with clinic.runtime.sessions() as session:
         return list(session.scalars(select(Instance.id).where(Instance.case_pk == case_id)))
+
+
+@contextmanager
+def served_over_http(clinic: Clinic, port: int) -> Iterator[str]:
+    """The clinic's web application on a real socket (uvicorn in a thread), for the browser;
+    yields its base address and stops it afterwards."""
+    import threading
+    import time
+
+    import uvicorn
+
+    app = create_app(clinic.settings, clinic.runtime.sessions)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the web application did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

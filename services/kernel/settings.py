@@ -9,12 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars, no backslash
@@ -113,6 +114,15 @@ def _split_list(value: object) -> object:
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
+
+# The settings that list DICOM or HL7 peers, and how one entry of each is read.
+_NODE_PARSERS: dict[str, Callable[[str], object]] = {
+    "worklist_sources": DicomNode.parse,
+    "sr_destinations": DicomNode.parse,
+    "hl7_destinations": MllpNode.parse,
+    "dicom_sources": DicomSource.parse,
+}
 
 
 class Settings(BaseSettings):
@@ -240,36 +250,14 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-16 printable characters without a backslash")
         return value
 
-    @field_validator("worklist_sources", mode="before")
+    @field_validator(*_NODE_PARSERS, mode="before")
     @classmethod
-    def _parse_worklists(cls, value: object) -> object:
+    def _parse_nodes(cls, value: object, info: ValidationInfo) -> object:
+        """``A,B,...`` of peers, each parsed by its field's parser (already parsed ones kept)."""
         value = _split_list(value)
+        parse = _NODE_PARSERS[info.field_name or ""]
         if isinstance(value, list):
-            return [DicomNode.parse(v) if isinstance(v, str) else v for v in value]
-        return value
-
-    @field_validator("hl7_destinations", mode="before")
-    @classmethod
-    def _parse_hl7(cls, value: object) -> object:
-        value = _split_list(value)
-        if isinstance(value, list):
-            return [MllpNode.parse(v) if isinstance(v, str) else v for v in value]
-        return value
-
-    @field_validator("sr_destinations", mode="before")
-    @classmethod
-    def _parse_destinations(cls, value: object) -> object:
-        value = _split_list(value)
-        if isinstance(value, list):
-            return [DicomNode.parse(v) if isinstance(v, str) else v for v in value]
-        return value
-
-    @field_validator("dicom_sources", mode="before")
-    @classmethod
-    def _parse_sources(cls, value: object) -> object:
-        value = _split_list(value)
-        if isinstance(value, list):
-            return [DicomSource.parse(v) if isinstance(v, str) else v for v in value]
+            return [parse(v) if isinstance(v, str) else v for v in value]
         return value
 
     @field_validator(

@@ -7,7 +7,6 @@ kept under test-artifacts/screenshots."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,9 @@ from services.db.models import (
     OutboxMessage,
     Person,
 )
-from tests.clinic import PASSWORD, Clinic, open_clinic
+from tests.clinic import PASSWORD, Clinic, open_clinic, served_over_http
 from tests.conftest import free_port, require_binary
 from tests.service_harness import pacs
-from webapp.app import create_app
 from worker.follow_up import follow_up
 
 pytestmark = pytest.mark.integration
@@ -54,23 +52,13 @@ ARTIFACTS = Path(os.environ.get("EYESCREEN_TEST_ARTIFACTS", "test-artifacts")) /
 def served(
     postgres_url: str, tmp_path: Path, pacs: tuple[int, Path]
 ) -> Iterator[tuple[Clinic, str]]:
-    import uvicorn
-
     port = free_port()
-    with open_clinic(postgres_url, tmp_path, sr_destinations=f"PACS@127.0.0.1:{pacs[0]}") as clinic:
-        app = create_app(clinic.settings, clinic.runtime.sessions)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the web application did not start"
-        yield clinic, f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(10)
+    destination = f"PACS@127.0.0.1:{pacs[0]}"
+    with (
+        open_clinic(postgres_url, tmp_path, sr_destinations=destination) as clinic,
+        served_over_http(clinic, port) as address,
+    ):
+        yield clinic, address
 
 
 def _wait_until_loaded(page) -> None:  # type: ignore[no-untyped-def]

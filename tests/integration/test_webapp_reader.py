@@ -8,7 +8,6 @@ test-artifacts/screens."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -36,11 +35,17 @@ from services.db.models import (
     ScreeningCase,
 )
 from services.db.session import transaction
-from tests.clinic import PASSWORD, SITE, Clinic, open_clinic, other_read
+from tests.clinic import (
+    PASSWORD,
+    SITE,
+    Clinic,
+    open_clinic,
+    other_read,
+    served_over_http,
+)
 from tests.conftest import free_port, require_binary
 from tests.dicom_files import received_dataset
 from tests.synthetic_photos import fundus_rgb
-from webapp.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -79,23 +84,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def served(postgres_url: str, tmp_path: Path) -> Iterator[tuple[Clinic, str]]:
-    import uvicorn
-
     port = free_port()
-    with open_clinic(postgres_url, tmp_path, arbitration_quorum=2) as clinic:
-        app = create_app(clinic.settings, clinic.runtime.sessions)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started, "the web application did not start"
-        yield clinic, f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(10)
+    with (
+        open_clinic(postgres_url, tmp_path, arbitration_quorum=2) as clinic,
+        served_over_http(clinic, port) as address,
+    ):
+        yield clinic, address
 
 
 def make_case(clinic: Clinic, right: Path, left: Path, name: str = "Doe^Jane^Ann") -> int:
