@@ -173,11 +173,15 @@ def entered_eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
 
 
 def eyes_from_form(form: FormData, eyes: list[str]) -> dict[str, Any]:
+    """The grader's read as the form states it. An eye with nothing entered (no state, no
+    finding ticked) is refused, never taken as normal: nobody may have looked at it."""
     given: dict[str, Any] = {}
     for eye in eyes:
         state = form.get(f"eye_{eye}_state") or ""
         codes = [str(c) for c in form.getlist(f"eye_{eye}_code")]
         reason = str(form.get(f"eye_{eye}_reason") or "")
+        if not state and not codes:
+            raise ReadError(f"eye {eye}: nothing entered (normal, findings or ungradable)")
         if state == "ungradable":
             given[eye] = {"codes": [], "ungradable": reason or "unspecified"}
             continue

@@ -166,6 +166,20 @@ def test_lease_blind_read_triage_once_then_arbitration_signed_and_revised(clinic
         assert report is not None and report.verified and report.decision_pk == decision.id
 
 
+def test_an_eye_left_blank_is_refused_not_saved_as_normal(clinic: Clinic) -> None:
+    """The grader stated the right eye only: the read is refused and nothing is saved (the
+    server took a blank eye for a normal one, and the page offered to submit it as normal)."""
+    case = clinic.case()
+    grader, csrf = clinic.login("grace")
+    form = _read_form(csrf, {"R": {"codes": []}})  # eye L: no state, nothing ticked
+    answer = grader.post(f"/cases/{case}/read", data=form)
+    assert answer.status_code == 422 and "eye L: nothing entered" in answer.text
+    with clinic.runtime.sessions() as session:
+        assert session.scalars(select(CaseRead)).all() == []
+    ticked = _read_form(csrf, {"R": {"codes": []}}) | {"eye_L_code": ["F.GLAU.GLAU"]}
+    assert grader.post(f"/cases/{case}/read", data=ticked).status_code == 303  # ticked: stated
+
+
 def test_audit_rows_cannot_be_changed_on_postgresql(clinic: Clinic) -> None:
     clinic.login("admin")
     with clinic.runtime.sessions() as session:

@@ -322,6 +322,44 @@ def test_a_day_at_the_keyboard_at_1366x768(
     assert not page.errors, page.errors
 
 
+def test_an_eye_left_unread_is_named_not_submitted_as_normal(
+    served: tuple[Clinic, str], photos: dict[str, Path], browser: Any
+) -> None:
+    """N Enter (one eye stated) offered "Submit it as normal?", which a second Enter accepted:
+    an eye nobody looked at was saved as normal. Now the page names the eye and waits, and an
+    ungradable eye keeps the whole form on screen at 1366x768."""
+    clinic, base = served
+    case = make_case(clinic, photos["small"], photos["small"])
+    page = _page(browser)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    _login(page, base, "grace")
+    page.goto(f"{base}/cases/{case}")
+    _wait(page, LOADED, "the photographs did not load")
+    for key in ("n", "Enter", "Enter"):
+        page.keyboard.press(key)
+    time.sleep(0.5)
+    assert dialogs == [] and page.url.endswith(f"/cases/{case}")
+    assert "Nothing recorded for eye L" in page.inner_text("#grade-form")
+    assert _active_eye(page) == "L"
+    with clinic.runtime.sessions() as session:
+        assert session.scalars(select(CaseRead).where(CaseRead.case_pk == case)).all() == []
+    no_scroll = "(a => a.scrollHeight <= a.clientHeight)(document.querySelector('aside.grading'))"
+    for keys in (("u", "3"), ("e", "u", "3")):  # left eye ungradable, then both
+        for key in keys:
+            page.keyboard.press(key)
+        assert page.evaluate(no_scroll), "the read panel scrolls with an ungradable eye"
+        for selector in ("#submit-read", "fieldset[data-eye=L] [data-reason]", ".keys"):
+            box = page.locator(selector).bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 768, (selector, box)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/worklist?saved={case}")
+    assert _last_read(clinic, case) == {
+        eye: {"codes": [], "ungradable": "out of focus"} for eye in "RL"
+    }
+    assert not page.errors, page.errors
+
+
 def test_leaving_a_case_hands_it_back(
     served: tuple[Clinic, str], photos: dict[str, Path], browser: Any
 ) -> None:

@@ -157,10 +157,19 @@
     activate(0);
     gradeForm.addEventListener("submit", (event) => {
       const ungraded = forms().filter((f) => !f.querySelector("[data-state]").value);
-      if (ungraded.length) {
+      if (ungraded.length) {  // never saved as normal: the reader must say what they saw
+        event.preventDefault();
         const eyes = ungraded.map((f) => f.dataset.eye).join(" and ");
-        if (!window.confirm(`Nothing recorded for eye ${eyes}. Submit it as normal?`)) { event.preventDefault(); return; }
-        for (const f of ungraded) setState(f, "normal");
+        let note = gradeForm.querySelector(".form-error");
+        if (!note) {
+          note = document.createElement("p");
+          note.className = "form-error field-error";
+          note.setAttribute("role", "alert");
+          gradeForm.prepend(note);
+        }
+        note.textContent = `Nothing recorded for eye ${eyes}: mark it normal (N), tick its findings, or ungradable (U).`;
+        activate(forms().indexOf(ungraded[0]));
+        return;
       }
       gradeForm.querySelector("[name=reading_ms]").value = String(Math.round(performance.now() - started));
     });
