@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from services.access import audit
-from services.clinic import grading, panel
+from services.clinic import grading, panel, panel_record
 from services.clinic.dr_grading import describe
 from services.clinic.panel import PANEL, DecisionError
 from services.clinic.triage import Conflict
@@ -144,6 +144,10 @@ def _arbitration_page(
             "outcomes": panel.OUTCOMES,
             "dr": None,  # the panel decides findings; the grader's DR grade is shown as read
             "grader_dr": _grader_dr(panel.current_read(session, arbitration)),
+            "decision": panel_record.decision_of(session, arbitration),
+            "votes": panel_record.votes_on_current_read(session, arbitration)
+            if arbitration.escalated
+            else [],
         }
         | finding_choices(session, arbitration.case_pk),
         status_code=422 if refused else 200,

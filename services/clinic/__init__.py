@@ -1,7 +1,8 @@
 """The clinic: graders' reads and their worklist (``grading``), the model-against-grader
 comparison that sends a case to the panel (``triage``), the panel's votes and decisions
-(``panel``, ``arbitration``), the rule that takes every arbitration to a decision
-(``escalation``) and the dashboard's figures (``dashboard``).
+(``panel``, ``arbitration``; what was signed, for the pages: ``panel_record``), the rule
+that takes every arbitration to a decision (``escalation``) and the dashboard's figures
+(``dashboard``).
 
 May import: the shared kernel, ``services.access``, ``services.reporting``,
 ``services.screening``."""

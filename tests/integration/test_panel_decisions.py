@@ -115,8 +115,16 @@ def test_a_senior_who_voted_takes_the_escalated_decision(postgres_url: str, tmp_
         assert "result=waiting" in first.headers["location"]
         second = _vote(clinic, "sonia", arbitration, choice="B")
         assert "result=escalated" in second.headers["location"]
-        final = _vote(clinic, "sonia", arbitration, choice="B")
+        senior, _ = clinic.login("sonia")
+        settling = senior.get(f"/arbitration/{arbitration}").text  # the votes being settled
+        assert 'id="votes"' in settling
+        assert "adopt Read A" in settling and "adopt Read B" in settling
+        final = _vote(clinic, "sonia", arbitration, choice="B", comment="B holds")
         assert final.status_code == 303 and "result=decided" in final.headers["location"]
+        decided = senior.get(f"/arbitration/{arbitration}").text  # shown, not a form again
+        assert 'id="decision"' in decided and "B holds" in decided and "locked" in decided
+        assert 'id="decide-form"' not in decided and "Sign and decide" not in decided
+        assert "Test Sonia" in decided.split('id="decision-signers"')[1].split("</p>")[0]
         with clinic.runtime.sessions() as session:
             decision = session.scalars(select(ArbitrationDecision)).one()
             sonia = session.scalars(select(Person).where(Person.username == "sonia")).one()
