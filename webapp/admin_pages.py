@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.access import audit, people, web_sessions
 from services.clinic import dashboard, panel
+from services.db.base import utcnow
 from services.db.models import ArbitrationCase, AuditEvent, Person, PersonSite, Role
 from services.reporting.service import requeue_dead
 from services.workflow import open_counts
@@ -122,7 +123,13 @@ def _users(
     return render(
         request,
         "users.html",
-        {"me": principal, "people": everyone, "roles": list(Role), "error": error},
+        {
+            "me": principal,
+            "people": everyone,
+            "roles": list(Role),
+            "error": error,
+            "now": utcnow(),  # who is locked out now
+        },
         status_code=422 if error else 200,
     )
 

@@ -81,9 +81,12 @@ def test_failed_log_ins_are_limited_per_address_and_an_admin_unlocks(clinic: Cli
     assert sign_in(clinic.client(), "sonia", PASSWORD).status_code == 401  # locked
     admin, csrf = clinic.login("admin")
     sonia = _person(clinic, "sonia")
-    assert f'action="/admin/users/{sonia.id}/unlock"' in admin.get("/admin/users").text
+    users = admin.get("/admin/users").text
+    assert f'action="/admin/users/{sonia.id}/unlock"' in users
+    assert "locked until" in users  # the state says so, not just "active"
     unlocked = admin.post(f"/admin/users/{sonia.id}/unlock", data={"csrf_token": csrf})
     assert unlocked.status_code == 303
+    assert "locked until" not in admin.get("/admin/users").text
     assert sign_in(clinic.client(), "sonia", PASSWORD).status_code == 303
     for number in range(ADDRESS_LIMIT - 6):  # six failed so far, the locked try included
         assert sign_in(guesser, f"nobody{number}", "wrong password").status_code == 401
