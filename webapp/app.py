@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +87,15 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
             {"status": exc.status_code, "message": exc.detail},
             status_code=exc.status_code,
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """A page asked for with a malformed id or form gets a page that says so (the API keeps
+        FastAPI's JSON, which names the field)."""
+        if request.url.path.startswith(API_PREFIXES):
+            return await request_validation_exception_handler(request, exc)
+        message = "That address or form is not valid (an id must be a whole number)."
+        return render(request, "error.html", {"status": 422, "message": message}, 422)
 
     for router in routers():
         app.include_router(router)

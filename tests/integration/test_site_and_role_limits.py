@@ -140,6 +140,9 @@ def test_ids_beyond_64_bits_are_refused_not_a_server_error(
             answer = client.get(path)
             wanted = (200,) if path.startswith("/admin") else (404, 422)
             assert answer.status_code in wanted, (path, answer.status_code)
+        malformed = arbiter.get("/cases/abc")  # a page that says so, not FastAPI's JSON
+        assert malformed.status_code == 422 and "not valid" in malformed.text
+        assert malformed.headers["content-type"].startswith("text/html")
 
 
 def test_without_a_certificate_the_web_application_listens_on_loopback(tmp_path: Path) -> None:
