@@ -76,6 +76,9 @@ class SiteModel:
         return self.predictor.predict(images)  # type: ignore[no-any-return]
 
     def read(self, images: list[Any]) -> list[Any]:
+        """What inference calls: probabilities and the guard's verdict per image."""
+        if self.before_predict is not None:
+            self.before_predict()
         return self.predictor.read(images)  # type: ignore[no-any-return]
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]:
