@@ -116,6 +116,21 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
+def _pairs(value: object, valid: Callable[[str, str], bool], hint: str) -> object:
+    """``A=x,B=y`` (or a list of such items) -> {"A": "x", "B": "y"}; an item without ``=`` or
+    that ``valid`` refuses raises a ValueError that names it and says how to write it."""
+    items = _split_list(value)
+    if not isinstance(items, list):
+        return items
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, val = (part.strip() for part in str(item).partition("="))
+        if not sep or not valid(key, val):
+            raise ValueError(f"{item!r}: {hint}")
+        pairs[key] = val
+    return pairs
+
+
 # The settings that list DICOM or HL7 peers, and how one entry of each is read.
 _NODE_PARSERS: dict[str, Callable[[str], object]] = {
     "worklist_sources": DicomNode.parse,
@@ -275,46 +290,28 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_dr_schemes(cls, value: object) -> object:
         """``NORTH=icdr,SOUTH=nhs`` -> {"NORTH": "icdr", "SOUTH": "nhs"}."""
-        items = _split_list(value)
-        if not isinstance(items, list):
-            return items
-        schemes: dict[str, str] = {}
-        for item in items:
-            site, sep, scheme = str(item).partition("=")
-            if not sep or not site.strip() or scheme.strip() not in ("icdr", "nhs"):
-                raise ValueError(f"{item!r}: write SITE=icdr or SITE=nhs")
-            schemes[site.strip()] = scheme.strip()
-        return schemes
+        return _pairs(
+            value, lambda site, scheme: bool(site) and scheme in ("icdr", "nhs"),
+            "write SITE=icdr or SITE=nhs",
+        )  # fmt: skip
 
     @field_validator("source_sites", mode="before")
     @classmethod
     def _parse_source_sites(cls, value: object) -> object:
         """``CAM-NORTH=NORTH,10.0.4.7=SOUTH`` -> {"CAM-NORTH": "NORTH", "10.0.4.7": "SOUTH"}."""
-        items = _split_list(value)
-        if not isinstance(items, list):
-            return items
-        sites: dict[str, str] = {}
-        for item in items:
-            source, sep, site = str(item).partition("=")
-            if not sep or not source.strip() or not site.strip():
-                raise ValueError(f"{item!r}: write SOURCE=SITE (AE title, station or address)")
-            sites[source.strip()] = site.strip()
-        return sites
+        return _pairs(
+            value, lambda source, site: bool(source and site),
+            "write SOURCE=SITE (AE title, station or address)",
+        )  # fmt: skip
 
     @field_validator("station_routes", mode="before")
     @classmethod
     def _parse_station_routes(cls, value: object) -> object:
         """``FUNDUS-ROOM-2=fundus,SL-1=anterior`` -> {"FUNDUS-ROOM-2": "fundus", ...}."""
-        items = _split_list(value)
-        if not isinstance(items, list):
-            return items
-        routes: dict[str, str] = {}
-        for item in items:
-            station, sep, route = str(item).partition("=")
-            if not sep or route.strip() not in ("fundus", "anterior"):
-                raise ValueError(f"{item!r}: write STATION=fundus or STATION=anterior")
-            routes[station.strip()] = route.strip()
-        return routes
+        return _pairs(
+            value, lambda _, route: route in ("fundus", "anterior"),
+            "write STATION=fundus or STATION=anterior",
+        )  # fmt: skip
 
     @field_validator("web_certificate", "web_private_key", mode="before")
     @classmethod
