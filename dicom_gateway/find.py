@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pydicom.dataset import Dataset
 
 from dicom_gateway.conformance import STUDY_ROOT_FIND
-from dicom_gateway.scu import DeliveryFailed, associate
+from dicom_gateway.scu import AssociationRejected, DeliveryFailed, associate
 from services.kernel.settings import DicomNode
 
 PENDING = (0xFF00, 0xFF01)
@@ -18,10 +18,14 @@ PENDING = (0xFF00, 0xFF01)
 def held_instances(
     uids: Sequence[str], node: DicomNode, calling_ae: str, tls: ssl.SSLContext | None = None
 ) -> set[str] | None:
-    """Those of ``uids`` the PACS holds; None when it does not offer C-FIND (it cannot tell).
+    """Those of ``uids`` the PACS holds; None when it does not offer C-FIND, or rejects the
+    query association (it cannot tell).
     ``DeliveryFailed`` when it cannot be reached or the query fails."""
     model = STUDY_ROOT_FIND
-    assoc = associate(node, calling_ae, tls, [(model, None)])
+    try:
+        assoc = associate(node, calling_ae, tls, [(model, None)])
+    except AssociationRejected:  # a storage-only PACS refuses a query association
+        return None
     try:
         if not any(str(c.abstract_syntax) == model for c in assoc.accepted_contexts):
             return None

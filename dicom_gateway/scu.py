@@ -33,6 +33,11 @@ class DeliveryFailed(Exception):
         self.unknown = unknown
 
 
+class AssociationRejected(DeliveryFailed):
+    """The peer answered and would not take what was proposed (A-ASSOCIATE-RJ, or none of the
+    presentation contexts accepted): reachable, e.g. a storage-only PACS asked for C-FIND."""
+
+
 def associate(
     node: DicomNode,
     calling_ae: str,
@@ -55,6 +60,9 @@ def associate(
     assoc = ae.associate(
         node.host, node.port, ae_title=node.ae_title, tls_args=tls_args, evt_handlers=list(handlers)
     )
+    if assoc.is_rejected or (not assoc.is_established and assoc.rejected_contexts):
+        # rejected outright, or accepted with none of the contexts (pynetdicom then aborts)
+        raise AssociationRejected(f"association with {node} rejected by the peer")
     if not assoc.is_established:
         raise DeliveryFailed(f"association with {node} refused or unreachable")
     return assoc
