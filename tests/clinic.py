@@ -163,3 +163,12 @@ def served_over_http(clinic: Clinic, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def read_form(csrf: str, eyes: dict, reading_ms: str = "4200", **extra: object) -> dict:  # type: ignore[type-arg]
+    """The grading form as the page posts it: each eye stated, findings or normal."""
+    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": reading_ms, **extra}
+    for eye, read in eyes.items():
+        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
+        form[f"eye_{eye}_code"] = read["codes"]
+    return form

@@ -13,7 +13,7 @@ from services.clinic.dr_grading import SCHEMES, DrGradeError, check_grade, descr
 from services.db.models import CaseRead
 from services.study.records import Filters, gather
 from services.study.tables.datasets import analysis_set
-from tests.clinic import OTHER_SITE, PASSWORD, open_clinic, other_read
+from tests.clinic import OTHER_SITE, PASSWORD, open_clinic, other_read, read_form
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +34,8 @@ def test_grades_are_checked_against_the_scheme() -> None:
 
 
 def _form(csrf: str, eyes: dict, dr: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
-    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": "1000"}
-    for eye, read in eyes.items():
-        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
-        form[f"eye_{eye}_code"] = read["codes"]
+    form = read_form(csrf, eyes, reading_ms="1000")
+    for eye in eyes:
         for field, value in (dr or {}).items():
             form[f"eye_{eye}_dr_{field}"] = value
     return form

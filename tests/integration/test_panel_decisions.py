@@ -25,18 +25,14 @@ from services.db.models import (
     Triage,
 )
 from services.db.session import transaction
-from tests.clinic import PASSWORD, Clinic, clinic, open_clinic, other_read
+from tests.clinic import PASSWORD, Clinic, clinic, open_clinic, other_read, read_form
 
 pytestmark = pytest.mark.integration
 __all__ = ["clinic"]  # the fixture
 
 
 def _read_form(csrf: str, eyes: dict, reason: str = "") -> dict:  # type: ignore[type-arg]
-    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": "4200", "amend_reason": reason}
-    for eye, read in eyes.items():
-        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
-        form[f"eye_{eye}_code"] = read["codes"]
-    return form
+    return read_form(csrf, eyes, amend_reason=reason)
 
 
 def _arbitrated(clinic: Clinic) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from services.db.models import ArbitrationCase, Report, WebSession
 from services.kernel.settings import Settings
 from services.study.records import Filters, study_key
 from services.study.tables import Options
-from tests.clinic import PASSWORD, Clinic, clinic, open_clinic, other_read, sign_in
+from tests.clinic import PASSWORD, Clinic, clinic, open_clinic, other_read, read_form, sign_in
 from tests.conftest import REPO, require_binary
 from webapp.security import COOKIE
 
@@ -77,10 +77,7 @@ def test_filters_are_values_not_sql(clinic: Clinic, tmp_path: Path) -> None:
     case = clinic.case()
     grader, csrf = clinic.login("grace")
     read = other_read(clinic.model(case))
-    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": "4000"}
-    for eye, answer in read.items():
-        form[f"eye_{eye}_state"] = "findings" if answer["codes"] else "normal"
-        form[f"eye_{eye}_code"] = answer["codes"]
+    form = read_form(csrf, read, reading_ms="4000")
     assert grader.post(f"/cases/{case}/read", data=form).status_code == 303
     with clinic.runtime.sessions() as session:
         assert session.scalar(select(ArbitrationCase.id)) is not None

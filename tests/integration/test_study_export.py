@@ -19,7 +19,7 @@ from services.db.models import ArbitrationCase, ArbitrationState
 from services.study.protocol import DEFAULT, load_protocol
 from services.study.records import Filters, study_key
 from services.study.tables import Options
-from tests.clinic import PASSWORD, open_clinic, other_read
+from tests.clinic import PASSWORD, open_clinic, other_read, read_form
 from tests.conftest import require_binary
 
 pytestmark = pytest.mark.integration
@@ -50,11 +50,7 @@ CSVS = (
 
 
 def _form(csrf: str, eyes: dict) -> dict:  # type: ignore[type-arg]
-    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": "5000"}
-    for eye, read in eyes.items():
-        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
-        form[f"eye_{eye}_code"] = read["codes"]
-    return form
+    return read_form(csrf, eyes, reading_ms="5000")
 
 
 @pytest.fixture

@@ -23,7 +23,16 @@ from services.db.models import (
 )
 from services.db.session import transaction
 from services.kernel.task_names import TaskName
-from tests.clinic import PASSWORD, Clinic, clinic, instance_ids, open_clinic, other_read, sign_in
+from tests.clinic import (
+    PASSWORD,
+    Clinic,
+    clinic,
+    instance_ids,
+    open_clinic,
+    other_read,
+    read_form,
+    sign_in,
+)
 from webapp.app import routers
 
 pytestmark = pytest.mark.integration
@@ -31,11 +40,7 @@ __all__ = ["clinic"]  # the fixture
 
 
 def _read_form(csrf: str, eyes: dict, then: str = "") -> dict:  # type: ignore[type-arg]
-    form: dict[str, object] = {"csrf_token": csrf, "reading_ms": "4200", "then": then}
-    for eye, read in eyes.items():
-        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
-        form[f"eye_{eye}_code"] = read["codes"]
-    return form
+    return read_form(csrf, eyes, then=then)
 
 
 def test_nothing_but_the_login_page_without_a_session(clinic: Clinic) -> None:

@@ -188,15 +188,12 @@ def test_another_decision_in_the_browser_is_saved_as_entered(served: tuple[Clini
     require_binary(CHROMIUM)
     from playwright.sync_api import sync_playwright
 
-    from tests.clinic import other_read
+    from tests.clinic import other_read, read_form
 
     clinic, base = served
     case = clinic.case()
     grader, csrf = clinic.login("grace")
-    form: dict[str, object] = {"csrf_token": csrf}
-    for eye, read in other_read(clinic.model(case)).items():
-        form[f"eye_{eye}_state"] = "findings" if read["codes"] else "normal"
-        form[f"eye_{eye}_code"] = read["codes"]
+    form = read_form(csrf, other_read(clinic.model(case)))
     assert grader.post(f"/cases/{case}/read", data=form).status_code == 303
     with clinic.runtime.sessions() as session:
         arbitration = session.scalars(select(ArbitrationCase.id)).one()
