@@ -51,7 +51,12 @@ from worker.handlers import HANDLERS
 
 pytestmark = pytest.mark.integration
 
-TODAY = date.today().strftime("%Y%m%d")
+
+@pytest.fixture
+def today() -> str:
+    """The day of this test, not of the module's import: a run crossing midnight (CI's did)
+    would otherwise expect yesterday's visits among today's cases."""
+    return date.today().strftime("%Y%m%d")
 
 
 @pytest.fixture
@@ -88,7 +93,7 @@ def _refresh(clinic: Clinic) -> dict[tuple[FailsafeKind, str], FailsafeItem]:
         return {(row.kind, row.subject): row for row in rows}
 
 
-def _scene(clinic: Clinic) -> tuple[int, int]:
+def _scene(clinic: Clinic, today: str) -> tuple[int, int]:
     """Case 1 expected, read, referred by the panel, its SR dead-lettered; one expected patient
     never came; an image nobody read; an MPPS naming a missing image; one discontinued."""
     case = clinic.case()
@@ -98,8 +103,8 @@ def _scene(clinic: Clinic) -> tuple[int, int]:
             SITE,
             "RIS@ris:104",
             [
-                WorklistItem(TODAY, "0001", "ACC-1", patient_id=_patient_of(clinic, case)),
-                WorklistItem(TODAY, "0002", "ACC-2", patient_id="NEVER-CAME"),
+                WorklistItem(today, "0001", "ACC-1", patient_id=_patient_of(clinic, case)),
+                WorklistItem(today, "0002", "ACC-2", patient_id="NEVER-CAME"),
             ],
         )
         arbiter = session.scalars(select(Person).where(Person.username == "arthur")).one()
@@ -137,8 +142,8 @@ def _scene(clinic: Clinic) -> tuple[int, int]:
     return case, unread
 
 
-def test_each_way_to_fall_through_is_listed_kept_and_summarised(clinic: Clinic) -> None:
-    case, unread_instance = _scene(clinic)
+def test_each_way_to_fall_through_is_listed_kept_and_summarised(clinic: Clinic, today: str) -> None:
+    case, unread_instance = _scene(clinic, today)
     found = _refresh(clinic)
     kinds = {kind for kind, _ in found}
     assert kinds == set(FailsafeKind), set(FailsafeKind) - kinds
@@ -159,7 +164,7 @@ def test_each_way_to_fall_through_is_listed_kept_and_summarised(clinic: Clinic) 
     assert len(_refresh(clinic)) == len(found)  # seen again: no second item
 
     with clinic.runtime.sessions() as session:
-        summary = day_summary(session, SITE, TODAY)
+        summary = day_summary(session, SITE, today)
     assert (summary.expected, summary.imaged, summary.expected_imaged, summary.unexpected) == (
         2,
         2,
@@ -167,7 +172,7 @@ def test_each_way_to_fall_through_is_listed_kept_and_summarised(clinic: Clinic) 
         1,
     )
     assert (summary.resulted, summary.delivered) == (1, 0)
-    assert summary.sentence().startswith(f"{SITE} {TODAY}: expected 2, imaged 2")
+    assert summary.sentence().startswith(f"{SITE} {today}: expected 2, imaged 2")
 
     # The unread image is read now: the item is resolved, still listed until someone closes it.
     clinic.runtime.inference().infer([unread_instance])
@@ -176,9 +181,9 @@ def test_each_way_to_fall_through_is_listed_kept_and_summarised(clinic: Clinic) 
 
 
 def test_the_page_shows_the_sites_items_and_an_admin_closes_one_with_a_reason(
-    clinic: Clinic,
+    clinic: Clinic, today: str
 ) -> None:
-    case, _ = _scene(clinic)
+    case, _ = _scene(clinic, today)
     _refresh(clinic)
     admin, csrf = clinic.login("admin")
     page = admin.get("/failsafe")
@@ -215,8 +220,8 @@ def test_the_page_shows_the_sites_items_and_an_admin_closes_one_with_a_reason(
     assert "attended clinic" in admin.get("/failsafe?closed=true").text
 
 
-def test_the_cli_writes_csv_and_closes_with_a_reason(clinic: Clinic) -> None:
-    _scene(clinic)
+def test_the_cli_writes_csv_and_closes_with_a_reason(clinic: Clinic, today: str) -> None:
+    _scene(clinic, today)
     env = dict(
         os.environ,
         EYESCREEN_DATA_DIR=str(clinic.settings.data_path),
@@ -226,12 +231,12 @@ def test_the_cli_writes_csv_and_closes_with_a_reason(clinic: Clinic) -> None:
         EYESCREEN_FAILSAFE_NOT_IMAGED_AFTER_HOURS="0",
         EYESCREEN_REFERRAL_OUTCOME_DAYS="0",
     )
-    listing = eyescreen("failsafe", "--date", TODAY, env=env)
+    listing = eyescreen("failsafe", "--date", today, env=env)
     assert listing.returncode == 0, listing.stderr
     rows = list(csv.DictReader(io.StringIO(listing.stdout)))
     assert {row["kind"] for row in rows} == {k.value for k in FailsafeKind}
     never = next(row for row in rows if row["kind"] == "not_imaged")
-    assert never["patient_id"] == "NEVER-CAME" and never["day"] == TODAY
+    assert never["patient_id"] == "NEVER-CAME" and never["day"] == today
     summary = eyescreen("failsafe", "--summary", env=env)
     assert summary.returncode == 0, summary.stderr
     [counts] = list(csv.DictReader(io.StringIO(summary.stdout)))

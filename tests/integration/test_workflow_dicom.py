@@ -31,6 +31,8 @@ from tests.worklist_peers import Scheduled, orthanc_worklists, wlmscpfs, write_w
 
 pytestmark = pytest.mark.integration
 
+# One day for the whole module, passed everywhere a day is asked: a run that crosses midnight
+# (CI's did) must not query tomorrow's worklist for today's appointments.
 TODAY = date.today().strftime("%Y%m%d")
 
 
@@ -39,6 +41,7 @@ def _photo(
 ) -> Dataset:
     ds = write_photo_dicom(photo, target, patient_id=patient_id, study_uid=study or None)
     ds.AccessionNumber = accession
+    ds.StudyDate = TODAY
     ds.save_as(target, enforce_file_format=True)
     return ds
 
@@ -63,8 +66,13 @@ def test_worklist_fetch_keeps_expected_visits_and_matches_arrivals(
             worklist_station_aes="FUNDUSCAM",
         )
         try:
-            assert fetch_into(gw.settings, gw.sessions) == {f"{called}@127.0.0.1:{port}": (2, 0)}
-            assert fetch_into(gw.settings, gw.sessions)[f"{called}@127.0.0.1:{port}"] == (0, 2)
+            assert fetch_into(gw.settings, gw.sessions, TODAY) == {
+                f"{called}@127.0.0.1:{port}": (2, 0)
+            }
+            assert fetch_into(gw.settings, gw.sessions, TODAY)[f"{called}@127.0.0.1:{port}"] == (
+                0,
+                2,
+            )
             _photo(fundus_photo, tmp_path / "a.dcm", "P1", accession="ACC1")
             _photo(fundus_photo, tmp_path / "walkin.dcm", "WALKIN")
             assert gw.storescu(tmp_path / "a.dcm", tmp_path / "walkin.dcm") == [0, 0]
