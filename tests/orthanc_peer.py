@@ -109,9 +109,7 @@ class Orthanc:
 
     def forget(self, sop_instance_uid: str) -> None:
         """Delete an instance (as if the PACS lost it)."""
-        found = httpx.post(
-            f"{self.url}/tools/lookup", content=sop_instance_uid, timeout=10
-        ).json()
+        found = httpx.post(f"{self.url}/tools/lookup", content=sop_instance_uid, timeout=10).json()
         for item in found:
             httpx.delete(f"{self.url}{item['Path']}", timeout=10)
 

@@ -30,6 +30,8 @@ from services.db.models import (
 )
 from services.statistics.paired import cohen_kappa as statistics_kappa
 
+RATE_WINDOW = timedelta(days=30)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -54,9 +56,16 @@ def overview(session: Session, sites: set[str]) -> dict[str, Any]:
         .select_from(ScreeningCase)
         .where(of_sites, ScreeningCase.opened_at >= today)
     )
-    decided = select(ScreeningCase.referral).where(of_sites, ScreeningCase.referral.is_not(None))
-    referrals = [bool(r) for (r,) in session.execute(decided)]
-    graded = list(session.scalars(select(CaseRead.eyes).join(ScreeningCase).where(of_sites)))
+    # The rates of the recent visits only: what monitoring needs, and a cost that does not
+    # grow with the archive (bench/growth.py).
+    recent = and_(of_sites, ScreeningCase.opened_at >= utcnow() - RATE_WINDOW)
+    referred, decided = session.execute(
+        select(
+            func.count().filter(ScreeningCase.referral.is_(True)),
+            func.count(ScreeningCase.referral),
+        ).where(recent)
+    ).one()
+    graded = session.scalars(select(CaseRead.eyes).join(ScreeningCase).where(recent))
     eyes = [eye for read in graded for eye in read.values()]
     steps = [
         _step(
@@ -104,7 +113,8 @@ def overview(session: Session, sites: set[str]) -> dict[str, Any]:
     return {
         "health": health(session),
         "cases_today": cases_today or 0,
-        "referral_rate": sum(referrals) / len(referrals) if referrals else None,
+        "referral_rate": referred / decided if decided else None,
+        "rate_window_days": RATE_WINDOW.days,
         "ungradable_rate": sum(bool(e["ungradable"]) for e in eyes) / len(eyes) if eyes else None,
         "steps": steps,
         "dead_letters": dead,

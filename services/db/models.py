@@ -124,7 +124,7 @@ class Study(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="", index=True)  # the export's
     accession_number: Mapped[str] = mapped_column(String(16), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
@@ -146,6 +146,8 @@ class ScreeningCase(Base):
             postgresql_where=text("graded_at IS NULL"),
             sqlite_where=text("graded_at IS NULL"),
         ),
+        # A site's visits of a period (the export, the dashboard) without reading the archive.
+        Index("ix_screening_case_site_opened_at", "site", "opened_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -330,7 +332,16 @@ class ReportDelivery(Base):
     """The delivery of one report to one destination, with its attempts and last status."""
 
     __tablename__ = "report_delivery"
-    __table_args__ = (UniqueConstraint("report_pk", "destination"),)
+    __table_args__ = (
+        UniqueConstraint("report_pk", "destination"),
+        # Stored, commitment asked, no answer yet: a handful among millions delivered.
+        Index(
+            "ix_report_delivery_uncommitted",
+            "commitment_requested_at",
+            postgresql_where=text("commitment_requested_at IS NOT NULL AND committed_at IS NULL"),
+            sqlite_where=text("commitment_requested_at IS NOT NULL AND committed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     report_pk: Mapped[int] = mapped_column(ForeignKey("report.id"))

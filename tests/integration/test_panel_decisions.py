@@ -5,6 +5,7 @@ case keeps the model's referral for the dashboard."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from services.access import people
+from services.db.base import utcnow
 from services.db.models import (
     ArbitrationCase,
     ArbitrationDecision,
@@ -247,3 +249,16 @@ def test_the_case_keeps_the_models_referral_for_the_dashboard(clinic: Clinic) ->
     admin, _ = clinic.login("admin")
     tile = admin.get("/dashboard").text.split("referred by the model")[0].rsplit('class="n">', 1)[1]
     assert tile.startswith("100%" if model.referral else "0%")
+
+
+def test_the_dashboard_rates_count_the_last_thirty_days_only(clinic: Clinic) -> None:
+    recent, old = clinic.case(), clinic.case()
+    with transaction(clinic.runtime.sessions) as session:
+        session.get_one(ScreeningCase, recent).referral = True
+        aged = session.get_one(ScreeningCase, old)
+        aged.referral, aged.opened_at = False, utcnow() - timedelta(days=31)
+    admin, _ = clinic.login("admin")
+    page = admin.get("/dashboard").text
+    tile = page.split("referred by the model")[0].rsplit('class="n">', 1)[1]
+    assert tile.startswith("100%")  # the 31-day-old visit no longer counts
+    assert "referred by the model (last 30 days)" in page

@@ -120,9 +120,7 @@ def test_the_statistician_downloads_it_and_reads_the_report_in_a_browser(
     assert statistician.get("/stats").status_code == 200
     grader, grader_csrf = study.login("grace")
     assert grader.post("/stats/export", data={"csrf_token": grader_csrf}).status_code == 403
-    answer = statistician.post(
-        "/stats/export", data={"csrf_token": csrf, "site": ["NORTH"]}
-    )
+    answer = statistician.post("/stats/export", data={"csrf_token": csrf, "site": ["NORTH"]})
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     names = set(archive.namelist())

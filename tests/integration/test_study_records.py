@@ -5,12 +5,17 @@ blinding and the times of the index test and the reference."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bench.stats import simulate
 from bench.study_simulation import eye_records
+from services.db.models import ScreeningCase
 from services.db.session import make_engine, make_session_factory
-from services.study.records import Filters, ReferenceRoute, gather
+from services.study.records import EyeRecord, Filters, ReferenceRoute, gather
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +53,49 @@ def test_gather_reads_back_what_the_simulation_wrote(postgres_url: str) -> None:
     for record in records:
         by_case.setdefault(record.case_key, set()).add(record.reference_route)
     assert {ReferenceRoute.UNGRADABLE, ReferenceRoute.CONCORDANT} in by_case.values()
+
+
+def test_a_date_range_selects_the_same_visits_as_reading_the_whole_archive(
+    postgres_url: str,
+) -> None:
+    """The export finds a period's visits by index (bench/growth.py: reading the archive made
+    a month's export grow with the archive); it must select exactly the visits the study-date
+    rule selects, those without a readable study date falling back on their opening day."""
+    simulate(postgres_url, 120, seed=11)
+    engine = make_engine(postgres_url)
+    try:
+        sessions = make_session_factory(engine)
+        with sessions.begin() as session:
+            cases = session.scalars(select(ScreeningCase).order_by(ScreeningCase.id)).all()
+            for number, case in enumerate(cases):
+                if number % 5 == 0:
+                    case.study.study_date = ""  # missing: the opening day decides
+                elif number % 5 == 1:
+                    case.study.study_date = "2021-3-4"  # unreadable: the same
+                case.opened_at = datetime(2021, 3, 1, 23, 30, tzinfo=UTC) + timedelta(
+                    hours=7 * number
+                )
+        with sessions() as session:
+            everything = gather(session, Filters(), b"k" * 32, identified=True)
+            for low, high in [(date(2021, 3, 2), date(2021, 3, 9)), (None, date(2021, 3, 5))]:
+                window = Filters(date_from=low, date_to=high)
+                chosen = gather(session, window, b"k" * 32, identified=True)
+                expected = [
+                    r
+                    for r in everything
+                    if (low is None or _day(session, r) >= low) and _day(session, r) <= high
+                ]
+                assert 0 < len(chosen) < len(everything)
+                assert [(r.case_key, r.eye) for r in chosen] == [
+                    (r.case_key, r.eye) for r in expected
+                ]
+    finally:
+        engine.dispose()
+
+
+def _day(session: Session, record: EyeRecord) -> date:
+    case = session.get_one(ScreeningCase, int(record.case_key))
+    try:
+        return datetime.strptime(case.study.study_date, "%Y%m%d").date()
+    except ValueError:
+        return case.opened_at.astimezone(UTC).date()
