@@ -84,6 +84,26 @@ FAULTS = (
 )
 
 
+class Progress:
+    """Whether a draining service still moves: a backlog of thousands takes as long as it
+    takes on the machine at hand; only ``stalled_after`` seconds without any image read or
+    report delivered count as stuck."""
+
+    def __init__(self, soak: Soak, stalled_after: float) -> None:
+        self.soak, self.stalled_after = soak, stalled_after
+        self.done, self.moved_at = soak.work_done(), time.monotonic()
+        self.reported_at = time.monotonic()
+
+    def stalled(self) -> bool:
+        done = self.soak.work_done()
+        if done != self.done:
+            self.done, self.moved_at = done, time.monotonic()
+        if time.monotonic() - self.reported_at > 60:  # long work shows progress
+            print(f"  draining: {done} images read + reports delivered", flush=True)
+            self.reported_at = time.monotonic()
+        return time.monotonic() - self.moved_at > self.stalled_after
+
+
 class Kept:
     """A process restarted whenever it exits, until stopped."""
 
@@ -421,16 +441,33 @@ class Soak:
             time.sleep(0.5)
         raise RuntimeError("the service did not move again")
 
-    def probe(self, started: float, timeout: float = 600) -> float:
-        """Send one photograph; seconds from ``started`` until its SR is at the PACS."""
+    def probe(self, started: float, stalled_after: float = 600) -> float:
+        """Send one photograph; seconds from ``started`` until its SR is at the PACS. Behind a
+        backlog of thousands that takes as long as the backlog: give up only when the service
+        has delivered nothing for ``stalled_after`` seconds."""
         [(path, uid)] = self.make_files(1)
         self.send([(path, uid)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        watch = Progress(self, stalled_after)
+        while not watch.stalled():
             if uid in self.sr_arrivals():
                 return round(time.time() - started, 1)
             time.sleep(0.5)
-        raise RuntimeError("the probe's SR never arrived")
+        raise RuntimeError("the probe's SR never arrived: nothing delivered for a while")
+
+    def work_done(self) -> int:
+        """Images read plus reports delivered: grows while the backlog drains."""
+        with self.engine.connect() as connection:
+            read = connection.execute(
+                select(func.count())
+                .select_from(Instance)
+                .where(Instance.state != InstanceState.RECEIVED)
+            ).scalar()
+            delivered = connection.execute(
+                select(func.count())
+                .select_from(ReportDelivery)
+                .where(ReportDelivery.state == DeliveryState.DELIVERED)
+            ).scalar()
+        return int(read or 0) + int(delivered or 0)
 
     # --- the grader -------------------------------------------------------------------------
     def grade(self, stop: threading.Event) -> None:
@@ -638,8 +675,8 @@ def run(photos: int, faults: list[str], work: Path, pacs: str = "storescp") -> F
             thread.join()
         last_sent = time.time()
         soak.probe(last_sent)  # and a photograph sent now goes all the way
-        deadline = time.monotonic() + 1800
-        while not soak.settled() and time.monotonic() < deadline:
+        watch = Progress(soak, 600)
+        while not soak.settled() and not watch.stalled():
             time.sleep(2)
         arrivals = soak.sr_arrivals()
         done = max((min(arrivals[u]) for u in soak.acknowledged if u in arrivals), default=0.0)
@@ -672,7 +709,8 @@ def main() -> None:
         help="the PACS: DCMTK storescp, or Orthanc with Storage Commitment and C-FIND",
     )
     args = parser.parse_args()
-    faults = {"all": list(FAULTS), "none": []}.get(args.faults) or args.faults.split(",")
+    named = {"all": list(FAULTS), "none": []}
+    faults = named[args.faults] if args.faults in named else args.faults.split(",")
     work = Path(tempfile.mkdtemp(prefix="eyescreen-soak-"))
     try:
         figures = run(args.photos, faults, work, args.pacs)
