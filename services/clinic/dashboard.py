@@ -140,14 +140,23 @@ def health(session: Session) -> Health:
             OutboxMessage.sent_at.is_(None)
         )
     ).one()
+    # Only the few undelivered rows are counted (by the state index), never the archive; the
+    # newest row by primary key stands for the latest time (rows are written in time order).
+    unfinished = (DeliveryState.PENDING, DeliveryState.DEAD)
     states = dict(
         session.execute(
-            select(ReportDelivery.state, func.count()).group_by(ReportDelivery.state)
+            select(ReportDelivery.state, func.count())
+            .where(ReportDelivery.state.in_(unfinished))
+            .group_by(ReportDelivery.state)
         ).all()
     )
     return Health(
-        last_image=session.scalar(select(func.max(Instance.received_at))),
-        last_prediction=session.scalar(select(func.max(Prediction.created_at))),
+        last_image=session.scalar(
+            select(Instance.received_at).order_by(Instance.id.desc()).limit(1)
+        ),
+        last_prediction=session.scalar(
+            select(Prediction.created_at).order_by(Prediction.id.desc()).limit(1)
+        ),
         outbox_waiting=waiting or 0,
         outbox_oldest=oldest,
         deliveries_pending=states.get(DeliveryState.PENDING, 0),
