@@ -113,19 +113,45 @@ def test_clustered_intervals_are_wider_than_independent_ones(study) -> None:  # 
     assert correlation > 0.3  # the simulation's eyes are correlated
 
 
-def test_flow_is_a_tree_whose_boxes_add_up(study) -> None:  # type: ignore[no-untyped-def]
-    visits, records = study
-    rows = flow(records)
-    assert "visits_total" not in rows[0]
+def _flow_sums(rows) -> None:  # type: ignore[no-untyped-def]
+    """Within a unit each box is the sum of its children; across units the chain holds:
+    the visits are those of the patients who received the index test, the eyes two per
+    visit."""
+    by_node = {r["node"]: r for r in rows}
     children: dict[str, int] = {}
     for row in rows:
-        if row["parent"]:
+        parent = by_node.get(row["parent"])
+        if parent is not None and parent["unit"] == row["unit"]:
             children[row["parent"]] = children.get(row["parent"], 0) + row["count"]
     for row in rows:
         if row["node"] in children:
             assert children[row["node"]] == row["count"], row
-    roots = {r["unit"]: r["count"] for r in rows if not r["parent"]}
-    assert roots == {"patient": len(visits), "visit": len(visits), "eye": len(records)}
+    assert [r["node"] for r in rows if not r["parent"]] == ["P"]
+    assert by_node["V"]["parent"] == rows[[r["unit"] for r in rows].index("visit") - 1]["node"]
+    assert by_node["E"]["parent"] == "V" and by_node["E"]["count"] == 2 * by_node["V"]["count"]
+
+
+def test_flow_is_one_tree_from_eligible_patients_to_eyes(study) -> None:  # type: ignore[no-untyped-def]
+    from services.study.enrolment import Enrolment
+
+    visits, records = study
+    rows = flow(records)
+    assert "visits_total" not in rows[0]
+    _flow_sums(rows)
+    by_node = {r["node"]: r for r in rows}
+    assert by_node["P"]["count"] == by_node["V"]["count"] == len(visits)
+    assert by_node["E.2"]["count"] == len(records)
+    enrolled = Enrolment(
+        expected=4800, walk_in=20, not_photographed=140, no_index_result=10, received=4670
+    )
+    rows = flow(records, enrolled)
+    _flow_sums(rows)
+    by_node = {r["node"]: r for r in rows}
+    assert by_node["P"]["count"] == 4820 and by_node["P.3"]["count"] == len(visits)
+    assert by_node["V"]["parent"] == "P.3"
+    assert {r["label"] for r in rows if r["stage"] == "excluded"} >= {
+        "excluded: expected, not photographed (no study arrived)"
+    }
     eyes = [r for r in rows if r["unit"] == "eye"]
     labels = {r["label"] for r in eyes}
     assert {"positive", "negative", "indeterminate (ungradable)"} <= labels
@@ -136,6 +162,39 @@ def test_flow_is_a_tree_whose_boxes_add_up(study) -> None:  # type: ignore[no-un
         for r in records
         if r.reference is not None and r.reference_route != ReferenceRoute.UNGRADABLE
     )
+
+
+def test_never_verifiable_eyes_have_no_reference_and_no_weight(study) -> None:  # type: ignore[no-untyped-def]
+    """The fellow eye of a case a grader could not fully grade goes to the outcome queue with
+    it, never to the panel: concordant or not it is not verified, carries verification
+    probability 0, and the flow counts it under 'reference standard not received' with its
+    reason (it used to count as received, its triage's queue probability 1 as if verified)."""
+    from services.study.tables import WEIGHTED, truth_weight
+
+    _, records = study
+    fellows = [
+        r for r in records if r.reference_route == ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT
+    ]
+    assert len(fellows) > 100
+    for record in fellows:
+        assert record.triaged_read is not None and record.reference is None
+        assert record.inclusion_probability == 0.0 and record.verification_probability is None
+        assert truth_weight(record, WEIGHTED) is None and truth_weight(record, NAIVE) is None
+    pending = [r for r in records if r.reference_route == ReferenceRoute.PANEL_PENDING]
+    assert pending and all(r.verification_probability for r in pending)  # verifiable, not yet
+    rows = [r for r in flow(records) if r["unit"] == "eye"]
+    by_node = {r["node"]: r for r in rows}
+    reasons = [r for r in rows if r["label"] == ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT]
+    for reason in reasons:  # one box under each index-test result
+        assert by_node[reason["parent"]]["label"] == "reference standard not received"
+    assert sum(r["count"] for r in reasons) == len(fellows) == 228  # the bench study's
+    written = {
+        row["reference_route"]: row
+        for row in analysis_set(records)
+        if row["reference_route"] == ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT
+    }
+    row = next(iter(written.values()))
+    assert (row["inclusion_probability"], row["verifiable"], row["weight"]) == ("0.0", "0", "0")
 
 
 def test_indeterminate_results_are_counted(study) -> None:  # type: ignore[no-untyped-def]
@@ -173,7 +232,7 @@ def test_intention_to_diagnose_counts_each_graders_ungradable_eyes(study) -> Non
     assert counted.pop("model") > 0 and sum(counted.values()) > 0
 
 
-def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_reference(study) -> None:  # type: ignore[no-untyped-def]
+def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_own_read(study) -> None:  # type: ignore[no-untyped-def]
     _, records = study
     by_case: dict[str, list] = {}  # type: ignore[type-arg]
     for record in records:
@@ -182,12 +241,12 @@ def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_reference(study) -> 
         eyes
         for eyes in by_case.values()
         if {r.reference_route for r in eyes}
-        == {ReferenceRoute.UNGRADABLE, ReferenceRoute.CONCORDANT}
+        == {ReferenceRoute.UNGRADABLE, ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT}
     ]
-    assert kept  # the simulation has such visits: the gradable eye keeps the concordant read
+    assert kept  # the simulation has such visits: the gradable eye keeps its read and result
     for eyes in kept:
-        fellow = next(r for r in eyes if r.reference_route == ReferenceRoute.CONCORDANT)
-        assert fellow.reference == fellow.triaged_read is not None
+        fellow = next(r for r in eyes if r.triaged_read is not None)
+        assert fellow.model_gradable and fellow.reference is None
 
 
 def test_analysis_set_tells_healthy_from_missing_at_full_precision(study) -> None:  # type: ignore[no-untyped-def]
@@ -298,13 +357,24 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
         load_protocol(broken)
 
 
-def test_weighted_estimates_need_the_inclusion_probability(study) -> None:  # type: ignore[no-untyped-def]
-    """A verified eye without a stored inclusion probability has no weight: it is left out of
-    the weighted analysis, not counted with weight 1."""
+def test_weighted_estimates_need_the_verification_probability(study) -> None:  # type: ignore[no-untyped-def]
+    """A QC-verified eye weighs 1 / the share of its stratum's verifiable cases the panel
+    decided (concordant or QC-drawn, decided or pending); a verified eye without an estimated
+    probability has no weight: left out of the weighted analysis, not counted with weight 1."""
     _, records = study
     verified = next(r for r in records if r.reference_route == ReferenceRoute.PANEL_QC)
     from services.study.tables import truth_weight
 
-    assert truth_weight(verified, WEIGHTED) == (verified.reference, 10.0)
-    assert truth_weight(replace(verified, inclusion_probability=None), WEIGHTED) is None
+    stratum = {
+        r.case_key
+        for r in records
+        if r.inclusion_probability == 0.1
+        and r.reference_route
+        in (ReferenceRoute.CONCORDANT, ReferenceRoute.PANEL_QC, ReferenceRoute.PANEL_PENDING)
+    }
+    decided = {r.case_key for r in records if r.reference_route == ReferenceRoute.PANEL_QC}
+    weight = truth_weight(verified, WEIGHTED)
+    assert weight is not None and weight[0] == verified.reference
+    assert weight[1] == pytest.approx(len(stratum) / len(decided), rel=1e-12)
+    assert truth_weight(replace(verified, verification_probability=None), WEIGHTED) is None
     assert math.isclose(truth_weight(verified, NAIVE)[1], 1.0)  # type: ignore[index]
