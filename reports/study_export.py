@@ -100,6 +100,9 @@ Estimators and intervals, table by table:
 - report.html ROC curves: weighted (roc curve of the verified eyes with their weights), every
   class in one figure, each grader's weighted operating point and the deployed threshold.
 - endpoints.csv: each protocol endpoint against its goal by the bound the protocol names;
+  the referral's sensitivity and specificity (co-primary) both with the protocol's one
+  handling of ungradable eyes (default: intention to diagnose, an ungradable eye counts as a
+  referral), each followed by a secondary row with the other handling;
   sample_size.csv: the protocol's justification at the planned and the observed prevalence.
 Indeterminate results: index_results.csv counts each reader's positive, negative and
 ungradable eyes; flow.csv places them in the STARD diagram.

@@ -345,8 +345,6 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
     )
     assert (primary["estimate"], primary["low"]) == (itd["sensitivity"], itd["sensitivity_low"])
     assert primary["result"] == ("met" if float(primary["low"]) > 0.85 else "not met")
-    specificity = next(r for r in ends if r["endpoint"] == "referral specificity")
-    assert specificity["estimate"] == _model_rows(accuracy_rows, "")[WEIGHTED]["specificity"]
     missing = endpoints(protocol, accuracy_rows, [], [])
     assert {r["result"] for r in missing if r["measure"] != "specificity"} == {"not estimable"}
     size = sample_size(protocol, accuracy_rows, len(records))[0]
@@ -355,6 +353,55 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
     broken.write_text('[[endpoints]]\nname = "x"\nmeasure = "sensitivity"\n')
     with pytest.raises(ProtocolError, match="goal"):
         load_protocol(broken)
+
+
+def _referral_row(rows, handling: str):  # type: ignore[no-untyped-def]
+    return next(
+        r
+        for r in rows
+        if r["reader"] == "model"
+        and r["unit"] == "eye"
+        and r["ungradable"] == handling
+        and r["analysis"] == WEIGHTED
+    )
+
+
+def test_co_primary_endpoints_share_the_protocols_handling_of_ungradable_eyes(
+    study, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Sensitivity and specificity answer the same question: both count an ungradable eye as
+    a referral (intention to diagnose, the protocol's one handling), the complete-case
+    variant beside each as a secondary row; the protocol file names the handling once."""
+    from services.study.tables import endpoints
+
+    _, records = study
+    referral_rows = referral(records, OPTIONS)
+    accuracy_rows = accuracy_table(records, OPTIONS)
+    auc_rows = auc(records, OPTIONS)
+    text = Path("services/study/protocol.toml").read_text()
+    for handling, other in (("referral", "excluded"), ("excluded", "referral")):
+        path = tmp_path / f"{handling}.toml"
+        path.write_text(text.replace('ungradable = "referral"', f'ungradable = "{handling}"'))
+        protocol = load_protocol(path)
+        assert protocol.ungradable == handling
+        rows = endpoints(protocol, accuracy_rows, auc_rows, referral_rows)
+        for measure in ("sensitivity", "specificity"):
+            stated, variant = (
+                r for r in rows if r["endpoint"] == f"referral {measure}"
+            )  # the protocol's row first
+            assert (stated["kind"], stated["ungradable"]) == ("primary", handling)
+            assert variant["kind"].startswith("secondary") and variant["ungradable"] == other
+            for row, used in ((stated, handling), (variant, other)):
+                label = "ungradable = referral" if used == "referral" else "ungradable excluded"
+                assert row["estimate"] == _referral_row(referral_rows, label)[measure]
+        auc_row = next(r for r in rows if r["measure"] == "auc")
+        assert auc_row["ungradable"] == "not applicable"
+    path = tmp_path / "per_endpoint.toml"
+    path.write_text(
+        text.replace('bound = "lower"\n', 'bound = "lower"\nungradable = "excluded"\n', 1)
+    )
+    with pytest.raises(ProtocolError, match="once at the top"):
+        load_protocol(path)
 
 
 def test_weighted_estimates_need_the_verification_probability(study) -> None:  # type: ignore[no-untyped-def]

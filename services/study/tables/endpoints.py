@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from services.study.protocol import Endpoint, Protocol
 from services.study.tables.common import NAIVE, WEIGHTED, Row, num
@@ -21,12 +22,11 @@ def _find(
     referral: Sequence[Row] = (),
     unit: str = "eye",
 ) -> Row | None:
-    """The row that answers the endpoint: the referral table for a referral sensitivity or
-    specificity per visit or with ungradable eyes counted as referrals (intention to
-    diagnose), the AUC table for an AUC, the accuracy table otherwise."""
+    """The row that answers the endpoint: the referral table for the referral's sensitivity
+    and specificity (its rows name the handling of ungradable eyes), the AUC table for an
+    AUC, the accuracy table otherwise."""
     code = "" if endpoint.target == "referral" else endpoint.target
-    by_referral = endpoint.measure in ("sensitivity", "specificity")
-    if not code and by_referral and (unit == "visit" or endpoint.ungradable == "referral"):
+    if endpoint.handles_ungradable:
         handling = f"ungradable {'= referral' if endpoint.ungradable == 'referral' else 'excluded'}"
         return next(
             (
@@ -55,44 +55,70 @@ def _find(
     )
 
 
+def _variants(endpoint: Endpoint) -> list[tuple[Endpoint, str]]:
+    """The endpoint as the protocol states it, and where the protocol's handling of ungradable
+    eyes applies, the other handling as a secondary row (a sensitivity analysis)."""
+    found = [(endpoint, endpoint.kind)]
+    if endpoint.handles_ungradable:
+        other = "excluded" if endpoint.ungradable == "referral" else "referral"
+        found.append(
+            (
+                replace(endpoint, ungradable=other),
+                f"secondary (ungradable {other}: sensitivity analysis)",
+            )
+        )
+    return found
+
+
 def endpoints(
     protocol: Protocol, accuracy: Sequence[Row], auc: Sequence[Row], referral: Sequence[Row] = ()
 ) -> list[Row]:
-    """Per endpoint: the estimate and interval, the goal, the test and its result."""
+    """Per endpoint: the estimate and interval, the goal, the test and its result; with the
+    protocol's handling of ungradable eyes, then the other one as a secondary row."""
     rows = []
-    for endpoint in protocol.endpoints:
-        found = _find(endpoint, accuracy, auc, referral, protocol.analysis_unit)
-        measure = endpoint.measure
-        estimate = low = high = ""
-        if found is not None:
-            estimate, low, high = found[measure], found[f"{measure}_low"], found[f"{measure}_high"]
-        bound = low if endpoint.bound == "lower" else high
-        if bound == "":
-            result = "not estimable"
-        elif endpoint.bound == "lower":
-            result = "met" if float(bound) > endpoint.goal else "not met"
-        else:
-            result = "met" if float(bound) < endpoint.goal else "not met"
-        sign = ">" if endpoint.bound == "lower" else "<"
-        rows.append(
-            {
-                "endpoint": endpoint.name,
-                "kind": endpoint.kind,
-                "reader": endpoint.reader,
-                "target": endpoint.target,
-                "measure": measure,
-                "analysis": _analysis(endpoint),
-                "unit": protocol.analysis_unit,
-                "ungradable": endpoint.ungradable,
-                "estimate": estimate,
-                "low": low,
-                "high": high,
-                "goal": num(endpoint.goal),
-                "test": f"{endpoint.bound} bound of the 95 % interval {sign} {endpoint.goal}",
-                "result": result,
-            }
-        )
+    for stated in protocol.endpoints:
+        for endpoint, kind in _variants(stated):
+            rows.append(_judged(endpoint, kind, protocol, accuracy, auc, referral))
     return rows
+
+
+def _judged(
+    endpoint: Endpoint,
+    kind: str,
+    protocol: Protocol,
+    accuracy: Sequence[Row],
+    auc: Sequence[Row],
+    referral: Sequence[Row],
+) -> Row:
+    found = _find(endpoint, accuracy, auc, referral, protocol.analysis_unit)
+    measure = endpoint.measure
+    estimate = low = high = ""
+    if found is not None:
+        estimate, low, high = found[measure], found[f"{measure}_low"], found[f"{measure}_high"]
+    bound = low if endpoint.bound == "lower" else high
+    if bound == "":
+        result = "not estimable"
+    elif endpoint.bound == "lower":
+        result = "met" if float(bound) > endpoint.goal else "not met"
+    else:
+        result = "met" if float(bound) < endpoint.goal else "not met"
+    sign = ">" if endpoint.bound == "lower" else "<"
+    return {
+        "endpoint": endpoint.name,
+        "kind": kind,
+        "reader": endpoint.reader,
+        "target": endpoint.target,
+        "measure": measure,
+        "analysis": _analysis(endpoint),
+        "unit": protocol.analysis_unit,
+        "ungradable": endpoint.ungradable or "not applicable",
+        "estimate": estimate,
+        "low": low,
+        "high": high,
+        "goal": num(endpoint.goal),
+        "test": f"{endpoint.bound} bound of the 95 % interval {sign} {endpoint.goal}",
+        "result": result,
+    }
 
 
 def sample_size(protocol: Protocol, accuracy: Sequence[Row], enrolled_eyes: int) -> list[Row]:
