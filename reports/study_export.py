@@ -79,11 +79,15 @@ Estimators and intervals, table by table:
 - auc.csv: weighted Mann-Whitney AUC (pairs weighted by the product of the eyes' weights,
   ties one half), for any disease (the disease risk: the highest level-1 disease
   probability) and per class; patient cluster bootstrap intervals; DeLong's interval (Sun and
-  Xu 2014 algorithm, eyes as independent) beside the naive one.
+  Xu 2014 algorithm) beside the naive one, in columns named *_eyes_independent: it takes
+  the two eyes of a patient as independent.
 - paired.csv: model minus the triaged grader in sensitivity and specificity on the same eyes,
-  a ratio of weighted sums with a patient cluster bootstrap interval; for the naive analysis
-  also the exact McNemar test and Newcombe's hybrid score interval (1998, method 10), both
-  treating eyes as independent. p below 0.0001 is printed as <0.0001.
+  a ratio of weighted sums with a patient cluster bootstrap interval and, for every row
+  (weighted ones included), a clustered test of no difference: cluster_bootstrap_p, the Wald
+  test with the patient cluster-bootstrap standard error of the (weighted) difference. For the
+  naive analysis also the exact McNemar test and Newcombe's hybrid score interval (1998,
+  method 10), in columns named *_eyes_independent: both take the eyes as independent and are
+  given for comparison with earlier reports only. p below 0.0001 is printed as <0.0001.
 - agreement.csv: Cohen's kappa (model vs triaged grader; Fleiss-Cohen-Everitt interval beside
   the cluster bootstrap), Fleiss' kappa and Gwet's AC1 among graders where two or more read an
   eye; agreement needs no reference standard, so it uses every eye both read, unweighted.

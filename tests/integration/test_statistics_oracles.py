@@ -188,10 +188,56 @@ def test_weighted_auc_matches_r_and_the_naive_one_proc(simulated) -> None:  # ty
         assert float(rows[analysis]["auc"]) == pytest.approx(float(theirs["weighted"]), abs=5e-5)
         if analysis == NAIVE:
             assert float(rows[NAIVE]["auc"]) == pytest.approx(float(theirs["auc"]), abs=5e-5)
-            assert float(rows[NAIVE]["delong_low"]) == pytest.approx(float(theirs["low"]), abs=5e-5)
-            assert float(rows[NAIVE]["delong_high"]) == pytest.approx(
+            assert float(rows[NAIVE]["delong_low_eyes_independent"]) == pytest.approx(
+                float(theirs["low"]), abs=5e-5
+            )
+            assert float(rows[NAIVE]["delong_high_eyes_independent"]) == pytest.approx(
                 float(theirs["high"]), abs=5e-5
             )
+
+
+def test_weighted_paired_difference_and_its_clustered_test_match_survey(simulated) -> None:  # type: ignore[no-untyped-def]
+    """Model minus grader in weighted sensitivity and specificity is survey's weighted mean of
+    the per-eye difference in correctness under the patient-clustered design; our clustered
+    test (Wald, patient-bootstrap standard error) agrees with survey's linearisation test."""
+    from services.study.tables import WEIGHTED, Options, paired, truth_weight
+
+    ours = {
+        r["comparison"].split(":")[0]: r
+        for r in paired(simulated, Options(1000, 5))
+        if r["analysis"] == WEIGHTED
+    }
+    for measure, wanted in (("sensitivity", True), ("specificity", False)):
+        lines = ["patient,w,d"]
+        for record in simulated:
+            found = truth_weight(record, WEIGHTED)
+            if found is None or not record.model_gradable or record.triaged_read is None:
+                continue
+            if bool(found[0]) != wanted:
+                continue
+            model = record.model_referral == wanted
+            grader = bool(record.triaged_read) == wanted
+            lines.append(f"{record.patient_key},{found[1]!r},{int(model) - int(grader)}")
+        theirs = r_csv(
+            "\n".join(lines),
+            "suppressMessages(library(survey));"
+            "d <- read.csv(data);"
+            "des <- svydesign(ids = ~patient, weights = ~w, data = d);"
+            "m <- svymean(~d, des);"
+            "est <- as.numeric(coef(m)); se <- as.numeric(SE(m));"
+            "write.csv(data.frame(difference = est, se = se, p = 2 * pnorm(-abs(est / se))),"
+            " stdout(), row.names = FALSE)",
+        )[0]
+        row = ours[measure]
+        assert float(row["difference"]) == pytest.approx(float(theirs["difference"]), abs=5e-5)
+        width = float(row["difference_high"]) - float(row["difference_low"])
+        assert width / (2 * Z) == pytest.approx(float(theirs["se"]), rel=0.25)
+        p = float(theirs["p"])
+        if p < 1e-4:
+            assert row["cluster_bootstrap_p"] == "<0.0001"
+        else:
+            assert float(row["cluster_bootstrap_p"]) == pytest.approx(p, abs=0.05, rel=0.5)
+        assert "mcnemar_exact_p_eyes_independent" in row  # labelled: eyes as independent
 
 
 Z = 1.959963984540054

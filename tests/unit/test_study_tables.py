@@ -69,7 +69,10 @@ def test_weighted_auc_recovers_the_truth_and_naive_overstates_it(study) -> None:
     rows = {r["analysis"]: r for r in auc(records, OPTIONS) if r["code"] == ""}
     assert float(rows[WEIGHTED]["auc_low"]) <= truth <= float(rows[WEIGHTED]["auc_high"])
     assert float(rows[NAIVE]["auc_low"]) > truth
-    assert rows[NAIVE]["delong_low"] and not rows[WEIGHTED]["delong_low"]
+    assert (
+        rows[NAIVE]["delong_low_eyes_independent"]
+        and not rows[WEIGHTED]["delong_low_eyes_independent"]
+    )
 
 
 def test_every_table_gives_both_analyses_weighted_first(study) -> None:  # type: ignore[no-untyped-def]
@@ -289,7 +292,7 @@ def test_agreement_has_its_own_columns_and_p_values_print_below_1e4(study) -> No
     assert pvalue(3e-7) == "<0.0001" and pvalue(0.01234) == "0.0123" and pvalue(None) == ""
     rows = paired(records, OPTIONS)
     assert all("kappa" not in r["comparison"] for r in rows)
-    assert any(r["mcnemar_exact_p"] == "<0.0001" for r in rows)
+    assert any(r["mcnemar_exact_p_eyes_independent"] == "<0.0001" for r in rows)
     statistics = {r["statistic"]: r for r in agreement(records, OPTIONS)}
     assert set(statistics) == {"Cohen's kappa", "Fleiss' kappa", "Gwet's AC1"}
     for row in statistics.values():
