@@ -107,7 +107,13 @@ Estimators and intervals, table by table:
   the referral's sensitivity and specificity (co-primary) both with the protocol's one
   handling of ungradable eyes (default: intention to diagnose, an ungradable eye counts as a
   referral), each followed by a secondary row with the other handling;
-  sample_size.csv: the protocol's justification at the planned and the observed prevalence.
+  sample_size.csv: the protocol's justification at the planned and the observed prevalence,
+  per eye multiplied by the design effect 1 + (m - 1) rho of the eyes of a patient (m eyes
+  per patient with the condition, rho the one-way ANOVA intra-patient correlation of the
+  model's result among them).
+- target_conditions.csv: the eyes counted and their share, then the weighted counts (the eyes
+  they stand for) and the weighted share, each share beside its own counts.
+- analysis_set.csv: model_referral is NA (missing) for an eye the model could not grade.
 Indeterminate results: index_results.csv counts each reader's positive, negative and
 ungradable eyes; flow.csv places them in the STARD diagram.
 Flow (STARD 19): the patients eligible are those expected for screening on the department's
@@ -266,7 +272,7 @@ def build_tables(
     tables["endpoints"] = study_tables.endpoints(
         protocol, tables["accuracy"], tables["auc"], tables["referral"]
     )
-    tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], len(records))
+    tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], records)
     return tables
 
 

@@ -350,7 +350,7 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
     assert primary["result"] == ("met" if float(primary["low"]) > 0.85 else "not met")
     missing = endpoints(protocol, accuracy_rows, [], [])
     assert {r["result"] for r in missing if r["measure"] != "specificity"} == {"not estimable"}
-    size = sample_size(protocol, accuracy_rows, len(records))[0]
+    size = sample_size(protocol, accuracy_rows, records)[0]
     assert size["units_with_condition_needed"] > 0 and size["units_needed_observed"]
     broken = tmp_path / "broken.toml"
     broken.write_text('[[endpoints]]\nname = "x"\nmeasure = "sensitivity"\n')
@@ -405,6 +405,68 @@ def test_co_primary_endpoints_share_the_protocols_handling_of_ungradable_eyes(
     )
     with pytest.raises(ProtocolError, match="once at the top"):
         load_protocol(path)
+
+
+def test_sample_size_applies_the_design_effect_of_two_eyes(study) -> None:  # type: ignore[no-untyped-def]
+    """The simulation's eyes are correlated within patients: the justification multiplies
+    the independent-unit need by 1 + (m - 1) rho, rho as R's ANOVA estimator gives it."""
+    from services.study.tables import sample_size
+
+    _, records = study
+    row = sample_size(load_protocol(), accuracy_table(records, OPTIONS), records)[0]
+    m, rho = float(row["eyes_per_patient"]), float(row["intra_patient_correlation"])
+    assert 1 < m <= 2 and 0.05 < rho < 1
+    assert float(row["design_effect"]) == pytest.approx(1 + (m - 1) * rho, abs=1e-4)
+    assert row["units_with_condition_needed"] == math.ceil(
+        row["units_with_condition_needed_independent"] * (1 + (m - 1) * rho)
+    )
+    assert row["units_with_condition_needed"] > row["units_with_condition_needed_independent"]
+    # the same estimator by hand on the groups: between and within mean squares
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        if has_reference(r) and r.model_gradable and r.reference:
+            groups.setdefault(r.patient_key, []).append(float(r.model_referral))
+    values = [np.array(g) for g in groups.values()]
+    n = np.array([len(v) for v in values], dtype=float)
+    grand = np.concatenate(values).mean()
+    msb = sum(len(v) * (v.mean() - grand) ** 2 for v in values) / (len(values) - 1)
+    msw = sum(((v - v.mean()) ** 2).sum() for v in values) / (n.sum() - len(values))
+    n0 = (n.sum() - (n**2).sum() / n.sum()) / (len(values) - 1)
+    assert rho == pytest.approx((msb - msw) / (msb + (n0 - 1) * msw), abs=1e-4)
+
+
+def test_analysis_set_leaves_an_ungradable_eyes_referral_missing(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    rows = analysis_set(records)
+    for row, record in zip(rows, records, strict=True):
+        if not record.model_gradable:
+            assert row["model_referral"] == "NA" and row["model_result"] == "UNGRADABLE"
+        else:
+            assert row["model_referral"] == int(record.model_referral)
+
+
+def test_target_conditions_give_each_share_beside_its_own_counts(study) -> None:  # type: ignore[no-untyped-def]
+    from services.study.tables import target_conditions
+
+    _, records = study
+    rows = target_conditions(records)
+    for row in rows:
+        if not row["eyes"]:
+            continue
+        assert float(row["share_of_eyes"]) == pytest.approx(
+            row["eyes_with_condition"] / row["eyes"], abs=1e-4
+        )
+        assert float(row["share_weighted"]) == pytest.approx(
+            float(row["eyes_with_condition_weighted"]) / float(row["eyes_weighted"]), abs=1e-3
+        )
+    referral = {r["analysis"]: r for r in rows if r["level"] == "referral"}
+    # the verified eyes stand for every eye that could have been verified
+    from services.study.verification import verifiable
+
+    population = sum(verifiable(r) for r in records)
+    assert float(referral[WEIGHTED]["eyes_weighted"]) == pytest.approx(population, rel=0.01)
+    assert referral[WEIGHTED]["eyes"] < population / 2
+    assert referral[NAIVE]["share_weighted"] == referral[NAIVE]["share_of_eyes"]
 
 
 def test_weighted_estimates_need_the_verification_probability(study) -> None:  # type: ignore[no-untyped-def]

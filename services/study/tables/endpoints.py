@@ -4,11 +4,15 @@ protocol's justification implies, at the planned and at the observed prevalence.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
+from services.study.eye import EyeRecord
 from services.study.protocol import Endpoint, Protocol
-from services.study.tables.common import NAIVE, WEIGHTED, Row, num
+from services.study.tables.common import NAIVE, WEIGHTED, Row, has_reference, num
 
 
 def _analysis(endpoint: Endpoint) -> str:
@@ -121,9 +125,13 @@ def _judged(
     }
 
 
-def sample_size(protocol: Protocol, accuracy: Sequence[Row], enrolled_eyes: int) -> list[Row]:
+def sample_size(
+    protocol: Protocol, accuracy: Sequence[Row], records: Sequence[EyeRecord]
+) -> list[Row]:
     """The protocol's sample-size justification and what it implies for the observed
-    (weighted) prevalence of the endpoint's target."""
+    (weighted) prevalence of the endpoint's target; per eye, inflated by the design effect of
+    the eyes of a patient, 1 + (m - 1) rho, with m the mean eyes per patient and rho the
+    within-patient correlation of the endpoint's outcome, both estimated from the data."""
     size = protocol.sample_size
     if size is None:
         return []
@@ -148,8 +156,13 @@ def sample_size(protocol: Protocol, accuracy: Sequence[Row], enrolled_eyes: int)
     share = (
         (lambda p: p) if endpoint.measure in ("sensitivity", "npv", "auc") else (lambda p: 1 - p)
     )
-    planned_total = math.ceil(needed / share(size.prevalence))
-    observed_total = math.ceil(needed / share(observed)) if observed == observed else None
+    per_patient, rho = _clustering(records, code, endpoint.measure != "specificity")
+    effect = 1.0
+    if protocol.analysis_unit == "eye" and math.isfinite(rho):
+        effect = 1 + (per_patient - 1) * rho
+    clustered = math.ceil(needed * effect)
+    planned_total = math.ceil(clustered / share(size.prevalence))
+    observed_total = math.ceil(clustered / share(observed)) if observed == observed else None
     return [
         {
             "endpoint": endpoint.name,
@@ -157,14 +170,46 @@ def sample_size(protocol: Protocol, accuracy: Sequence[Row], enrolled_eyes: int)
             "expected": num(size.expected),
             "alpha_one_sided": num(size.alpha),
             "power": num(size.power),
-            "units_with_condition_needed": needed,
+            "units_with_condition_needed_independent": needed,
+            "eyes_per_patient": num(per_patient),
+            "intra_patient_correlation": num(rho),
+            "design_effect": num(effect),
+            "units_with_condition_needed": clustered,
             "prevalence_planned": num(size.prevalence),
             "units_needed_planned": planned_total,
             "prevalence_observed_weighted": num(observed),
             "units_needed_observed": "" if observed_total is None else observed_total,
-            "units_enrolled": enrolled_eyes,
+            "units_enrolled": len(records),
             "unit": protocol.analysis_unit,
-            "note": "units are eyes clustered in patients: the design effect of two eyes "
-            "per patient raises the need (see the patient-clustered intervals)",
+            "note": "eyes are clustered in patients: the need for independent units is "
+            "multiplied by the design effect 1 + (m - 1) rho (m eyes per patient with the "
+            "condition, rho the one-way ANOVA intra-patient correlation of the model's "
+            "result among them, on the eyes with a reference)",
         }
     ]
+
+
+def _clustering(records: Sequence[EyeRecord], code: str, diseased: bool) -> tuple[float, float]:
+    """(mean eyes per patient, intra-patient correlation) of the model's referral among the
+    eyes with (``diseased``) or without the target condition, by the one-way ANOVA
+    estimator (Fleiss 1981), clipped to [0, 1]."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        if not has_reference(record) or not record.model_gradable or record.reference is None:
+            continue
+        present = code in record.reference if code else bool(record.reference)
+        if present == diseased:
+            positive = code in record.model_codes if code else record.model_referral
+            groups[record.patient_key].append(float(positive))
+    sizes = np.array([len(g) for g in groups.values()], dtype=float)
+    total, k = float(sizes.sum()), len(sizes)
+    if k < 2 or total <= k:
+        return (total / k if k else math.nan), math.nan
+    values = [np.array(g) for g in groups.values()]
+    grand = float(np.concatenate(values).mean())
+    between = sum(len(v) * (v.mean() - grand) ** 2 for v in values) / (k - 1)
+    within = sum(float(((v - v.mean()) ** 2).sum()) for v in values) / (total - k)
+    n0 = (total - float((sizes**2).sum()) / total) / (k - 1)
+    denominator = between + (n0 - 1) * within
+    rho = (between - within) / denominator if denominator > 0 else math.nan
+    return total / k, float(np.clip(rho, 0.0, 1.0)) if math.isfinite(rho) else math.nan

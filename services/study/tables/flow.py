@@ -225,8 +225,9 @@ def baseline(records: Sequence[EyeRecord]) -> list[Row]:
 
 
 def target_conditions(records: Sequence[EyeRecord]) -> list[Row]:
-    """STARD 21: how the target conditions are distributed among the eyes with a reference,
-    as eye counts and as weighted shares (the population's, verification corrected)."""
+    """STARD 21: how the target conditions are distributed among the eyes with a reference:
+    the eyes counted and their share, then the weighted counts and the share they give (the
+    verifiable population's, verification corrected), each beside its own counts."""
     rows = []
     classes = [("referral", "", "any disease")] + [
         (f"level {level}", code, name) for level, _route, code, name in assessed_classes(records)
@@ -241,15 +242,23 @@ def target_conditions(records: Sequence[EyeRecord]) -> list[Row]:
                 & eligible
             )
             total = float(v.weight[eligible].sum())
+            found = float(v.weight[present].sum())
             rows.append(
                 {
                     "level": level,
                     "code": code,
                     "class": name,
                     "analysis": analysis,
+                    # the eyes counted, and their share: what was seen
                     "eyes_with_condition": int(present.sum()),
                     "eyes": int(eligible.sum()),
-                    "share": num(float(v.weight[present].sum()) / total if total else np.nan),
+                    "share_of_eyes": num(
+                        present.sum() / eligible.sum() if eligible.any() else np.nan
+                    ),
+                    # the weighted counts (eyes they stand for) and the estimated share
+                    "eyes_with_condition_weighted": num(found, 1),
+                    "eyes_weighted": num(total, 1),
+                    "share_weighted": num(found / total if total else np.nan),
                 }
             )
     return rows
