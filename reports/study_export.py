@@ -93,8 +93,11 @@ Estimators and intervals, table by table:
   eye; agreement needs no reference standard, so it uses every eye both read, unweighted.
 - calibration.csv, reliability.csv, decision_curve.csv: Brier score, calibration intercept
   (offset logistic model) and slope (logistic regression on the logit of the risk) with
-  frequency weights; reliability in ten equal-width bins (weighted means); net benefit with
-  weighted true and false positive shares (Vickers and Elkin 2006).
+  frequency weights, each with a patient cluster bootstrap interval (the Brier score's
+  exact; intercept and slope by the one-step bootstrap: one Newton step from the point
+  estimate on each replicate's score and information, which the tests check against
+  refitting every replicate); reliability in ten equal-width bins (weighted means); net
+  benefit with weighted true and false positive shares (Vickers and Elkin 2006).
 - subgroups.csv: referral sensitivity and specificity in the protocol's prespecified and
   exploratory subgroups, both analyses, cluster bootstrap intervals.
 - top3.csv: a hit is any reference level-2 class among the reader's answers (the model's
@@ -267,7 +270,7 @@ def build_tables(
         tables[name] = make()
     progress("calibration")
     tables["calibration"], tables["reliability"], tables["decision_curve"] = (
-        study_tables.calibration_rows(records)
+        study_tables.calibration_rows(records, options)
     )
     tables["endpoints"] = study_tables.endpoints(
         protocol, tables["accuracy"], tables["auc"], tables["referral"]

@@ -469,6 +469,36 @@ def test_target_conditions_give_each_share_beside_its_own_counts(study) -> None:
     assert referral[NAIVE]["share_weighted"] == referral[NAIVE]["share_of_eyes"]
 
 
+def test_calibration_intervals_match_refitting_every_bootstrap_replicate(study) -> None:  # type: ignore[no-untyped-def]
+    """The one-step bootstrap of the calibration intercept and slope gives the intervals that
+    refitting the logistic models on every replicate (statsmodels, the same patients drawn)
+    gives, to a fraction of their width; the Brier score's interval exactly."""
+    from services.statistics.bootstrap import _draws, percentile_interval
+    from services.statistics.calibration import calibration
+    from services.study.tables.common import verification
+    from services.study.tables.discrimination import auc_targets, scored_eyes
+
+    _, records = study
+    options = Options(replicates=120, seed=3)
+    row = next(
+        r
+        for r in calibration_rows(records, options)[0]
+        if r["code"] == "" and r["analysis"] == WEIGHTED
+    )
+    _level, route, code, _name, score = auc_targets(records)[0]
+    eyes, p, y, w = scored_eyes(records, route, code, score, verification(records, WEIGHTED))
+    index, counts = _draws([r.patient_key for r in records], options.replicates, options.seed)
+    position = {id(r): i for i, r in enumerate(records)}
+    drawn = counts[:, index[[position[id(r)] for r in eyes]]]
+    refits = [calibration(p, y, w * drawn[k]) for k in range(options.replicates)]
+    for measure in ("brier", "intercept", "slope"):
+        low, high = percentile_interval(np.array([getattr(f, measure) for f in refits]))
+        width = high - low
+        tolerance = 1e-4 if measure == "brier" else 0.2 * width
+        assert float(row[f"{measure}_low"]) == pytest.approx(low, abs=tolerance), measure
+        assert float(row[f"{measure}_high"]) == pytest.approx(high, abs=tolerance), measure
+
+
 def test_weighted_estimates_need_the_verification_probability(study) -> None:  # type: ignore[no-untyped-def]
     """A QC-verified eye weighs 1 / the share of its stratum's verifiable cases the panel
     decided (concordant or QC-drawn, decided or pending); a verified eye without an estimated
