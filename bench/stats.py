@@ -298,7 +298,9 @@ def main() -> None:
                 Path(folder),
                 key,
                 Options(args.replicates, 1),
-                progress=lambda step: print(f"  {step}", file=sys.stderr, flush=True),
+                progress=lambda step: print(
+                    f"  {time.perf_counter() - started:6.1f} s  {step}", file=sys.stderr, flush=True
+                ),
             )
             elapsed = time.perf_counter() - started
             sizes = {p.name: p.stat().st_size for p in Path(folder).iterdir()}
