@@ -31,6 +31,7 @@ from services.db.models import (
     ArbitrationDecision,
     ArbitrationState,
     CaseRead,
+    ExpectedVisit,
     Instance,
     InstanceState,
     ModelVersion,
@@ -94,9 +95,28 @@ def simulate(url: str, patients: int, seed: int) -> list[SimVisit]:
             _write_visit(session, visit, model, graders, arbiter, thresholds, seen, rng)
             if visit.number % 200 == 0:
                 session.commit()
+        _expected_not_photographed(session, patients)
         session.commit()
     sessions.kw["bind"].dispose()
     return visits
+
+
+NO_SHOW = 30  # one patient in 30 expected on the worklist does not come to be photographed
+WALK_IN = 97  # one photographed patient in 97 was not on the worklist
+
+
+def _expected_not_photographed(session: Any, patients: int) -> None:
+    """The worklist's patients who never came (the flow's 'expected, not photographed')."""
+    for number in range(patients // NO_SHOW):
+        session.add(
+            ExpectedVisit(
+                site="NORTH" if number % 3 else "SOUTH",
+                visit_key=f"acc:NS{number}",
+                scheduled_date="20261101",
+                accession_number=f"NS{number}",
+                patient_id=f"NS{number}",
+            )
+        )
 
 
 def _write_visit(
@@ -121,6 +141,18 @@ def _write_visit(
     case = ScreeningCase(study=study, site=visit.site, opened_at=seen)
     session.add(case)
     session.flush()
+    if number % WALK_IN:
+        session.add(
+            ExpectedVisit(
+                site=visit.site,
+                visit_key=f"acc:A{number}",
+                scheduled_date="20261101",
+                accession_number=f"A{number}",
+                patient_id=f"S{number}",
+                case_pk=case.id,
+                matched_by="accession",
+            )
+        )
     for side, eye in visit.eyes.items():
         instance = Instance(
             case_pk=case.id,
@@ -266,7 +298,9 @@ def main() -> None:
                 Path(folder),
                 key,
                 Options(args.replicates, 1),
-                progress=lambda step: print(f"  {step}", file=sys.stderr, flush=True),
+                progress=lambda step: print(
+                    f"  {time.perf_counter() - started:6.1f} s  {step}", file=sys.stderr, flush=True
+                ),
             )
             elapsed = time.perf_counter() - started
             sizes = {p.name: p.stat().st_size for p in Path(folder).iterdir()}

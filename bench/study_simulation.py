@@ -195,6 +195,7 @@ def eye_records(visits: list[SimVisit]) -> list[EyeRecord]:
     simulation writes (``bench/stats.py``), made directly: for tests that need thousands of
     patients and the truth behind them."""
     from services.study.records import EyeRecord, ReferenceRoute, _ungradable_case
+    from services.study.verification import estimate_verification
 
     routes = {
         "qc_sample": ReferenceRoute.PANEL_QC,
@@ -230,13 +231,14 @@ def eye_records(visits: list[SimVisit]) -> list[EyeRecord]:
                 record.reference_route = ReferenceRoute.CONCORDANT
                 record.reference = record.triaged_read
             elif visit.conflict == "ungradable":
-                _ungradable_case(record, None)
+                _ungradable_case(record)
             elif not visit.decided:
                 record.reference_route = ReferenceRoute.PANEL_PENDING
             else:
                 record.reference_route = routes.get(visit.conflict, ReferenceRoute.PANEL_DISCORDANT)
                 record.reference = _with_parents(eye.truth)
             records.append(record)
+    estimate_verification(records)
     return records
 
 

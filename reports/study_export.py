@@ -24,6 +24,7 @@ from reports import study_plots
 from services.db.models import ModelVersion
 from services.statistics.accuracy import Interval
 from services.study import tables as study_tables
+from services.study.enrolment import Enrolment, enrolment
 from services.study.protocol import Protocol, load_protocol
 from services.study.records import Filters, gather
 from services.study.tables import Options
@@ -49,14 +50,24 @@ snapshot.json).
 Reference standard: the arbitration panel's signed decision for every case sent to it
 (discordant model and grader, a grader in training, or drawn at random for quality control
 among concordant cases with the stored inclusion probability); otherwise the concordant
-grader's read. An eye a grader could not grade goes to the outcome queue (re-image, slit lamp,
-exclude) and has no reference; its fellow eye keeps its own (the concordant read, or none when
-discordant).
+grader's read. A case a grader could not fully grade goes to the outcome queue (re-image, slit lamp,
+exclude), never to the panel: neither of its eyes can be verified. The ungradable eye has no
+read; its fellow eye keeps its read and its index-test result but has no reference standard,
+whether model and grader agree on it or not (flow.csv: 'reference standard not received',
+with the reason). Such never-verifiable eyes have verification probability 0 and weight 0.
 Partial verification: every accuracy figure is given twice, in rows the column 'analysis'
 names, the weighted one first. Weighted (Begg and Greenes 1983, inverse probability
-weighting): only the panel-verified eyes, each weighted by 1 / its case's stored inclusion
-probability; the primary analysis. Naive ("discrepant analysis"): the concordant read accepted
-as the truth where the panel did not look; biased upwards, shown for comparison.
+weighting): only the panel-verified eyes, each weighted by 1 / the estimated probability that
+its case was verified. The verification model is estimated over the eyes that could be
+verified (concordant eyes eligible for the QC draw, eyes sent to the panel, decided or still
+pending): within each stratum of the triage's design probability (1 for cases sent for
+certain, the QC rate for concordant ones), the share of the stratum's cases the panel decided
+(the two-phase design with phase-2 probabilities estimated within strata; cases still with
+the panel are taken as missing at random within their stratum). The weighted figures stand
+for the verifiable eyes, not for the never-verifiable ones of the outcome queue
+(positivity). The primary analysis. Naive ("discrepant analysis"): the concordant read
+accepted as the truth where the panel did not look, on the eyes whose reference standard was
+received; biased upwards, shown for comparison.
 Estimators and intervals, table by table:
 - accuracy.csv: sensitivity, specificity, PPV, NPV, accuracy as ratios of (weighted) sums of
   the 2x2 cells; LR+ = sens / (1 - spec), LR- = (1 - sens) / spec; all with patient cluster
@@ -68,18 +79,25 @@ Estimators and intervals, table by table:
 - auc.csv: weighted Mann-Whitney AUC (pairs weighted by the product of the eyes' weights,
   ties one half), for any disease (the disease risk: the highest level-1 disease
   probability) and per class; patient cluster bootstrap intervals; DeLong's interval (Sun and
-  Xu 2014 algorithm, eyes as independent) beside the naive one.
+  Xu 2014 algorithm) beside the naive one, in columns named *_eyes_independent: it takes
+  the two eyes of a patient as independent.
 - paired.csv: model minus the triaged grader in sensitivity and specificity on the same eyes,
-  a ratio of weighted sums with a patient cluster bootstrap interval; for the naive analysis
-  also the exact McNemar test and Newcombe's hybrid score interval (1998, method 10), both
-  treating eyes as independent. p below 0.0001 is printed as <0.0001.
+  a ratio of weighted sums with a patient cluster bootstrap interval and, for every row
+  (weighted ones included), a clustered test of no difference: cluster_bootstrap_p, the Wald
+  test with the patient cluster-bootstrap standard error of the (weighted) difference. For the
+  naive analysis also the exact McNemar test and Newcombe's hybrid score interval (1998,
+  method 10), in columns named *_eyes_independent: both take the eyes as independent and are
+  given for comparison with earlier reports only. p below 0.0001 is printed as <0.0001.
 - agreement.csv: Cohen's kappa (model vs triaged grader; Fleiss-Cohen-Everitt interval beside
   the cluster bootstrap), Fleiss' kappa and Gwet's AC1 among graders where two or more read an
   eye; agreement needs no reference standard, so it uses every eye both read, unweighted.
 - calibration.csv, reliability.csv, decision_curve.csv: Brier score, calibration intercept
   (offset logistic model) and slope (logistic regression on the logit of the risk) with
-  frequency weights; reliability in ten equal-width bins (weighted means); net benefit with
-  weighted true and false positive shares (Vickers and Elkin 2006).
+  frequency weights, each with a patient cluster bootstrap interval (the Brier score's
+  exact; intercept and slope by the one-step bootstrap: one Newton step from the point
+  estimate on each replicate's score and information, which the tests check against
+  refitting every replicate); reliability in ten equal-width bins (weighted means); net
+  benefit with weighted true and false positive shares (Vickers and Elkin 2006).
 - subgroups.csv: referral sensitivity and specificity in the protocol's prespecified and
   exploratory subgroups, both analyses, cluster bootstrap intervals.
 - top3.csv: a hit is any reference level-2 class among the reader's answers (the model's
@@ -89,11 +107,24 @@ Estimators and intervals, table by table:
 - report.html ROC curves: weighted (roc curve of the verified eyes with their weights), every
   class in one figure, each grader's weighted operating point and the deployed threshold.
 - endpoints.csv: each protocol endpoint against its goal by the bound the protocol names;
-  sample_size.csv: the protocol's justification at the planned and the observed prevalence.
+  the referral's sensitivity and specificity (co-primary) both with the protocol's one
+  handling of ungradable eyes (default: intention to diagnose, an ungradable eye counts as a
+  referral), each followed by a secondary row with the other handling;
+  sample_size.csv: the protocol's justification at the planned and the observed prevalence,
+  per eye multiplied by the design effect 1 + (m - 1) rho of the eyes of a patient (m eyes
+  per patient with the condition, rho the one-way ANOVA intra-patient correlation of the
+  model's result among them).
+- target_conditions.csv: the eyes counted and their share, then the weighted counts (the eyes
+  they stand for) and the weighted share, each share beside its own counts.
+- analysis_set.csv: model_referral is NA (missing) for an eye the model could not grade.
 Indeterminate results: index_results.csv counts each reader's positive, negative and
 ungradable eyes; flow.csv places them in the STARD diagram.
-Eligibility before photography is recorded outside this software (the enrolment log): the flow
-starts from the patients photographed.
+Flow (STARD 19): the patients eligible are those expected for screening on the department's
+worklist in the export's sites and days, and those photographed without a worklist entry;
+excluded with reasons (expected but not photographed; photographed without an index-test
+result in the export); the patients who received the index test lead to their visits, and
+the visits to their eyes (two each, the eyes without an index-test result a box of their
+own). Within a unit every box is the sum of its children.
 Missing values: see the codes in analysis_set.csv (NONE healthy, UNGRADABLE, NA missing);
 an unknown blinding is NA, not 0.
 De-identification: keyed-hash pseudonyms (HMAC-SHA-256 with the installation's study key) for
@@ -205,11 +236,15 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
 
 
 def build_tables(
-    records: Sequence[Any], options: Options, protocol: Protocol, progress: Progress
+    records: Sequence[Any],
+    options: Options,
+    protocol: Protocol,
+    progress: Progress,
+    enrolled: Enrolment | None = None,
 ) -> dict[str, list[Row]]:
     tables: dict[str, list[Row]] = {}
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("flow", lambda: study_tables.flow(records)),
+        ("flow", lambda: study_tables.flow(records, enrolled)),
         ("index_results", lambda: study_tables.index_results(records)),
         ("baseline", lambda: study_tables.baseline(records)),
         ("target_conditions", lambda: study_tables.target_conditions(records)),
@@ -235,12 +270,12 @@ def build_tables(
         tables[name] = make()
     progress("calibration")
     tables["calibration"], tables["reliability"], tables["decision_curve"] = (
-        study_tables.calibration_rows(records)
+        study_tables.calibration_rows(records, options)
     )
     tables["endpoints"] = study_tables.endpoints(
         protocol, tables["accuracy"], tables["auc"], tables["referral"]
     )
-    tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], len(records))
+    tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], records)
     return tables
 
 
@@ -265,7 +300,8 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     progress("reading the database")
     records = gather(session, filters, key, identified)
-    tables = build_tables(records, options, protocol, progress)
+    enrolled = enrolment(session, filters, key, records, identified)
+    tables = build_tables(records, options, protocol, progress, enrolled)
     texts = {name: csv_text(rows) for name, rows in tables.items()}
     imrmc = study_tables.imrmc_text(tables["imrmc"])
     if "csv" in formats:

@@ -147,13 +147,21 @@ def decision_figure(curve: Sequence[Row]) -> str | None:
 
 
 def flow_figure(flow: Sequence[Row], unit: str = "eye") -> str:
-    """The STARD flow diagram of one unit as a tree: the root, the index test's results, the
-    reference standard received (how) or not (why), the final diagnosis; leaves side by side,
-    each parent centred over its children, arrows along the branches."""
-    nodes = [r for r in flow if r["unit"] == unit]
+    """The STARD flow diagram down to one unit as a tree: the patients (eligible, excluded
+    with reasons, received the index test), for eyes the visits' box, then the unit's boxes:
+    the index test's results, the reference standard received (how) or not (why), the final
+    diagnosis; leaves side by side, each parent centred over its children, arrows along the
+    branches."""
+    nodes = [
+        r
+        for r in flow
+        if r["unit"] in ("patient", unit)
+        or (unit == "eye" and r["unit"] == "visit" and r["node"] == "V")
+    ]
+    drawn = {r["node"] for r in nodes}
     children: dict[str, list[Row]] = {}
     for row in nodes:
-        children.setdefault(row["parent"], []).append(row)
+        children.setdefault(row["parent"] if row["parent"] in drawn else "", []).append(row)
     position: dict[str, tuple[float, int]] = {}
     leaves = 0
 
@@ -174,7 +182,7 @@ def flow_figure(flow: Sequence[Row], unit: str = "eye") -> str:
     axes.axis("off")
     for row in nodes:
         x, d = position[row["node"]]
-        if row["parent"]:
+        if row["parent"] in drawn:
             px, pd = position[row["parent"]]
             axes.annotate(
                 "",

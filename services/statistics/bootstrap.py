@@ -97,6 +97,22 @@ def bootstrap_ratios(
 ) -> list[tuple[float, float, float]]:
     """Ratios of sums (weighted proportions: sensitivity, PPV, ...), column by column, with
     percentile 95 % intervals from the patient cluster bootstrap: (estimate, low, high)."""
+    estimates, boots = ratio_replicates(clusters, numerators, denominators, replicates, seed)
+    lows, highs = percentile_columns(boots)
+    return [
+        (float(e) if np.isfinite(e) else math.nan, float(lo), float(hi))
+        for e, lo, hi in zip(estimates, lows, highs, strict=True)
+    ]
+
+
+def ratio_replicates(
+    clusters: Sequence[str],
+    numerators: np.ndarray,
+    denominators: np.ndarray,
+    replicates: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ratios of column sums and their (replicates x k) patient cluster-bootstrap replicates."""
     numerators = np.asarray(numerators, dtype=float)
     denominators = np.asarray(denominators, dtype=float)
     k = numerators.shape[1]
@@ -104,11 +120,22 @@ def bootstrap_ratios(
     with np.errstate(invalid="ignore", divide="ignore"):
         estimates = numerators.sum(axis=0) / denominators.sum(axis=0)
         boots = sums[:, :k] / sums[:, k:]
-    lows, highs = percentile_columns(boots)
-    return [
-        (float(e) if np.isfinite(e) else math.nan, float(lo), float(hi))
-        for e, lo, hi in zip(estimates, lows, highs, strict=True)
-    ]
+    return estimates, boots
+
+
+def bootstrap_wald_p(estimate: float, replicates: np.ndarray, null: float = 0.0) -> float:
+    """Two-sided p of the Wald test of ``null`` with the cluster-bootstrap standard error (the
+    patients resampled, so two eyes of a patient count as one cluster); nan when it cannot be
+    estimated."""
+    finite = replicates[np.isfinite(replicates)]
+    if not math.isfinite(estimate) or len(finite) < max(2, len(replicates) / 2):
+        return math.nan
+    error = float(np.std(finite, ddof=1))
+    if error == 0:
+        return 1.0 if estimate == null else 0.0
+    from scipy.stats import norm
+
+    return float(2 * norm.sf(abs(estimate - null) / error))
 
 
 def percentile_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

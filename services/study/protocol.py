@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from scipy.stats import norm
 
 DEFAULT = Path(__file__).with_name("protocol.toml")
 MEASURES = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "auc")
+UNGRADABLE = ("referral", "excluded")  # intention to diagnose, complete case
 SUBGROUP_ATTRIBUTES = ("site", "model_version", "age_band", "sex", "camera", "route")
 
 
@@ -33,7 +34,13 @@ class Endpoint:
     analysis: str  # "weighted" or "naive"
     goal: float
     bound: str  # "lower": the lower 95 % bound must exceed the goal; "upper": stay below
-    ungradable: str = "excluded"  # or "referral": intention to diagnose (referral target)
+    # the protocol's handling of ungradable eyes where it applies (the referral's sensitivity
+    # and specificity): "referral" (intention to diagnose) or "excluded"; "" elsewhere
+    ungradable: str = ""
+
+    @property
+    def handles_ungradable(self) -> bool:
+        return self.target == "referral" and self.measure in ("sensitivity", "specificity")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class Protocol:
     version: str
     registration: str
     analysis_unit: str
+    ungradable: str  # one prespecified handling for every endpoint it applies to
     endpoints: tuple[Endpoint, ...]
     prespecified: tuple[str, ...]
     exploratory: tuple[str, ...]
@@ -77,7 +85,10 @@ def load_protocol(path: Path | None = None) -> Protocol:
         raise ProtocolError(f"cannot read the study protocol {path}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the study protocol {path} is not valid TOML: {exc}") from exc
-    endpoints = tuple(_endpoint(i, e) for i, e in enumerate(data.get("endpoints", [])))
+    ungradable = data.get("ungradable", "referral")
+    if ungradable not in UNGRADABLE:
+        raise ProtocolError(f'{path}: ungradable is "referral" or "excluded", not {ungradable!r}')
+    endpoints = tuple(_endpoint(i, e, ungradable) for i, e in enumerate(data.get("endpoints", [])))
     if not any(e.kind == "primary" for e in endpoints):
         raise ProtocolError(f'{path}: name at least one [[endpoints]] with kind = "primary"')
     subgroups = data.get("subgroups", {})
@@ -97,6 +108,7 @@ def load_protocol(path: Path | None = None) -> Protocol:
         version=str(data.get("version", "")),
         registration=str(data.get("registration", "")),
         analysis_unit=unit,
+        ungradable=ungradable,
         endpoints=endpoints,
         prespecified=prespecified,
         exploratory=exploratory,
@@ -106,8 +118,13 @@ def load_protocol(path: Path | None = None) -> Protocol:
     )
 
 
-def _endpoint(number: int, raw: dict[str, Any]) -> Endpoint:
+def _endpoint(number: int, raw: dict[str, Any], ungradable: str) -> Endpoint:
     where = f"endpoint {number + 1} ({raw.get('name', 'unnamed')})"
+    if "ungradable" in raw:
+        raise ProtocolError(
+            f"{where}: the handling of ungradable eyes is the protocol's, one for every "
+            "endpoint: write `ungradable = ...` once at the top of the file"
+        )
     try:
         endpoint = Endpoint(
             name=str(raw["name"]),
@@ -118,7 +135,6 @@ def _endpoint(number: int, raw: dict[str, Any]) -> Endpoint:
             analysis=str(raw.get("analysis", "weighted")),
             goal=float(raw["goal"]),
             bound=str(raw.get("bound", "lower")),
-            ungradable=str(raw.get("ungradable", "excluded")),
         )
     except KeyError as exc:
         raise ProtocolError(f"{where}: the field {exc.args[0]!r} is missing") from exc
@@ -126,14 +142,8 @@ def _endpoint(number: int, raw: dict[str, Any]) -> Endpoint:
         raise ProtocolError(f"{where}: measure is one of {', '.join(MEASURES)}")
     if endpoint.analysis not in ("weighted", "naive") or endpoint.bound not in ("lower", "upper"):
         raise ProtocolError(f"{where}: analysis is weighted or naive; bound is lower or upper")
-    if endpoint.ungradable not in ("excluded", "referral"):
-        raise ProtocolError(f"{where}: ungradable is excluded or referral")
-    if endpoint.ungradable == "referral" and (
-        endpoint.target != "referral" or endpoint.measure not in ("sensitivity", "specificity")
-    ):
-        raise ProtocolError(
-            f"{where}: ungradable = referral applies to the referral's sensitivity/specificity"
-        )
+    if endpoint.handles_ungradable:
+        endpoint = replace(endpoint, ungradable=ungradable)
     if endpoint.kind not in ("primary", "secondary") or not 0 < endpoint.goal < 1:
         raise ProtocolError(f"{where}: kind is primary or secondary; goal lies in (0, 1)")
     return endpoint

@@ -14,10 +14,8 @@ import hmac
 import os
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +37,19 @@ from services.db.models import (
 )
 from services.reporting import latest_predictions_by_case
 from services.screening import Quality
+from services.study.eye import VERIFIED, EyeRecord, ReferenceRoute, disease
+from services.study.verification import estimate_verification
 from services.taxonomy.tree import load_taxonomy
 
-
-class ReferenceRoute(StrEnum):
-    """How a case's reference diagnosis was reached."""
-
-    CONCORDANT = "concordant read accepted"
-    PANEL_DISCORDANT = "panel after discordance"
-    PANEL_QC = "panel on the QC sample"
-    PANEL_TRAINEE = "panel (grader in training)"
-    PANEL_PENDING = "awaiting the panel"
-    UNGRADABLE = "ungradable: outcome queue"
-    FELLOW_UNGRADABLE = "discordant, fellow eye ungradable: not verified"
-    NOT_READ = "no grader read"
-    NOT_TRIAGED = "model result pending"
-
-
-VERIFIED = {ReferenceRoute.PANEL_DISCORDANT, ReferenceRoute.PANEL_QC, ReferenceRoute.PANEL_TRAINEE}
+__all__ = [  # the record types, re-exported for the readers of the analysis set
+    "VERIFIED",
+    "EyeRecord",
+    "Filters",
+    "ReferenceRoute",
+    "disease",
+    "gather",
+    "study_key",
+]
 
 
 @dataclass(frozen=True)
@@ -69,42 +62,6 @@ class Filters:
     routes: tuple[str, ...] = ()
     model_versions: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()  # calling AE titles of the cameras
-
-
-@dataclass
-class EyeRecord:
-    case_key: str
-    patient_key: str
-    eye: str
-    site: str
-    camera: str
-    route: str
-    model_version: str
-    age_band: str
-    sex: str
-    study_day: int
-    model_gradable: bool
-    model_codes: set[str]
-    model_referral: bool
-    probabilities: dict[str, float]
-    thresholds: dict[str, float]
-    top3: list[str]
-    reads: dict[str, set[str] | None] = field(
-        default_factory=dict
-    )  # grader key -> codes, None: ungradable
-    triaged_read: set[str] | None = None  # the read the triage compared; None: ungradable or none
-    reference: set[str] | None = None
-    reference_route: ReferenceRoute = ReferenceRoute.NOT_READ
-    inclusion_probability: float | None = None
-    blind: bool | None = None  # the triaged read's blinding; None: unknown (read elsewhere)
-    read_blinded: dict[str, bool | None] = field(default_factory=dict)  # grader key -> blinding
-    index_at: datetime | None = None  # when the model's result was recorded
-    reference_at: datetime | None = None  # when the reference was reached (read or decision)
-    dr_grade: dict[str, Any] | None = None  # the triaged read's DR grade, where the site grades DR
-    # no photograph of the eye gradable, one of them beyond the model's guard: "not
-    # assessable by this model" (unlike its training photographs), counted apart in the
-    # index-test results
-    model_unfamiliar: bool = False
 
 
 def study_key(path: Path) -> bytes:
@@ -222,6 +179,7 @@ def gather(
                 compared,
             )
             records.append(record)
+    estimate_verification(records)
     return records
 
 
@@ -359,7 +317,7 @@ def _reference(
         record.reference_at = None if triaged is None else triaged.created_at
         return
     if triage.conflict == Conflict.UNGRADABLE and decision is None:
-        _ungradable_case(record, triaged)
+        _ungradable_case(record)
         return
     if arbitration is None or arbitration.state != ArbitrationState.DECIDED or decision is None:
         record.reference_route = ReferenceRoute.PANEL_PENDING
@@ -372,27 +330,20 @@ def _reference(
     }.get(Conflict(triage.conflict), ReferenceRoute.PANEL_DISCORDANT)
 
 
-def _ungradable_case(record: EyeRecord, triaged: CaseRead | None) -> None:
+def _ungradable_case(record: EyeRecord) -> None:
     """A case the grader could not fully grade goes to the outcome queue, which decides what
-    happens (re-image, slit lamp, exclude), not a diagnosis. Only the eye the grader could not
-    grade loses its reference: a fellow eye on which the model and the grader agree keeps the
-    concordant read (the naive analysis' reference, unverified); a discordant one has none."""
+    happens (re-image, slit lamp, exclude), not a diagnosis, and never to the panel: neither
+    eye can be verified. The eye the grader could not grade has no read; its fellow eye keeps
+    its own read (``triaged_read``) and its index-test result, but no reference standard,
+    whether model and grader agree on it or not (the flow gives the reason)."""
     if record.triaged_read is None:
         record.reference_route = ReferenceRoute.UNGRADABLE
-        return
-    if record.model_gradable and record.model_codes == _diseases(record, record.triaged_read):
-        record.reference_route = ReferenceRoute.CONCORDANT
-        record.reference = record.triaged_read
-        record.reference_at = None if triaged is None else triaged.created_at
-        return
-    record.reference_route = ReferenceRoute.FELLOW_UNGRADABLE
+    elif record.model_gradable and record.model_codes == _diseases(record, record.triaged_read):
+        record.reference_route = ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT
+    else:
+        record.reference_route = ReferenceRoute.FELLOW_UNGRADABLE
 
 
 def _diseases(record: EyeRecord, codes: set[str]) -> set[str]:
     taxonomy = load_taxonomy(record.route)
     return {c for c in codes if not taxonomy.node(c).normal}
-
-
-def disease(codes: Iterable[str] | None) -> bool | None:
-    """Whether a set of codes means disease (any code), None when there is none (ungradable)."""
-    return None if codes is None else bool(set(codes))

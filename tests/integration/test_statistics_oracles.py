@@ -114,33 +114,33 @@ def simulated():  # type: ignore[no-untyped-def]
 
 def test_weighted_sensitivity_matches_survey_two_phase_design(simulated) -> None:  # type: ignore[no-untyped-def]
     """The Begg-Greenes sensitivity is survey's ratio estimator under the two-phase design
-    (phase 1: every triaged eye, clustered by patient; phase 2: the panel's verification with
-    the stored inclusion probability); our patient-bootstrap interval is as wide as survey's
-    linearisation interval, to sampling error."""
-    from services.study.tables import WEIGHTED, Options, accuracy_table
-    from services.study.tables.common import has_reference
+    built from analysis_set.csv alone: phase 1 the eyes that could be verified (verifiable =
+    1; never-verifiable eyes of the outcome queue are not part of it), clustered by case;
+    phase 2 the panel's verification, its probabilities estimated within the strata of the
+    triage's design probability (twophase without probs). Our patient-bootstrap interval is
+    as wide as survey's linearisation interval, to sampling error."""
+    from services.study.tables import WEIGHTED, Options, accuracy_table, analysis_set
 
-    eyes = [r for r in simulated if has_reference(r) and r.model_gradable]
-    lines = ["patient,p,verified,diseased,found"]
-    for r in eyes:
-        verified = r.reference_route.name.startswith("PANEL")
-        diseased = int(bool(r.reference)) if verified else 0
-        found = int(diseased and bool(r.model_codes))
+    lines = ["case,stratum,verified,diseased,found"]
+    for row in analysis_set(simulated):
+        if row["verifiable"] != "1":
+            continue
+        verified = row["weight"] != "0"
+        graded = row["model_result"] != "UNGRADABLE"
+        diseased = int(verified and graded and row["reference"] != "NONE")
+        found = int(diseased and row["model_result"] == "positive")
         lines.append(
-            f"{r.patient_key},{r.inclusion_probability},{int(verified)},{diseased},{found}"
+            f"{row['case']},{row['inclusion_probability']},{int(verified)},{diseased},{found}"
         )
     rows = r_csv(
         "\n".join(lines),
         "suppressMessages(library(survey));"
         "d <- read.csv(data);"
         "d$verified <- as.logical(d$verified);"
-        "des <- twophase(id = list(~patient, ~patient), probs = list(NULL, ~p),"
+        "des <- twophase(id = list(~case, ~case), strata = list(NULL, ~stratum),"
         " subset = ~verified, data = d);"
         "s <- svyratio(~found, ~diseased, des);"
-        "w <- svydesign(ids = ~patient, weights = ~I(1 / p), data = subset(d, verified));"
-        "t <- svyratio(~found, ~diseased, w);"
-        "out <- data.frame(twophase = coef(s), twophase_se = SE(s), weighted = coef(t),"
-        " weighted_se = SE(t));"
+        "out <- data.frame(twophase = coef(s), twophase_se = SE(s));"
         "write.csv(out, stdout(), row.names = FALSE)",
     )
     ours = next(
@@ -148,45 +148,96 @@ def test_weighted_sensitivity_matches_survey_two_phase_design(simulated) -> None
         for r in accuracy_table(simulated, Options(1000, 5))
         if r["reader"] == "model" and r["code"] == "" and r["analysis"] == WEIGHTED
     )
-    assert float(ours["sensitivity"]) == pytest.approx(float(rows[0]["weighted"]), abs=5e-5)
     assert float(ours["sensitivity"]) == pytest.approx(float(rows[0]["twophase"]), abs=5e-5)
     width = float(ours["sensitivity_high"]) - float(ours["sensitivity_low"])
     assert width / (2 * Z) == pytest.approx(float(rows[0]["twophase_se"]), rel=0.25)
 
 
-def test_weighted_auc_matches_proc_on_the_weighted_sample(simulated) -> None:  # type: ignore[no-untyped-def]
-    """The weighted Mann-Whitney AUC equals pROC's AUC of the sample in which each verified
-    eye appears 1 / p times (the weights are whole numbers here); the naive any-disease AUC
-    and its DeLong interval equal pROC's."""
+def test_weighted_auc_matches_r_and_the_naive_one_proc(simulated) -> None:  # type: ignore[no-untyped-def]
+    """The weighted Mann-Whitney AUC equals R's, written from its definition (pairs of a
+    diseased and a healthy verified eye weighted by the product of their weights, ties one
+    half; pROC has no weights); the naive any-disease AUC and its DeLong interval equal
+    pROC's."""
     from services.study.tables import NAIVE, WEIGHTED, Options, auc, truth_weight
     from services.study.tables.common import disease_risk
 
     rows = {r["analysis"]: r for r in auc(simulated, Options(50, 1)) if r["code"] == ""}
     for analysis in (WEIGHTED, NAIVE):
-        ys, xs = [], []
+        ys, xs, ws = [], [], []
         for record in simulated:
             found = truth_weight(record, analysis)
             if found is None or not record.model_gradable:
                 continue
-            copies = round(found[1])
-            assert copies == pytest.approx(found[1])
-            ys += ["1" if found[0] else "0"] * copies
-            xs += [repr(disease_risk(record))] * copies
+            ys.append("1" if found[0] else "0")
+            xs.append(repr(disease_risk(record)))
+            ws.append(repr(found[1]))
         theirs = r(
             "suppressMessages(library(pROC));"
             f"y <- c({LINES.join(ys)});"
             f"x <- c({LINES.join(xs)});"
+            f"w <- c({LINES.join(ws)});"
+            "p <- y == 1;"
+            "above <- outer(x[p], x[!p], '>') + 0.5 * outer(x[p], x[!p], '==');"
+            "pairs <- outer(w[p], w[!p]);"
+            "weighted <- sum(above * pairs) / sum(pairs);"
             "o <- roc(y, x, direction = '<', levels = c(0, 1), quiet = TRUE);"
             "ci <- ci.auc(o, method = 'delong');"
-            "write.csv(data.frame(low = ci[1], auc = ci[2], high = ci[3]), stdout(),"
-            " row.names = FALSE)"
+            "write.csv(data.frame(weighted = weighted, low = ci[1], auc = ci[2], high = ci[3]),"
+            " stdout(), row.names = FALSE)"
         )[0]
-        assert float(rows[analysis]["auc"]) == pytest.approx(float(theirs["auc"]), abs=5e-5)
+        assert float(rows[analysis]["auc"]) == pytest.approx(float(theirs["weighted"]), abs=5e-5)
         if analysis == NAIVE:
-            assert float(rows[NAIVE]["delong_low"]) == pytest.approx(float(theirs["low"]), abs=5e-5)
-            assert float(rows[NAIVE]["delong_high"]) == pytest.approx(
+            assert float(rows[NAIVE]["auc"]) == pytest.approx(float(theirs["auc"]), abs=5e-5)
+            assert float(rows[NAIVE]["delong_low_eyes_independent"]) == pytest.approx(
+                float(theirs["low"]), abs=5e-5
+            )
+            assert float(rows[NAIVE]["delong_high_eyes_independent"]) == pytest.approx(
                 float(theirs["high"]), abs=5e-5
             )
+
+
+def test_weighted_paired_difference_and_its_clustered_test_match_survey(simulated) -> None:  # type: ignore[no-untyped-def]
+    """Model minus grader in weighted sensitivity and specificity is survey's weighted mean of
+    the per-eye difference in correctness under the patient-clustered design; our clustered
+    test (Wald, patient-bootstrap standard error) agrees with survey's linearisation test."""
+    from services.study.tables import WEIGHTED, Options, paired, truth_weight
+
+    ours = {
+        r["comparison"].split(":")[0]: r
+        for r in paired(simulated, Options(1000, 5))
+        if r["analysis"] == WEIGHTED
+    }
+    for measure, wanted in (("sensitivity", True), ("specificity", False)):
+        lines = ["patient,w,d"]
+        for record in simulated:
+            found = truth_weight(record, WEIGHTED)
+            if found is None or not record.model_gradable or record.triaged_read is None:
+                continue
+            if bool(found[0]) != wanted:
+                continue
+            model = record.model_referral == wanted
+            grader = bool(record.triaged_read) == wanted
+            lines.append(f"{record.patient_key},{found[1]!r},{int(model) - int(grader)}")
+        theirs = r_csv(
+            "\n".join(lines),
+            "suppressMessages(library(survey));"
+            "d <- read.csv(data);"
+            "des <- svydesign(ids = ~patient, weights = ~w, data = d);"
+            "m <- svymean(~d, des);"
+            "est <- as.numeric(coef(m)); se <- as.numeric(SE(m));"
+            "write.csv(data.frame(difference = est, se = se, p = 2 * pnorm(-abs(est / se))),"
+            " stdout(), row.names = FALSE)",
+        )[0]
+        row = ours[measure]
+        assert float(row["difference"]) == pytest.approx(float(theirs["difference"]), abs=5e-5)
+        width = float(row["difference_high"]) - float(row["difference_low"])
+        assert width / (2 * Z) == pytest.approx(float(theirs["se"]), rel=0.25)
+        p = float(theirs["p"])
+        if p < 1e-4:
+            assert row["cluster_bootstrap_p"] == "<0.0001"
+        else:
+            assert float(row["cluster_bootstrap_p"]) == pytest.approx(p, abs=0.05, rel=0.5)
+        assert "mcnemar_exact_p_eyes_independent" in row  # labelled: eyes as independent
 
 
 Z = 1.959963984540054

@@ -15,6 +15,7 @@ from bench.stats import simulate
 from bench.study_simulation import eye_records
 from services.db.models import ScreeningCase
 from services.db.session import make_engine, make_session_factory
+from services.study.enrolment import Enrolment, enrolment
 from services.study.records import EyeRecord, Filters, ReferenceRoute, gather
 
 pytestmark = pytest.mark.integration
@@ -27,9 +28,17 @@ def test_gather_reads_back_what_the_simulation_wrote(postgres_url: str) -> None:
     try:
         with make_session_factory(engine)() as session:
             records = gather(session, Filters(), b"k" * 32, identified=True)
+            enrolled = enrolment(session, Filters(), b"k" * 32, records, identified=True)
+            pseudonymous = gather(session, Filters(), b"k" * 32)
+            assert enrolment(session, Filters(), b"k" * 32, pseudonymous) == enrolled
     finally:
         engine.dispose()
     assert len(records) == len(expected) == 320
+    # the worklist: all but the walk-ins (patients 0 and 97) expected, 5 expected never came
+    assert enrolled == Enrolment(
+        expected=163, walk_in=2, not_photographed=5, no_index_result=0, received=160
+    )
+    assert enrolled.eligible == 165
     routes = set()
     for record in records:
         want = expected[(record.patient_key.rsplit("|S", 1)[1], record.eye)]
@@ -38,6 +47,8 @@ def test_gather_reads_back_what_the_simulation_wrote(postgres_url: str) -> None:
         assert record.reference == want.reference
         assert record.model_gradable == want.model_gradable
         assert record.blind == want.blind  # None stays None: unknown, not "not blinded"
+        assert record.inclusion_probability == want.inclusion_probability
+        assert record.verification_probability == want.verification_probability
         if record.reference is not None:
             assert record.reference_at is not None and record.index_at is not None
             assert record.reference_at > record.index_at
@@ -52,7 +63,10 @@ def test_gather_reads_back_what_the_simulation_wrote(postgres_url: str) -> None:
     by_case: dict[str, set[ReferenceRoute]] = {}
     for record in records:
         by_case.setdefault(record.case_key, set()).add(record.reference_route)
-    assert {ReferenceRoute.UNGRADABLE, ReferenceRoute.CONCORDANT} in by_case.values()
+    assert {
+        ReferenceRoute.UNGRADABLE,
+        ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT,
+    } in by_case.values()
 
 
 def test_a_date_range_selects_the_same_visits_as_reading_the_whole_archive(

@@ -69,7 +69,10 @@ def test_weighted_auc_recovers_the_truth_and_naive_overstates_it(study) -> None:
     rows = {r["analysis"]: r for r in auc(records, OPTIONS) if r["code"] == ""}
     assert float(rows[WEIGHTED]["auc_low"]) <= truth <= float(rows[WEIGHTED]["auc_high"])
     assert float(rows[NAIVE]["auc_low"]) > truth
-    assert rows[NAIVE]["delong_low"] and not rows[WEIGHTED]["delong_low"]
+    assert (
+        rows[NAIVE]["delong_low_eyes_independent"]
+        and not rows[WEIGHTED]["delong_low_eyes_independent"]
+    )
 
 
 def test_every_table_gives_both_analyses_weighted_first(study) -> None:  # type: ignore[no-untyped-def]
@@ -113,19 +116,45 @@ def test_clustered_intervals_are_wider_than_independent_ones(study) -> None:  # 
     assert correlation > 0.3  # the simulation's eyes are correlated
 
 
-def test_flow_is_a_tree_whose_boxes_add_up(study) -> None:  # type: ignore[no-untyped-def]
-    visits, records = study
-    rows = flow(records)
-    assert "visits_total" not in rows[0]
+def _flow_sums(rows) -> None:  # type: ignore[no-untyped-def]
+    """Within a unit each box is the sum of its children; across units the chain holds:
+    the visits are those of the patients who received the index test, the eyes two per
+    visit."""
+    by_node = {r["node"]: r for r in rows}
     children: dict[str, int] = {}
     for row in rows:
-        if row["parent"]:
+        parent = by_node.get(row["parent"])
+        if parent is not None and parent["unit"] == row["unit"]:
             children[row["parent"]] = children.get(row["parent"], 0) + row["count"]
     for row in rows:
         if row["node"] in children:
             assert children[row["node"]] == row["count"], row
-    roots = {r["unit"]: r["count"] for r in rows if not r["parent"]}
-    assert roots == {"patient": len(visits), "visit": len(visits), "eye": len(records)}
+    assert [r["node"] for r in rows if not r["parent"]] == ["P"]
+    assert by_node["V"]["parent"] == rows[[r["unit"] for r in rows].index("visit") - 1]["node"]
+    assert by_node["E"]["parent"] == "V" and by_node["E"]["count"] == 2 * by_node["V"]["count"]
+
+
+def test_flow_is_one_tree_from_eligible_patients_to_eyes(study) -> None:  # type: ignore[no-untyped-def]
+    from services.study.enrolment import Enrolment
+
+    visits, records = study
+    rows = flow(records)
+    assert "visits_total" not in rows[0]
+    _flow_sums(rows)
+    by_node = {r["node"]: r for r in rows}
+    assert by_node["P"]["count"] == by_node["V"]["count"] == len(visits)
+    assert by_node["E.2"]["count"] == len(records)
+    enrolled = Enrolment(
+        expected=4800, walk_in=20, not_photographed=140, no_index_result=10, received=4670
+    )
+    rows = flow(records, enrolled)
+    _flow_sums(rows)
+    by_node = {r["node"]: r for r in rows}
+    assert by_node["P"]["count"] == 4820 and by_node["P.3"]["count"] == len(visits)
+    assert by_node["V"]["parent"] == "P.3"
+    assert {r["label"] for r in rows if r["stage"] == "excluded"} >= {
+        "excluded: expected, not photographed (no study arrived)"
+    }
     eyes = [r for r in rows if r["unit"] == "eye"]
     labels = {r["label"] for r in eyes}
     assert {"positive", "negative", "indeterminate (ungradable)"} <= labels
@@ -136,6 +165,39 @@ def test_flow_is_a_tree_whose_boxes_add_up(study) -> None:  # type: ignore[no-un
         for r in records
         if r.reference is not None and r.reference_route != ReferenceRoute.UNGRADABLE
     )
+
+
+def test_never_verifiable_eyes_have_no_reference_and_no_weight(study) -> None:  # type: ignore[no-untyped-def]
+    """The fellow eye of a case a grader could not fully grade goes to the outcome queue with
+    it, never to the panel: concordant or not it is not verified, carries verification
+    probability 0, and the flow counts it under 'reference standard not received' with its
+    reason (it used to count as received, its triage's queue probability 1 as if verified)."""
+    from services.study.tables import WEIGHTED, truth_weight
+
+    _, records = study
+    fellows = [
+        r for r in records if r.reference_route == ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT
+    ]
+    assert len(fellows) > 100
+    for record in fellows:
+        assert record.triaged_read is not None and record.reference is None
+        assert record.inclusion_probability == 0.0 and record.verification_probability is None
+        assert truth_weight(record, WEIGHTED) is None and truth_weight(record, NAIVE) is None
+    pending = [r for r in records if r.reference_route == ReferenceRoute.PANEL_PENDING]
+    assert pending and all(r.verification_probability for r in pending)  # verifiable, not yet
+    rows = [r for r in flow(records) if r["unit"] == "eye"]
+    by_node = {r["node"]: r for r in rows}
+    reasons = [r for r in rows if r["label"] == ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT]
+    for reason in reasons:  # one box under each index-test result
+        assert by_node[reason["parent"]]["label"] == "reference standard not received"
+    assert sum(r["count"] for r in reasons) == len(fellows) == 228  # the bench study's
+    written = {
+        row["reference_route"]: row
+        for row in analysis_set(records)
+        if row["reference_route"] == ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT
+    }
+    row = next(iter(written.values()))
+    assert (row["inclusion_probability"], row["verifiable"], row["weight"]) == ("0.0", "0", "0")
 
 
 def test_indeterminate_results_are_counted(study) -> None:  # type: ignore[no-untyped-def]
@@ -173,7 +235,7 @@ def test_intention_to_diagnose_counts_each_graders_ungradable_eyes(study) -> Non
     assert counted.pop("model") > 0 and sum(counted.values()) > 0
 
 
-def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_reference(study) -> None:  # type: ignore[no-untyped-def]
+def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_own_read(study) -> None:  # type: ignore[no-untyped-def]
     _, records = study
     by_case: dict[str, list] = {}  # type: ignore[type-arg]
     for record in records:
@@ -182,12 +244,12 @@ def test_a_graders_ungradable_eye_leaves_the_fellow_eye_its_reference(study) -> 
         eyes
         for eyes in by_case.values()
         if {r.reference_route for r in eyes}
-        == {ReferenceRoute.UNGRADABLE, ReferenceRoute.CONCORDANT}
+        == {ReferenceRoute.UNGRADABLE, ReferenceRoute.FELLOW_UNGRADABLE_CONCORDANT}
     ]
-    assert kept  # the simulation has such visits: the gradable eye keeps the concordant read
+    assert kept  # the simulation has such visits: the gradable eye keeps its read and result
     for eyes in kept:
-        fellow = next(r for r in eyes if r.reference_route == ReferenceRoute.CONCORDANT)
-        assert fellow.reference == fellow.triaged_read is not None
+        fellow = next(r for r in eyes if r.triaged_read is not None)
+        assert fellow.model_gradable and fellow.reference is None
 
 
 def test_analysis_set_tells_healthy_from_missing_at_full_precision(study) -> None:  # type: ignore[no-untyped-def]
@@ -230,7 +292,7 @@ def test_agreement_has_its_own_columns_and_p_values_print_below_1e4(study) -> No
     assert pvalue(3e-7) == "<0.0001" and pvalue(0.01234) == "0.0123" and pvalue(None) == ""
     rows = paired(records, OPTIONS)
     assert all("kappa" not in r["comparison"] for r in rows)
-    assert any(r["mcnemar_exact_p"] == "<0.0001" for r in rows)
+    assert any(r["mcnemar_exact_p_eyes_independent"] == "<0.0001" for r in rows)
     statistics = {r["statistic"]: r for r in agreement(records, OPTIONS)}
     assert set(statistics) == {"Cohen's kappa", "Fleiss' kappa", "Gwet's AC1"}
     for row in statistics.values():
@@ -286,11 +348,9 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
     )
     assert (primary["estimate"], primary["low"]) == (itd["sensitivity"], itd["sensitivity_low"])
     assert primary["result"] == ("met" if float(primary["low"]) > 0.85 else "not met")
-    specificity = next(r for r in ends if r["endpoint"] == "referral specificity")
-    assert specificity["estimate"] == _model_rows(accuracy_rows, "")[WEIGHTED]["specificity"]
     missing = endpoints(protocol, accuracy_rows, [], [])
     assert {r["result"] for r in missing if r["measure"] != "specificity"} == {"not estimable"}
-    size = sample_size(protocol, accuracy_rows, len(records))[0]
+    size = sample_size(protocol, accuracy_rows, records)[0]
     assert size["units_with_condition_needed"] > 0 and size["units_needed_observed"]
     broken = tmp_path / "broken.toml"
     broken.write_text('[[endpoints]]\nname = "x"\nmeasure = "sensitivity"\n')
@@ -298,13 +358,165 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
         load_protocol(broken)
 
 
-def test_weighted_estimates_need_the_inclusion_probability(study) -> None:  # type: ignore[no-untyped-def]
-    """A verified eye without a stored inclusion probability has no weight: it is left out of
-    the weighted analysis, not counted with weight 1."""
+def _referral_row(rows, handling: str):  # type: ignore[no-untyped-def]
+    return next(
+        r
+        for r in rows
+        if r["reader"] == "model"
+        and r["unit"] == "eye"
+        and r["ungradable"] == handling
+        and r["analysis"] == WEIGHTED
+    )
+
+
+def test_co_primary_endpoints_share_the_protocols_handling_of_ungradable_eyes(
+    study, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Sensitivity and specificity answer the same question: both count an ungradable eye as
+    a referral (intention to diagnose, the protocol's one handling), the complete-case
+    variant beside each as a secondary row; the protocol file names the handling once."""
+    from services.study.tables import endpoints
+
+    _, records = study
+    referral_rows = referral(records, OPTIONS)
+    accuracy_rows = accuracy_table(records, OPTIONS)
+    auc_rows = auc(records, OPTIONS)
+    text = Path("services/study/protocol.toml").read_text()
+    for handling, other in (("referral", "excluded"), ("excluded", "referral")):
+        path = tmp_path / f"{handling}.toml"
+        path.write_text(text.replace('ungradable = "referral"', f'ungradable = "{handling}"'))
+        protocol = load_protocol(path)
+        assert protocol.ungradable == handling
+        rows = endpoints(protocol, accuracy_rows, auc_rows, referral_rows)
+        for measure in ("sensitivity", "specificity"):
+            stated, variant = (
+                r for r in rows if r["endpoint"] == f"referral {measure}"
+            )  # the protocol's row first
+            assert (stated["kind"], stated["ungradable"]) == ("primary", handling)
+            assert variant["kind"].startswith("secondary") and variant["ungradable"] == other
+            for row, used in ((stated, handling), (variant, other)):
+                label = "ungradable = referral" if used == "referral" else "ungradable excluded"
+                assert row["estimate"] == _referral_row(referral_rows, label)[measure]
+        auc_row = next(r for r in rows if r["measure"] == "auc")
+        assert auc_row["ungradable"] == "not applicable"
+    path = tmp_path / "per_endpoint.toml"
+    path.write_text(
+        text.replace('bound = "lower"\n', 'bound = "lower"\nungradable = "excluded"\n', 1)
+    )
+    with pytest.raises(ProtocolError, match="once at the top"):
+        load_protocol(path)
+
+
+def test_sample_size_applies_the_design_effect_of_two_eyes(study) -> None:  # type: ignore[no-untyped-def]
+    """The simulation's eyes are correlated within patients: the justification multiplies
+    the independent-unit need by 1 + (m - 1) rho, rho as R's ANOVA estimator gives it."""
+    from services.study.tables import sample_size
+
+    _, records = study
+    row = sample_size(load_protocol(), accuracy_table(records, OPTIONS), records)[0]
+    m, rho = float(row["eyes_per_patient"]), float(row["intra_patient_correlation"])
+    assert 1 < m <= 2 and 0.05 < rho < 1
+    assert float(row["design_effect"]) == pytest.approx(1 + (m - 1) * rho, abs=1e-4)
+    assert row["units_with_condition_needed"] == math.ceil(
+        row["units_with_condition_needed_independent"] * (1 + (m - 1) * rho)
+    )
+    assert row["units_with_condition_needed"] > row["units_with_condition_needed_independent"]
+    # the same estimator by hand on the groups: between and within mean squares
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        if has_reference(r) and r.model_gradable and r.reference:
+            groups.setdefault(r.patient_key, []).append(float(r.model_referral))
+    values = [np.array(g) for g in groups.values()]
+    n = np.array([len(v) for v in values], dtype=float)
+    grand = np.concatenate(values).mean()
+    msb = sum(len(v) * (v.mean() - grand) ** 2 for v in values) / (len(values) - 1)
+    msw = sum(((v - v.mean()) ** 2).sum() for v in values) / (n.sum() - len(values))
+    n0 = (n.sum() - (n**2).sum() / n.sum()) / (len(values) - 1)
+    assert rho == pytest.approx((msb - msw) / (msb + (n0 - 1) * msw), abs=1e-4)
+
+
+def test_analysis_set_leaves_an_ungradable_eyes_referral_missing(study) -> None:  # type: ignore[no-untyped-def]
+    _, records = study
+    rows = analysis_set(records)
+    for row, record in zip(rows, records, strict=True):
+        if not record.model_gradable:
+            assert row["model_referral"] == "NA" and row["model_result"] == "UNGRADABLE"
+        else:
+            assert row["model_referral"] == int(record.model_referral)
+
+
+def test_target_conditions_give_each_share_beside_its_own_counts(study) -> None:  # type: ignore[no-untyped-def]
+    from services.study.tables import target_conditions
+
+    _, records = study
+    rows = target_conditions(records)
+    for row in rows:
+        if not row["eyes"]:
+            continue
+        assert float(row["share_of_eyes"]) == pytest.approx(
+            row["eyes_with_condition"] / row["eyes"], abs=1e-4
+        )
+        assert float(row["share_weighted"]) == pytest.approx(
+            float(row["eyes_with_condition_weighted"]) / float(row["eyes_weighted"]), abs=1e-3
+        )
+    referral = {r["analysis"]: r for r in rows if r["level"] == "referral"}
+    # the verified eyes stand for every eye that could have been verified
+    from services.study.verification import verifiable
+
+    population = sum(verifiable(r) for r in records)
+    assert float(referral[WEIGHTED]["eyes_weighted"]) == pytest.approx(population, rel=0.01)
+    assert referral[WEIGHTED]["eyes"] < population / 2
+    assert referral[NAIVE]["share_weighted"] == referral[NAIVE]["share_of_eyes"]
+
+
+def test_calibration_intervals_match_refitting_every_bootstrap_replicate(study) -> None:  # type: ignore[no-untyped-def]
+    """The one-step bootstrap of the calibration intercept and slope gives the intervals that
+    refitting the logistic models on every replicate (statsmodels, the same patients drawn)
+    gives, to a fraction of their width; the Brier score's interval exactly."""
+    from services.statistics.bootstrap import _draws, percentile_interval
+    from services.statistics.calibration import calibration
+    from services.study.tables.common import verification
+    from services.study.tables.discrimination import auc_targets, scored_eyes
+
+    _, records = study
+    options = Options(replicates=120, seed=3)
+    row = next(
+        r
+        for r in calibration_rows(records, options)[0]
+        if r["code"] == "" and r["analysis"] == WEIGHTED
+    )
+    _level, route, code, _name, score = auc_targets(records)[0]
+    eyes, p, y, w = scored_eyes(records, route, code, score, verification(records, WEIGHTED))
+    index, counts = _draws([r.patient_key for r in records], options.replicates, options.seed)
+    position = {id(r): i for i, r in enumerate(records)}
+    drawn = counts[:, index[[position[id(r)] for r in eyes]]]
+    refits = [calibration(p, y, w * drawn[k]) for k in range(options.replicates)]
+    for measure in ("brier", "intercept", "slope"):
+        low, high = percentile_interval(np.array([getattr(f, measure) for f in refits]))
+        width = high - low
+        tolerance = 1e-4 if measure == "brier" else 0.2 * width
+        assert float(row[f"{measure}_low"]) == pytest.approx(low, abs=tolerance), measure
+        assert float(row[f"{measure}_high"]) == pytest.approx(high, abs=tolerance), measure
+
+
+def test_weighted_estimates_need_the_verification_probability(study) -> None:  # type: ignore[no-untyped-def]
+    """A QC-verified eye weighs 1 / the share of its stratum's verifiable cases the panel
+    decided (concordant or QC-drawn, decided or pending); a verified eye without an estimated
+    probability has no weight: left out of the weighted analysis, not counted with weight 1."""
     _, records = study
     verified = next(r for r in records if r.reference_route == ReferenceRoute.PANEL_QC)
     from services.study.tables import truth_weight
 
-    assert truth_weight(verified, WEIGHTED) == (verified.reference, 10.0)
-    assert truth_weight(replace(verified, inclusion_probability=None), WEIGHTED) is None
+    stratum = {
+        r.case_key
+        for r in records
+        if r.inclusion_probability == 0.1
+        and r.reference_route
+        in (ReferenceRoute.CONCORDANT, ReferenceRoute.PANEL_QC, ReferenceRoute.PANEL_PENDING)
+    }
+    decided = {r.case_key for r in records if r.reference_route == ReferenceRoute.PANEL_QC}
+    weight = truth_weight(verified, WEIGHTED)
+    assert weight is not None and weight[0] == verified.reference
+    assert weight[1] == pytest.approx(len(stratum) / len(decided), rel=1e-12)
+    assert truth_weight(replace(verified, verification_probability=None), WEIGHTED) is None
     assert math.isclose(truth_weight(verified, NAIVE)[1], 1.0)  # type: ignore[index]

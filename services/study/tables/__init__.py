@@ -2,7 +2,8 @@
 (dicts with fixed keys, in a fixed order) so that the CSVs of a snapshot are the same to the
 byte. One module per family of tables; this package names them all for the export.
 
-May import: the shared kernel, ``services.study.records``, ``services.study.protocol``."""
+May import: the shared kernel, ``services.study.eye``, ``services.study.records``,
+``services.study.enrolment``, ``services.study.protocol``."""
 
 from services.study.tables.accuracy import accuracy, accuracy_table, top3, weighted_averages
 from services.study.tables.agreement import agreement, paired

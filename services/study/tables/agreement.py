@@ -1,5 +1,6 @@
 """Model against grader on the same eyes (paired differences in sensitivity and specificity,
-weighted and naive, with McNemar's test and Newcombe's interval beside the naive ones), and
+weighted and naive, each with a patient-clustered interval and test; McNemar's test and
+Newcombe's interval, which take the eyes as independent, beside the naive ones), and
 agreement (Cohen's kappa model vs grader, Fleiss' kappa and Gwet's AC1 among graders), each in
 columns of its own, with patient cluster-bootstrap intervals."""
 
@@ -9,7 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.statistics.bootstrap import bootstrap_ratios, bootstrap_sums, percentile_columns
+from services.statistics.bootstrap import (
+    bootstrap_sums,
+    bootstrap_wald_p,
+    percentile_columns,
+    ratio_replicates,
+)
 from services.statistics.paired import (
     cohen_kappa,
     fleiss_kappa,
@@ -28,6 +34,8 @@ from services.study.tables.common import (
     pvalue,
     truth_weight,
 )
+
+INDEPENDENT = "eyes_independent"  # the suffix of a column whose method takes eyes as independent
 
 
 def paired(records: Sequence[EyeRecord], options: Options) -> list[Row]:
@@ -61,36 +69,43 @@ def paired(records: Sequence[EyeRecord], options: Options) -> list[Row]:
                 "only_grader": only_grader,
                 "neither": neither,
             }
-            if analysis == NAIVE:
+            if analysis == NAIVE:  # eyes as independent: comparison with earlier reports
                 newcombe = newcombe_paired(both, only_model, only_grader, neither)
                 row |= {
-                    "newcombe_low": num(newcombe.low),
-                    "newcombe_high": num(newcombe.high),
-                    "mcnemar_exact_p": pvalue(
+                    f"newcombe_low_{INDEPENDENT}": num(newcombe.low),
+                    f"newcombe_high_{INDEPENDENT}": num(newcombe.high),
+                    f"mcnemar_exact_p_{INDEPENDENT}": pvalue(
                         mcnemar_exact(both, only_model, only_grader, neither)
                     ),
                 }
             labels.append(row)
             numerators.append(difference)
             denominators.append(total)
-    results = bootstrap_ratios(
+    estimates, replicates = ratio_replicates(
         [r.patient_key for r in records],
         np.column_stack(numerators),
         np.column_stack(denominators),
         options.replicates,
         options.seed,
     )
-    columns = ("newcombe_low", "newcombe_high", "mcnemar_exact_p")
+    lows, highs = percentile_columns(replicates)
+    columns = tuple(
+        f"{c}_{INDEPENDENT}" for c in ("newcombe_low", "newcombe_high", "mcnemar_exact_p")
+    )
     return [
         {k: v for k, v in label.items() if k not in columns}
         | {
-            "difference": num(estimate),
-            "difference_low": num(low),
-            "difference_high": num(high),
+            "difference": num(float(estimate)),
+            "difference_low": num(float(low)),
+            "difference_high": num(float(high)),
             "interval": bootstrap_label(options),
+            # the difference against 0 with the patient-clustered standard error
+            "cluster_bootstrap_p": pvalue(bootstrap_wald_p(float(estimate), replicates[:, j])),
         }
         | {k: label.get(k, "") for k in columns}
-        for label, (estimate, low, high) in zip(labels, results, strict=True)
+        for j, (label, estimate, low, high) in enumerate(
+            zip(labels, estimates, lows, highs, strict=True)
+        )
     ]
 
 

@@ -7,34 +7,61 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.statistics.calibration import calibration, net_benefit, reliability
+from services.statistics.bootstrap import bootstrap_sums, percentile_columns
+from services.statistics.calibration import (
+    calibration,
+    calibration_replicates,
+    calibration_terms,
+    net_benefit,
+    reliability,
+)
 from services.study.records import EyeRecord
-from services.study.tables.common import ANALYSES, Row, num, verification
+from services.study.tables.common import (
+    ANALYSES,
+    Options,
+    Row,
+    bootstrap_label,
+    num,
+    verification,
+)
 from services.study.tables.discrimination import auc_targets, scored_eyes
 
 
-def calibration_rows(records: Sequence[EyeRecord]) -> tuple[list[Row], list[Row], list[Row]]:
-    """Calibration per class and for any disease; reliability bins; decision curve."""
+def calibration_rows(
+    records: Sequence[EyeRecord], options: Options | None = None
+) -> tuple[list[Row], list[Row], list[Row]]:
+    """Calibration per class and for any disease, with patient cluster-bootstrap intervals
+    (the same patients drawn as for every other table); reliability bins; decision curve."""
+    options = options or Options()
     summary, bins, curve = [], [], []
     analyses = {a: verification(records, a) for a in ANALYSES}
+    position = {id(r): i for i, r in enumerate(records)}
+    clusters = [r.patient_key for r in records]
     for _level, route, code, name, score in auc_targets(records):
         for analysis in ANALYSES:
             eyes, p, y, w = scored_eyes(records, route, code, score, analyses[analysis])
             if not eyes:
                 continue
             fitted = calibration(p, y, w)
-            summary.append(
-                {
-                    "target": name,
-                    "code": code,
-                    "analysis": analysis,
-                    "eyes": fitted.n,
-                    "events": fitted.events,
-                    "brier": num(fitted.brier),
-                    "intercept": num(fitted.intercept),
-                    "slope": num(fitted.slope),
+            terms = np.zeros((len(records), 10))
+            terms[[position[id(r)] for r in eyes]] = calibration_terms(p, y, w, fitted)
+            sums = bootstrap_sums(clusters, terms, options.replicates, options.seed)
+            boots = calibration_replicates(sums, fitted)
+            row: Row = {
+                "target": name,
+                "code": code,
+                "analysis": analysis,
+                "eyes": fitted.n,
+                "events": fitted.events,
+            }
+            for measure in ("brier", "intercept", "slope"):
+                low, high = percentile_columns(boots[measure][:, None])
+                row |= {
+                    measure: num(getattr(fitted, measure)),
+                    f"{measure}_low": num(float(low[0])),
+                    f"{measure}_high": num(float(high[0])),
                 }
-            )
+            summary.append(row | {"interval": bootstrap_label(options)})
             for predicted, observed, count in reliability(p, y, weights=w):
                 bins.append(
                     {

@@ -39,15 +39,17 @@ def truth_weight(record: EyeRecord, analysis: str) -> tuple[set[str], float] | N
     """The eye's reference and its weight in an analysis, None when it has no part in it.
 
     Weighted (Begg and Greenes 1983, inverse probability weighting): only eyes the panel
-    verified, each weighted by 1 / its case's stored inclusion probability, so that the
-    verified sample stands for every triaged eye. Naive ("discrepant analysis"): every eye with
-    a reference, the concordant grader's read accepted as truth where the panel did not look."""
+    verified, each weighted by 1 / the estimated probability that its case was verified
+    (``services.study.verification``), so that the verified sample stands for every eye that
+    could have been verified; eyes that never could (outcome queue) have no weight. Naive
+    ("discrepant analysis"): every eye with a reference, the concordant grader's read accepted
+    as truth where the panel did not look."""
     if record.reference is None:
         return None
     if record.reference_route in VERIFIED:
         if analysis == NAIVE:
             return record.reference, 1.0
-        probability = record.inclusion_probability
+        probability = record.verification_probability
         return (record.reference, 1.0 / probability) if probability else None
     if record.reference_route == ReferenceRoute.CONCORDANT and analysis == NAIVE:
         return record.reference, 1.0

@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from services.study.records import VERIFIED, EyeRecord
 from services.study.tables.common import (
     MODEL,
+    WEIGHTED,
     Row,
     disease_risk,
     has_reference,
+    truth_weight,
 )
 from services.taxonomy.tree import load_taxonomy
 
@@ -23,7 +25,10 @@ CODES_NOTE = (
     f"diagnosis columns: level-1/2 codes separated by ';', {HEALTHY} = no disease, "
     f"{UNGRADABLE} = could not be graded, {MISSING} = missing (no read, no reference, unknown); "
     f"probabilities written at full precision (repr of the float), {MISSING} when the model "
-    "could not grade the eye"
+    "could not grade the eye; inclusion_probability: the triage's design probability of "
+    "the case going to the panel (its stratum), 0 for an eye that could never be verified; "
+    "verification_probability: the estimated probability that its case was verified; weight: "
+    "the eye's weight in the weighted analysis (0 when not verified)"
 )
 
 
@@ -68,7 +73,8 @@ def analysis_set(records: Sequence[EyeRecord]) -> list[Row]:
                 if not r.model_gradable
                 else ("positive" if r.model_referral else "negative")
             ),
-            "model_referral": int(r.model_referral),
+            # an ungradable eye's referral is indeterminate: missing, not 1
+            "model_referral": int(r.model_referral) if r.model_gradable else MISSING,
             "model_codes": codes_text(r.model_codes) if r.model_gradable else UNGRADABLE,
             "disease_risk": _full(disease_risk(r)),
             "grader_reads": len(r.reads),
@@ -85,6 +91,13 @@ def analysis_set(records: Sequence[EyeRecord]) -> list[Row]:
             "inclusion_probability": _full(r.inclusion_probability)
             if r.inclusion_probability is not None
             else MISSING,
+            "verifiable": _flag(
+                None if r.inclusion_probability is None else r.inclusion_probability > 0
+            ),
+            "verification_probability": _full(r.verification_probability)
+            if r.verification_probability is not None
+            else MISSING,
+            "weight": _full(weighted[1]) if (weighted := truth_weight(r, WEIGHTED)) else "0",
             "grader_blinded": _flag(r.blind),
             "dr_scheme": (r.dr_grade or {}).get("scheme", MISSING),
             "dr_retinopathy": (r.dr_grade or {}).get("retinopathy", MISSING),

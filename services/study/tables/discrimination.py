@@ -112,8 +112,9 @@ def auc(records: Sequence[EyeRecord], options: Options) -> list[Row]:
                     "auc_low": num(low),
                     "auc_high": num(high),
                     "interval": bootstrap_label(options),
-                    "delong_low": num(result.low) if result else "",
-                    "delong_high": num(result.high) if result else "",
+                    # DeLong's interval takes the eyes as independent (naive rows only)
+                    "delong_low_eyes_independent": num(result.low) if result else "",
+                    "delong_high_eyes_independent": num(result.high) if result else "",
                 }
             )
     return rows

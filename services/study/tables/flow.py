@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from services.study.enrolment import Enrolment
 from services.study.records import VERIFIED, EyeRecord, ReferenceRoute
 from services.study.tables.common import (
     ANALYSES,
@@ -47,29 +48,91 @@ def _reference_branch(records: Sequence[EyeRecord]) -> tuple[str, str]:
     return "received", ReferenceRoute.CONCORDANT.value
 
 
-def flow(records: Sequence[EyeRecord]) -> list[Row]:
-    """The flow tree, one row per box: unit, node id, parent id, stage, label, count. Every
-    box's count is the sum of its children's (tests check it)."""
+def flow(records: Sequence[EyeRecord], enrolment: Enrolment | None = None) -> list[Row]:
+    """The flow tree, one row per box: unit, node id, parent id, stage, label, count. Within a
+    unit every box's count is the sum of its children's; the units join in one chain, from
+    the patients who received the index test to their visits, and from the visits to their
+    eyes (two each, those without an index-test result a box of their own); tests check it."""
     patients = len({r.patient_key for r in records})
-    rows: list[Row] = [
-        {
-            "unit": "patient",
-            "node": "P",
-            "parent": "",
-            "stage": "participants",
-            "label": "patients photographed (eligible and enrolled)",
-            "count": patients,
-        }
-    ]
+    rows = _participants(patients, enrolment)
     visits: dict[str, list[EyeRecord]] = defaultdict(list)
     for record in records:
         visits[record.case_key].append(record)
-    rows += _tree("visit", "V", list(visits.values()), "visits: received the index test")
-    rows += _tree("eye", "E", [[r] for r in records], "eyes: received the index test")
+    rows += _tree("visit", "V", rows[-1]["node"], list(visits.values()), "visits of these patients")
+    missing = sum(max(0, 2 - len({r.eye for r in eyes})) for eyes in visits.values())
+    rows += [
+        _box("eye", "E", "V", "eyes", "eyes of these visits (two each)", len(records) + missing),
+        _box(
+            "eye",
+            "E.1",
+            "E",
+            "excluded",
+            "excluded: no index-test result (eye not photographed, or no model result)",
+            missing,
+        ),
+    ]
+    rows += _tree("eye", "E.2", "E", [[r] for r in records], "eyes: received the index test")
     return rows
 
 
-def _tree(unit: str, root: str, units: list[list[EyeRecord]], title: str) -> list[Row]:
+def _box(unit: str, node: str, parent: str, stage: str, label: str, count: int) -> Row:
+    return {
+        "unit": unit,
+        "node": node,
+        "parent": parent,
+        "stage": stage,
+        "label": label,
+        "count": count,
+    }
+
+
+def _participants(patients: int, enrolment: Enrolment | None) -> list[Row]:
+    """The patient boxes: eligible, excluded with reasons, received the index test; without
+    an enrolment (records made elsewhere) the flow starts from the patients photographed."""
+    if enrolment is None:
+        return [
+            _box(
+                "patient",
+                "P",
+                "",
+                "participants",
+                "patients photographed with an index-test result (no worklist: eligibility "
+                "recorded outside this software)",
+                patients,
+            )
+        ]
+    return [
+        _box(
+            "patient",
+            "P",
+            "",
+            "eligible",
+            f"patients eligible: expected on the worklist ({enrolment.expected}) or "
+            f"photographed without a worklist entry ({enrolment.walk_in})",
+            enrolment.eligible,
+        ),
+        _box(
+            "patient",
+            "P.1",
+            "P",
+            "excluded",
+            "excluded: expected, not photographed (no study arrived)",
+            enrolment.not_photographed,
+        ),
+        _box(
+            "patient",
+            "P.2",
+            "P",
+            "excluded",
+            "excluded: photographed, no index-test result in this export (no model result, "
+            "or outside its filter)",
+            enrolment.no_index_result,
+        ),
+        _box("patient", "P.3", "P", "participants", "patients: received the index test", patients),
+    ]
+
+
+def _tree(unit: str, root: str, parent: str, units: list[list[EyeRecord]], title: str) -> list[Row]:
     counts: Counter[tuple[str, ...]] = Counter()
     for members in units:
         index = _index_result(members)
@@ -82,34 +145,16 @@ def _tree(unit: str, root: str, units: list[list[EyeRecord]], title: str) -> lis
             counts[path[:depth]] += 1
     for result in INDEX_RESULTS:  # STARD shows every result box, empty ones too
         counts[(result,)] = counts.get((result,), 0)
-    rows: list[Row] = [
-        {
-            "unit": unit,
-            "node": root,
-            "parent": "",
-            "stage": "index test",
-            "label": title,
-            "count": len(units),
-        }
-    ]
+    rows: list[Row] = [_box(unit, root, parent, "index test", title, len(units))]
     stages = ("index test result", "reference standard", "how / why not", "final diagnosis")
     ids: dict[tuple[str, ...], str] = {(): root}
     order = [*INDEX_RESULTS, "received", "not received"]
     for path in sorted(counts, key=lambda p: (len(p), [_rank(order, x) for x in p])):
-        parent = ids[path[:-1]]
+        parent_id = ids[path[:-1]]
         siblings = sum(1 for other in ids if len(other) == len(path) and other[:-1] == path[:-1])
-        ids[path] = f"{parent}.{siblings + 1}"
+        ids[path] = f"{parent_id}.{siblings + 1}"
         label = path[-1] if len(path) != 2 else f"reference standard {path[-1]}"
-        rows.append(
-            {
-                "unit": unit,
-                "node": ids[path],
-                "parent": parent,
-                "stage": stages[len(path) - 1],
-                "label": label,
-                "count": counts[path],
-            }
-        )
+        rows.append(_box(unit, ids[path], parent_id, stages[len(path) - 1], label, counts[path]))
     return rows
 
 
@@ -180,8 +225,9 @@ def baseline(records: Sequence[EyeRecord]) -> list[Row]:
 
 
 def target_conditions(records: Sequence[EyeRecord]) -> list[Row]:
-    """STARD 21: how the target conditions are distributed among the eyes with a reference,
-    as eye counts and as weighted shares (the population's, verification corrected)."""
+    """STARD 21: how the target conditions are distributed among the eyes with a reference:
+    the eyes counted and their share, then the weighted counts and the share they give (the
+    verifiable population's, verification corrected), each beside its own counts."""
     rows = []
     classes = [("referral", "", "any disease")] + [
         (f"level {level}", code, name) for level, _route, code, name in assessed_classes(records)
@@ -196,15 +242,23 @@ def target_conditions(records: Sequence[EyeRecord]) -> list[Row]:
                 & eligible
             )
             total = float(v.weight[eligible].sum())
+            found = float(v.weight[present].sum())
             rows.append(
                 {
                     "level": level,
                     "code": code,
                     "class": name,
                     "analysis": analysis,
+                    # the eyes counted, and their share: what was seen
                     "eyes_with_condition": int(present.sum()),
                     "eyes": int(eligible.sum()),
-                    "share": num(float(v.weight[present].sum()) / total if total else np.nan),
+                    "share_of_eyes": num(
+                        present.sum() / eligible.sum() if eligible.any() else np.nan
+                    ),
+                    # the weighted counts (eyes they stand for) and the estimated share
+                    "eyes_with_condition_weighted": num(found, 1),
+                    "eyes_weighted": num(total, 1),
+                    "share_weighted": num(found / total if total else np.nan),
                 }
             )
     return rows

@@ -31,7 +31,7 @@ def _cases_for(
     rows = []
     for record in records:
         # Only the eye without a reference is left out: a fellow eye keeps its own.
-        if record.inclusion_probability is None or not has_reference(record):
+        if not has_reference(record):
             continue
         if reader == MODEL:
             test = record.model_referral if record.model_gradable else ungradable_as_referral
@@ -44,7 +44,8 @@ def _cases_for(
             if codes is None and not ungradable_as_referral:
                 continue
             test = True if codes is None else bool(codes)
-        verified = record.reference_route in VERIFIED
+        probability = record.verification_probability
+        verified = record.reference_route in VERIFIED and probability is not None
         truth = disease(record.reference) if verified else None
         fallback = bool(disease(record.reference))
         rows.append(
@@ -53,7 +54,7 @@ def _cases_for(
                 Case(
                     bool(test),
                     truth,
-                    float(record.inclusion_probability),
+                    float(probability or 1.0),  # used for verified eyes only
                     fallback,
                     record.patient_key,
                 ),
