@@ -23,12 +23,12 @@ def photo_decoder(jpeg_device: torch.device | None) -> PhotoDecoder:
         return on_cpu
 
     def decode(encoded: Sequence[bytes]) -> list[Photo | Exception]:
-        streams = [jpeg_stream(data) for data in encoded]
-        wanted = [n for n, stream in enumerate(streams) if stream is not None]
-        images = decode_jpegs([streams[n] for n in wanted], jpeg_device)  # type: ignore[misc]
+        streams = [(n, jpeg_stream(data)) for n, data in enumerate(encoded)]
+        jpegs = [(n, stream) for n, stream in streams if stream is not None]
+        images = decode_jpegs([stream for _, stream in jpegs], jpeg_device)
         photos: dict[int, Photo | Exception] = {
             n: Photo(image, tensor_sample(image))
-            for n, image in zip(wanted, images, strict=True)
+            for (n, _), image in zip(jpegs, images, strict=True)
             if isinstance(image, torch.Tensor)
         }
         rest = [n for n in range(len(encoded)) if n not in photos]
