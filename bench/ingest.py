@@ -1,14 +1,15 @@
 """Gateway ingest rate against DCMTK storescp, same files, same storescu, one and four associations.
 
-    .venv/bin/python bench/ingest.py [--files 200] [--profile embedded|postgres-redis]
+    .venv/bin/python bench/ingest.py [--files 200] [--profile both|embedded|postgres-redis]
 
 Builds Ophthalmic Photography files (JPEG baseline, as fundus cameras send) from the shared real
 photographs, then sends them with DCMTK storescu to (a) DCMTK storescp writing to disk
 (TCP_NODELAY=1; ``--fork`` so it serves four associations at once), (b) Orthanc, a PACS that
 indexes every instance in a database and fsyncs the file (``apt-get install orthanc``; skipped
 when absent) and (c) ``eyescreen gateway`` (every image checked, decoded, fsynced, recorded and
-queued before success). Prints instances per second and MB/s for each, and each rate as a ratio
-to storescp's and Orthanc's in this run.
+queued before success), on each profile asked for (``both``, the default: embedded, then
+PostgreSQL + Redis; bench/profiles.py). Prints instances per second and MB/s for each, and each
+rate as a ratio to storescp's and Orthanc's measured in this run for the same associations.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 
 from bench.common import DCMTK_ENV, SHARED, free_port, wait_for_echo  # noqa: E402
+from bench.profiles import CHOICES, chosen, profile_env  # noqa: E402
 from dicom_gateway.photos import photo_to_dataset  # noqa: E402
 from tests.dicom_peers import storescu_config  # noqa: E402
 
@@ -124,6 +126,13 @@ def run_orthanc(files: list[Path], associations: int, work: Path) -> float:
 
 
 def run_gateway(files: list[Path], associations: int, work: Path, profile: str) -> float:
+    with profile_env(profile) as overrides:
+        return gateway_on(files, associations, work / f"gateway-{profile}", overrides)
+
+
+def gateway_on(
+    files: list[Path], associations: int, work: Path, overrides: dict[str, str]
+) -> float:
     port = free_port()
     env = dict(
         os.environ,
@@ -131,14 +140,11 @@ def run_gateway(files: list[Path], associations: int, work: Path, profile: str) 
         EYESCREEN_DICOM_PORT=str(port),
         EYESCREEN_DICOM_HOST="127.0.0.1",
         EYESCREEN_MIN_FREE_DISK_MB="64",
+        **overrides,
     )
-    if profile == "postgres-redis":
-        env["EYESCREEN_DATABASE_URL"] = os.environ.get(
-            "EYESCREEN_BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-        )
-        env["EYESCREEN_BROKER_URL"] = "redis://127.0.0.1:6379/13"
     eyescreen = [sys.executable, "-m", "eyescreen"]
     subprocess.run([*eyescreen, "db", "upgrade"], env=env, check=True, capture_output=True)
+    work.mkdir(exist_ok=True)
     log = (work / f"gateway-{associations}.log").open("wb")
     proc = subprocess.Popen([*eyescreen, "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -152,7 +158,7 @@ def run_gateway(files: list[Path], associations: int, work: Path, profile: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--profile", choices=["embedded", "postgres-redis"], default="embedded")
+    parser.add_argument("--profile", choices=CHOICES, default="both")
     parser.add_argument(
         "--camera-px", type=int, default=0, help="enlarge photos to this long side (0: as is)"
     )
@@ -161,21 +167,24 @@ def main() -> None:
     try:
         files = build_files(args.files, work, args.camera_px)
         megabytes = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{len(files)} files, {megabytes:.1f} MB, {args.profile}, {os.cpu_count()} CPUs")
+        print(f"{len(files)} files, {megabytes:.1f} MB, {os.cpu_count()} CPUs")
         print(
-            f"{'receiver':<12}{'assocs':>7}{'inst/s':>9}{'MB/s':>8}"
+            f"{'receiver':<24}{'assocs':>7}{'inst/s':>9}{'MB/s':>8}"
             f"{'vs storescp':>13}{'vs Orthanc':>12}"
         )
         for associations in (1, 4):
             base = run_storescp(files, associations, work)
             orthanc = run_orthanc(files, associations, work) if shutil.which("Orthanc") else None
-            ours = run_gateway(files, associations, work, args.profile)
-            for name, seconds in (("storescp", base), ("Orthanc", orthanc), ("gateway", ours)):
+            rows = [("storescp", base), ("Orthanc", orthanc)]
+            for profile in chosen(args.profile):
+                gateway = run_gateway(files, associations, work, profile)
+                rows.append((f"gateway {profile}", gateway))
+            for name, seconds in rows:
                 if seconds is None:
                     continue
                 versus = f"{orthanc / seconds:>12.2f}" if orthanc else f"{'-':>12}"
                 print(
-                    f"{name:<12}{associations:>7}{len(files) / seconds:>9.1f}"
+                    f"{name:<24}{associations:>7}{len(files) / seconds:>9.1f}"
                     f"{megabytes / seconds:>8.1f}{base / seconds:>13.2f}{versus}"
                 )
     finally:

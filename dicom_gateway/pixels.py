@@ -1,4 +1,5 @@
-"""Decoding a stored image to an RGB uint8 array for the model."""
+"""Decoding a stored image to an RGB uint8 array for the model, or handing its JPEG stream, as
+stored, to a decoder on the model's device."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ from io import BytesIO
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.encaps import get_frame
 from pydicom.pixels import apply_color_lut
+from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
+
+# JPEG processes a libjpeg-style decoder (torchvision's, nvJPEG) reads when the samples are 8-bit.
+DEVICE_JPEG_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
+# Photometrics for which such a decoder's own colour handling gives what ``decode_rgb`` gives:
+# YCbCr converted to RGB, grey repeated into three channels. A JPEG labelled RGB may or may not
+# have been colour-transformed before compression (pydicom reads the label, libjpeg guesses
+# from markers): left to ``decode_rgb``.
+DEVICE_JPEG_PHOTOMETRICS = frozenset({"YBR_FULL_422", "YBR_FULL", "MONOCHROME2"})
 
 
 class UndecodableImage(ValueError):
@@ -33,3 +44,22 @@ def decode_rgb(encoded: bytes) -> np.ndarray:
         top = float(pixels.max()) or 1.0
         pixels = (pixels.astype(np.float32) * (255.0 / top)).clip(0, 255).astype(np.uint8)
     return np.ascontiguousarray(pixels)
+
+
+def jpeg_stream(encoded: bytes) -> bytes | None:
+    """The first frame's JPEG stream exactly as stored (nothing decoded), when a device decoder
+    would read it as ``decode_rgb`` does: 8-bit JPEG baseline or extended, YCbCr or grey. None
+    otherwise, or when the data set cannot be parsed: ``decode_rgb`` then decides."""
+    try:
+        ds = dcmread(BytesIO(encoded), force=True)
+        if (
+            ds.file_meta.get("TransferSyntaxUID") not in DEVICE_JPEG_SYNTAXES
+            or str(ds.get("PhotometricInterpretation", "")) not in DEVICE_JPEG_PHOTOMETRICS
+            or ds.get("BitsAllocated") != 8
+            or ds.get("BitsStored") != 8
+        ):
+            return None
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        return get_frame(ds.PixelData, 0, number_of_frames=frames)
+    except Exception:  # a malformed data set: decode_rgb reports it
+        return None

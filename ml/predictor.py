@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from ml.checkpoint import build_model, load_checkpoint, make_meta, save_checkpoint
 from ml.guard import Guard
 from ml.network import ScreeningNet, level_probabilities
-from ml.preprocess import Preprocessing, prepare
+from ml.preprocess import Preprocessing, prepare, prepare_tensor
 from services.kernel.storage import file_sha256
 from services.screening.decision import ModelRead, OperatingPoint, ProbabilityScale
 from services.taxonomy.tree import Taxonomy, load_taxonomy, parse_taxonomy
@@ -115,8 +116,18 @@ class Predictor:
         """An untrained stand-in (no trained model for the route): it must refer everyone."""
         return bool(self.meta.get("stand_in", False))
 
-    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
-        return torch.stack([prepare(image, self.preprocessing) for image in images])
+    def preprocess(self, images: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """The network's input: RGB arrays prepared on the CPU (PIL), decoded image tensors on
+        their own device (the GPU's JPEG path); a mixed batch meets on the model's device."""
+        views = [
+            prepare_tensor(image, self.preprocessing)
+            if isinstance(image, torch.Tensor)
+            else prepare(image, self.preprocessing)
+            for image in images
+        ]
+        if len({view.device for view in views}) > 1:
+            views = [view.to(self.device) for view in views]
+        return torch.stack(views)
 
     @torch.inference_mode()
     def _forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -153,10 +164,10 @@ class Predictor:
         codes = self.taxonomy.codes
         return [dict(zip(codes, map(float, row), strict=True)) for row in flat]
 
-    def predict(self, images: list[np.ndarray]) -> list[dict[str, float]]:
+    def predict(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[dict[str, float]]:
         return self.predict_batch(self.preprocess(images))
 
-    def read(self, images: list[np.ndarray]) -> list[ModelRead]:
+    def read(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[ModelRead]:
         """Probabilities, and whether each photograph lies beyond the checkpoint's guard (a
         checkpoint without one judges every photograph familiar)."""
         probs, features = self._forward(self.preprocess(images))

@@ -26,7 +26,7 @@ from services.kernel.storage import ContentStore
 from services.reporting.service import ReportService
 from services.screening import registry
 from services.screening.decision import heatmap_targets
-from services.screening.inference import BatchPolicy, InferenceService
+from services.screening.inference import BatchPolicy, InferenceService, PhotoDecoder
 from services.taxonomy.tree import ROUTES
 from worker.failpoints import reach
 
@@ -122,6 +122,7 @@ class WorkerRuntime:
     unreachable_until: dict[str, float] = field(default_factory=dict, init=False)
     _sender: Any = field(default=None, init=False)
     _asker: Any = field(default=None, init=False)
+    _decoder: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.sessions = make_session_factory(make_engine(self.settings.effective_database_url))
@@ -196,9 +197,20 @@ class WorkerRuntime:
                 self._predictors[path] = model
             return self._predictors[path]
 
-    def inference(self) -> InferenceService:
-        from dicom_gateway.pixels import decode_rgb
+    def photo_decoder(self) -> PhotoDecoder:
+        """JPEG decoded on the model's device when that is a GPU (and the setting allows it),
+        everything else on the CPU; made once per process."""
+        if self._decoder is None:
+            from ml.predictor import pick_device
+            from worker.decoding import photo_decoder
 
+            device = pick_device(self.settings.device)
+            on_gpu = device.type == "cuda" and self.settings.gpu_jpeg_decode
+            self._decoder = photo_decoder(device if on_gpu else None)
+            log.info("JPEG pixel data decoded on %s", device if on_gpu else "the CPU")
+        return self._decoder  # type: ignore[no-any-return]
+
+    def inference(self) -> InferenceService:
         models: dict[str, SiteModel] = {}  # one registry lookup per route per task
 
         def model_for(route: str) -> SiteModel:
@@ -209,7 +221,7 @@ class WorkerRuntime:
         return InferenceService(
             self.sessions,
             self.images,
-            decode_rgb,
+            self.photo_decoder(),
             model_for,
             lambda route: str(model_for(route).predictor.path),
         )
@@ -231,6 +243,7 @@ class WorkerRuntime:
         from reports.mllp import make_mllp_sender
 
         return make_mllp_sender()
+
     def asker(self):  # type: ignore[no-untyped-def]
         """C-FIND at the destinations: does it hold a report whose C-STORE went unanswered?"""
         from dicom_gateway.tls import client_context

@@ -198,6 +198,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)  # worker /metrics and /healthz; 0: off
     gateway_metrics_port: int = Field(0, ge=0, le=65535)  # the gateway's; 0: off
     device: str = "auto"
+    # On a CUDA device, JPEG pixel data is decoded and resized there (batched); off: on the CPU
+    gpu_jpeg_decode: bool = True
     fundus_checkpoint: Path | None = None
     anterior_checkpoint: Path | None = None
     sr_delivery_max_attempts: int = Field(8, ge=1)

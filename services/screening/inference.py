@@ -1,8 +1,9 @@
 """Reading stored images with the model and recording the decision, idempotently.
 
-The model and the pixel decoder are injected (the worker provides torch and pydicom ones), so
-this module holds only the rules: one prediction per (instance, model), every probability kept
-with the thresholds used, a report queued in the same transaction.
+The model and the pixel decoder are injected (the worker provides torch and pydicom ones; the
+decoder takes a whole batch, so that a GPU decodes it in one call), so this module holds only
+the rules: one prediction per (instance, model), every probability kept with the thresholds
+used, a report queued in the same transaction.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ from services.kernel.outbox import add_message
 from services.kernel.storage import ContentStore
 from services.kernel.task_names import REPORT_TASK
 from services.screening.decision import ModelRead, OperatingPoint, decide
-from services.screening.quality import GRADABLE, Quality, assess, image_statistics
+from services.screening.quality import (
+    GRADABLE,
+    Quality,
+    QualitySample,
+    assess,
+    image_statistics,
+)
 from services.taxonomy.tree import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -52,9 +59,42 @@ class Model(Protocol):
     stand_in: bool
     operating_point: OperatingPoint
 
-    def read(self, images: list[np.ndarray]) -> list[ModelRead]: ...
+    def read(self, images: list[Any]) -> list[ModelRead]: ...
 
     def provenance(self, elapsed_s: float, batch_size: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photograph: ``pixels`` for the model (an RGB uint8 array, or the decoder's own
+    image already on the model's device) and ``sample`` for the quality gate."""
+
+    pixels: Any
+    sample: QualitySample
+
+    @classmethod
+    def of(cls, rgb: np.ndarray) -> Photo:
+        return cls(rgb, QualitySample.of(rgb))
+
+
+# Stored encodings -> one decoded photograph, or the error that refused it, per image.
+PhotoDecoder = Callable[[Sequence[bytes]], list[Photo | Exception]]
+
+
+def decode_each(decode: Callable[[bytes], np.ndarray]) -> PhotoDecoder:
+    """A batch decoder made of a one-image one; an image it refuses (ValueError, OSError)
+    fails alone."""
+
+    def decode_all(encoded: Sequence[bytes]) -> list[Photo | Exception]:
+        photos: list[Photo | Exception] = []
+        for one in encoded:
+            try:
+                photos.append(Photo.of(decode(one)))
+            except (ValueError, OSError) as exc:
+                photos.append(exc)
+        return photos
+
+    return decode_all
 
 
 @dataclass(frozen=True)
@@ -89,7 +129,7 @@ class InferenceService:
         self,
         sessions: sessionmaker[Session],
         store: ContentStore,
-        decode: Callable[[bytes], np.ndarray],
+        decode: PhotoDecoder,
         model_for_route: Callable[[str], Model],
         model_path_for_route: Callable[[str], str],
     ) -> None:
@@ -207,7 +247,7 @@ class InferenceService:
         """Read each instance once with its route's model; a bad image fails alone. The
         report rows it writes are held by ``worker``, which builds the reports straight away."""
         outcomes: list[InferenceOutcome] = []
-        pending: dict[str, list[tuple[int, np.ndarray]]] = {}
+        todo: dict[str, list[tuple[int, str]]] = {}  # route -> (instance, stored file)
         with self.sessions() as session:
             for instance_id in instance_ids:
                 instance = session.get(Instance, instance_id)
@@ -219,29 +259,46 @@ class InferenceService:
                 if done is not None:
                     outcomes.append(InferenceOutcome(instance_id, done))
                     continue
-                try:
-                    rgb = self.decode(self.store.read(instance.sha256))
-                except (ValueError, OSError) as exc:
-                    outcomes.append(self._fail(instance_id, str(exc)))
-                    continue
-                pending.setdefault(instance.route, []).append((instance_id, rgb))
-        for route, items in pending.items():
-            outcomes.extend(self._run(route, items, worker))
+                todo.setdefault(instance.route, []).append((instance_id, instance.sha256))
+        for route, stored in todo.items():
+            photos = self._decode(stored, outcomes)
+            if photos:
+                outcomes.extend(self._run(route, photos, worker))
         return outcomes
 
+    def _decode(
+        self, stored: list[tuple[int, str]], outcomes: list[InferenceOutcome]
+    ) -> list[tuple[int, Photo]]:
+        """The batch's photographs decoded in one call; an image that cannot be read or
+        decoded is recorded as failed in ``outcomes`` and left out."""
+        encoded: list[tuple[int, bytes]] = []
+        for instance_id, sha256 in stored:
+            try:
+                encoded.append((instance_id, self.store.read(sha256)))
+            except OSError as exc:
+                outcomes.append(self._fail(instance_id, str(exc)))
+        decoded = self.decode([data for _, data in encoded])
+        photos = []
+        for (instance_id, _), photo in zip(encoded, decoded, strict=True):
+            if isinstance(photo, Exception):
+                outcomes.append(self._fail(instance_id, str(photo)))
+            else:
+                photos.append((instance_id, photo))
+        return photos
+
     def _run(
-        self, route: str, items: list[tuple[int, np.ndarray]], worker: str | None = None
+        self, route: str, items: list[tuple[int, Photo]], worker: str | None = None
     ) -> list[InferenceOutcome]:
         model = self.model_for_route(route)
         started = time.perf_counter()
-        reads = model.read([rgb for _, rgb in items])
+        reads = model.read([photo.pixels for _, photo in items])
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.labels(route=route).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(items))
         provenance = model.provenance(elapsed / len(items), len(items))
         return [
-            self._record(instance_id, model, route, read, rgb, provenance, worker)
-            for (instance_id, rgb), read in zip(items, reads, strict=True)
+            self._record(instance_id, model, route, read, photo.sample, provenance, worker)
+            for (instance_id, photo), read in zip(items, reads, strict=True)
         ]
 
     def _record(
@@ -250,12 +307,12 @@ class InferenceService:
         model: Model,
         route: str,
         read: ModelRead,
-        rgb: np.ndarray,
+        sample: QualitySample,
         provenance: dict[str, Any],
         worker: str | None = None,
     ) -> InferenceOutcome:
         probabilities = read.probabilities
-        quality = assess(rgb, route)
+        quality = assess(sample, route)
         if model.stand_in:
             # A stand-in without training must never pass anyone: refer, and say why.
             quality = Quality.NO_TRAINED_MODEL
@@ -278,7 +335,7 @@ class InferenceService:
                     referral=decision.referral,
                     quality=quality,
                     provenance=provenance
-                    | {"raw_probabilities": probabilities, "image": image_statistics(rgb)},
+                    | {"raw_probabilities": probabilities, "image": image_statistics(sample)},
                     findings=[
                         PredictionFinding(
                             code=f.code,

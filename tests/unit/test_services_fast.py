@@ -32,7 +32,7 @@ from services.reporting.content import CaseReport, EncodedReport
 from services.reporting.sending import DeliveryError
 from services.reporting.service import ReportService
 from services.screening.decision import ModelRead, OperatingPoint, ProbabilityScale
-from services.screening.inference import InferenceService
+from services.screening.inference import InferenceService, decode_each
 from services.taxonomy.tree import Taxonomy, load_taxonomy
 from tests.synthetic_photos import fundus_rgb
 
@@ -136,7 +136,9 @@ def world(tmp_path: Path) -> Iterator[World]:
 
     yield World(
         ingest=IngestService(sessions, store),
-        inference=InferenceService(sessions, store, fake_decode, lambda r: model, lambda r: "-"),
+        inference=InferenceService(
+            sessions, store, decode_each(fake_decode), lambda r: model, lambda r: "-"
+        ),
         reports=ReportService(
             sessions,
             store,
