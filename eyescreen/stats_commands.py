@@ -63,7 +63,7 @@ def export_command(
     snapshot.json into OUT."""
     from tqdm import tqdm
 
-    from reports.study_export import export
+    from reports.study_export import FORMATS, export, progress_steps
     from services.access import audit
     from services.db.session import make_engine, make_session_factory, transaction
     from services.study.protocol import ProtocolError, load_protocol
@@ -78,7 +78,12 @@ def export_command(
     filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions, cameras)
     key = study_key(settings.study_key_file or settings.data_path / "study.key")
     sessions = make_session_factory(make_engine(settings.effective_database_url))
-    with tqdm(total=24, unit="step", desc="study export") as bar, transaction(sessions) as session:
+    formats = formats or FORMATS
+    total = progress_steps(formats)
+    with (
+        tqdm(total=total, unit="step", desc="study export") as bar,
+        transaction(sessions) as session,
+    ):
 
         def progress(step: str) -> None:
             bar.set_postfix_str(step)
@@ -93,7 +98,7 @@ def export_command(
             identified,
             progress,
             protocol=protocol,
-            formats=formats or ("csv", "xlsx", "html"),
+            formats=formats,
         )
         audit.record(
             session,

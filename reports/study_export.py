@@ -235,6 +235,35 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
     path.write_text(csv_text(rows), encoding="utf-8")
 
 
+# The tables build_tables reports progress for, in order (the last three come from one step).
+TABLE_STEPS = (
+    "flow",
+    "index_results",
+    "baseline",
+    "target_conditions",
+    "time_to_reference",
+    "accuracy",
+    "accuracy_wilson",
+    "accuracy_clopper_pearson",
+    "referral",
+    "weighted_averages",
+    "auc",
+    "paired",
+    "agreement",
+    "subgroups",
+    "top3",
+    "imrmc",
+    "analysis_set",
+    "calibration",
+)
+
+
+def progress_steps(formats: Sequence[str] = FORMATS) -> int:
+    """How many times ``export`` calls its progress: reading the database, each table step,
+    and one per format written (a progress bar's total)."""
+    return 1 + len(TABLE_STEPS) + len(set(formats))
+
+
 def build_tables(
     records: Sequence[Any],
     options: Options,
@@ -265,6 +294,7 @@ def build_tables(
         ("imrmc", lambda: study_tables.imrmc(records)),
         ("analysis_set", lambda: study_tables.analysis_set(records)),
     ]
+    assert [name for name, _ in steps] == list(TABLE_STEPS[:-1])  # the bar's total counts them
     for name, make in steps:
         progress(name)
         tables[name] = make()

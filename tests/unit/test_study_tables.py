@@ -17,6 +17,7 @@ import pytest
 from bench.study_simulation import eye_records, simulate_visits, true_auc, true_sensitivity
 from services.statistics.calibration import net_benefit
 from services.study.protocol import ProtocolError, load_protocol
+from services.study.eye import NOT_SENT, VERIFIED
 from services.study.records import ReferenceRoute
 from services.study.tables import (
     NAIVE,
@@ -158,12 +159,22 @@ def test_flow_is_one_tree_from_eligible_patients_to_eyes(study) -> None:  # type
     eyes = [r for r in rows if r["unit"] == "eye"]
     labels = {r["label"] for r in eyes}
     assert {"positive", "negative", "indeterminate (ungradable)"} <= labels
-    assert {ReferenceRoute.CONCORDANT.value, "panel", ReferenceRoute.PANEL_PENDING.value} <= labels
+    assert {"panel", ReferenceRoute.PANEL_PENDING.value} <= labels
+    # the reference standard is the panel's, as in the primary (weighted) analysis: only the
+    # verified eyes received it; the concordant eyes not drawn for QC did not, by design
     received = sum(r["count"] for r in eyes if r["label"] == "reference standard received")
-    assert received == sum(
-        1
-        for r in records
-        if r.reference is not None and r.reference_route != ReferenceRoute.UNGRADABLE
+    assert received == sum(1 for r in records if r.reference_route in VERIFIED) > 0
+    by_node = {r["node"]: r for r in eyes}
+    by_design = [r for r in eyes if r["label"].startswith("not verified by the panel (by design")]
+    for box in by_design:
+        assert by_node[box["parent"]]["label"] == "reference standard not received"
+        assert "naive analysis takes" in box["label"]
+    concordant = [r for r in by_design if "concordant, not drawn for QC" in r["label"]]
+    assert sum(r["count"] for r in concordant) == sum(
+        1 for r in records if r.reference_route == ReferenceRoute.CONCORDANT
+    )
+    assert sum(r["count"] for r in by_design) == sum(
+        1 for r in records if r.reference_route in NOT_SENT
     )
 
 
@@ -297,6 +308,10 @@ def test_agreement_has_its_own_columns_and_p_values_print_below_1e4(study) -> No
     assert set(statistics) == {"Cohen's kappa", "Fleiss' kappa", "Gwet's AC1"}
     for row in statistics.values():
         assert float(row["low"]) <= float(row["estimate"]) <= float(row["high"])
+    cohen = statistics["Cohen's kappa"]  # its eyes-independent interval says so in its name
+    assert "fce_low" not in cohen and "fce_high" not in cohen
+    low, high = cohen["fce_low_eyes_independent"], cohen["fce_high_eyes_independent"]
+    assert float(low) <= float(cohen["estimate"]) <= float(high)
 
 
 def test_imrmc_file_is_what_imrmc_reads(study) -> None:  # type: ignore[no-untyped-def]
@@ -520,3 +535,36 @@ def test_weighted_estimates_need_the_verification_probability(study) -> None:  #
     assert weight[1] == pytest.approx(len(stratum) / len(decided), rel=1e-12)
     assert truth_weight(replace(verified, verification_probability=None), WEIGHTED) is None
     assert math.isclose(truth_weight(verified, NAIVE)[1], 1.0)  # type: ignore[index]
+
+
+def test_an_eye_the_model_could_not_grade_is_never_concordant(study) -> None:  # type: ignore[no-untyped-def]
+    """A case the triage kept from the panel may hold an eye the model could not grade (the
+    grader's read of it agreed with nothing): it has its own route, stays in the verifiable
+    population (its case could have been drawn for QC) and its read is the naive truth."""
+    from datetime import UTC, datetime
+
+    from services.db.models import CaseRead, Triage
+    from services.study.records import _reference
+    from services.study.tables import truth_weight
+
+    _, records = study
+    assert not [
+        r
+        for r in records
+        if r.reference_route == ReferenceRoute.CONCORDANT and not r.model_gradable
+    ]
+    kept = [r for r in records if r.reference_route == ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT]
+    assert len(kept) == 1  # the bench study's one
+    assert kept[0].verification_probability and truth_weight(kept[0], NAIVE) is not None
+    assert truth_weight(kept[0], WEIGHTED) is None
+    # the database reader routes it the same way
+    read = CaseRead(id=1, eyes={"R": {}}, findings={"R": []}, blinded=None)
+    read.created_at = datetime(2021, 1, 1, tzinfo=UTC)
+    triage = Triage(read_pk=1, to_arbitration=False, inclusion_probability=0.1, conflict="")
+    record = replace(kept[0], reference=None, reference_route=ReferenceRoute.NOT_READ)
+    _reference(record, "R", triage, None, None, {1: read})
+    assert record.reference_route == ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT
+    assert record.reference == set()
+    record.model_gradable = True
+    _reference(record, "R", triage, None, None, {1: read})
+    assert record.reference_route == ReferenceRoute.CONCORDANT
