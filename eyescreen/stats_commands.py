@@ -27,8 +27,13 @@ def stats_group() -> None:
 @click.option("--route", "routes", multiple=True, type=click.Choice(["fundus", "anterior"]))
 @click.option("--model-version", "model_versions", multiple=True)
 @click.option("--camera", "cameras", multiple=True, help="a camera's calling AE title")
-@click.option("--replicates", type=int, default=500, show_default=True, help="bootstrap replicates")
-@click.option("--seed", type=int, default=20211, show_default=True)
+@click.option(
+    "--replicates",
+    type=int,
+    help="bootstrap replicates; default: the protocol's (another number overrides the protocol, "
+    "and the export says so)",
+)
+@click.option("--seed", type=int, help="bootstrap seed; default: the protocol's (as --replicates)")
 @click.option(
     "--identified", is_flag=True, help="real ids instead of pseudonyms (not for the study team)"
 )
@@ -53,8 +58,8 @@ def export_command(
     routes: tuple[str, ...],
     model_versions: tuple[str, ...],
     cameras: tuple[str, ...],
-    replicates: int,
-    seed: int,
+    replicates: int | None,
+    seed: int | None,
     identified: bool,
     formats: tuple[str, ...],
     protocol_file: Path | None,
@@ -94,7 +99,10 @@ def export_command(
             filters,
             out,
             key,
-            Options(replicates, seed),
+            Options(
+                protocol.replicates if replicates is None else replicates,
+                protocol.seed if seed is None else seed,
+            ),
             identified,
             progress,
             protocol=protocol,

@@ -45,6 +45,7 @@ CSVS = (
     "analysis_set",
     "weighted_averages",
     "endpoints",
+    "verdict",
     "sample_size",
 )
 
@@ -103,6 +104,19 @@ def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path
     assert "visits_total" not in flow[0]
     protocol = load_protocol()
     assert snapshot["protocol"]["sha256"] == protocol.sha256
+    # the protocol fixes the bootstrap: 50 replicates and seed 7 override it, and it is said
+    overridden = ["replicates 50 (protocol: 500)", "seed 7 (protocol: 20211)"]
+    assert snapshot["protocol"]["overridden"] == overridden
+    verdict = list(csv.DictReader((outs[0] / "verdict.csv").open()))
+    assert len(verdict) == 1 and verdict[0]["protocol"] == "overridden: " + "; ".join(overridden)
+    assert verdict[0]["all_co_primary_endpoints_met"] in ("yes", "no")
+    assert snapshot["all_co_primary_endpoints_met"] == verdict[0]["all_co_primary_endpoints_met"]
+    report_text = (outs[0] / "report.html").read_text()
+    assert "All co-primary endpoints met: " + verdict[0]["all_co_primary_endpoints_met"] in (
+        report_text
+    )
+    ends = list(csv.DictReader((outs[0] / "endpoints.csv").open()))
+    assert all(r["indeterminate_eyes"] and r["describes"] for r in ends)
     assert (outs[0] / "imrmc.imrmc").read_text().count("BEGIN DATA:") == 1
     referral = (outs[0] / "referral.csv").read_text()
     assert "weighted (Begg-Greenes)" in referral and "naive" in referral
@@ -170,11 +184,14 @@ def test_export_writes_only_the_formats_asked(study, tmp_path: Path) -> None:  #
             Filters(),
             out,
             key,
-            Options(replicates=20, seed=7),
             formats=("csv",),
             progress=steps.append,
         )
     assert len(steps) == progress_steps(("csv",))
+    # without options the export runs the protocol's bootstrap, as registered
+    assert snapshot["protocol"]["overridden"] == []
+    verdict = list(csv.DictReader((out / "verdict.csv").open()))
+    assert verdict[0]["protocol"] == "as registered" and "500 replicates" in verdict[0]["interval"]
     names = {p.name for p in out.iterdir()}
     assert "snapshot.json" in names and "accuracy.csv" in names
     assert "study.xlsx" not in names and "report.html" not in names
@@ -215,3 +232,4 @@ def test_cli_export_takes_format_and_protocol(study, tmp_path: Path, monkeypatch
     assert {p.name for p in out.iterdir()} == {"report.html", "snapshot.json"}
     snapshot = json.loads((out / "snapshot.json").read_text())
     assert snapshot["protocol"]["version"] == "registered-1"
+    assert snapshot["protocol"]["overridden"] == ["replicates 20 (protocol: 500)"]

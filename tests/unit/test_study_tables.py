@@ -16,8 +16,8 @@ import pytest
 
 from bench.study_simulation import eye_records, simulate_visits, true_auc, true_sensitivity
 from services.statistics.calibration import net_benefit
-from services.study.protocol import ProtocolError, load_protocol
 from services.study.eye import NOT_SENT, VERIFIED
+from services.study.protocol import ProtocolError, load_protocol
 from services.study.records import ReferenceRoute
 from services.study.tables import (
     NAIVE,
@@ -373,6 +373,82 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
         load_protocol(broken)
 
 
+def test_protocol_fixes_the_confirmatory_interval_and_the_verdict_says_if_overridden(
+    study, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from services.study.tables import endpoints, verdict
+
+    _, records = study
+    protocol = load_protocol()
+    assert (protocol.interval, protocol.replicates, protocol.seed) == (
+        "cluster bootstrap percentile",
+        500,
+        20211,
+    )
+    text = Path("services/study/protocol.toml").read_text()
+    custom = tmp_path / "custom.toml"
+    custom.write_text(text.replace("replicates = 500", "replicates = 200"))
+    registered = load_protocol(custom)
+    assert registered.replicates == 200 and registered.overridden(200, 20211) == []
+    assert registered.overridden(50, 7) == [
+        "replicates 50 (protocol: 200)",
+        "seed 7 (protocol: 20211)",
+    ]
+    for wrong in ('interval = "wald"', "replicates = 10", 'seed = "x"'):
+        key = wrong.split(" =")[0]
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            "\n".join(wrong if line.startswith(f"{key} =") else line for line in text.splitlines())
+        )
+        with pytest.raises(ProtocolError, match=r"\[analysis\]"):
+            load_protocol(bad)
+    rows = endpoints(
+        registered,
+        accuracy_table(records, OPTIONS),
+        auc(records, OPTIONS),
+        referral(records, OPTIONS),
+        records,
+    )
+    primary = [r for r in rows if r["kind"] == "primary"]
+    as_run = verdict(registered, rows, OPTIONS)[0]  # OPTIONS: 200 replicates, seed 20211
+    met = all(r["result"] == "met" for r in primary)
+    assert as_run["all_co_primary_endpoints_met"] == ("yes" if met else "no")
+    assert as_run["co_primary_endpoints"] == len(primary) == 2
+    assert as_run["protocol"] == "as registered"
+    assert as_run["interval"] == "cluster bootstrap percentile (200 replicates, seed 20211)"
+    other = verdict(registered, rows, replace(OPTIONS, seed=1))[0]
+    assert other["protocol"] == "overridden: seed 1 (protocol: 20211)"
+    failing = [dict(primary[0], result="not met"), primary[1]]
+    assert verdict(registered, failing, OPTIONS)[0]["all_co_primary_endpoints_met"] == "no"
+
+
+def test_endpoints_give_the_indeterminate_eyes_and_the_population_they_describe(study) -> None:  # type: ignore[no-untyped-def]
+    """Beside each co-primary endpoint: the model's indeterminate (ungradable) eyes, their
+    share, how many of them could never be verified (the intention-to-diagnose row cannot
+    count those as referred), and that the weighted estimate describes the verifiable eyes."""
+    from services.study.tables import endpoints
+
+    _, records = study
+    rows = endpoints(
+        load_protocol(),
+        accuracy_table(records, OPTIONS),
+        auc(records, OPTIONS),
+        referral(records, OPTIONS),
+        records,
+    )
+    ungradable = [r for r in records if not r.model_gradable]
+    never = sum(r.verification_probability is None for r in ungradable)
+    outside = sum(r.verification_probability is None for r in records)
+    assert 0 < never < len(ungradable)
+    for row in (r for r in rows if r["kind"] == "primary"):
+        assert row["indeterminate_eyes"] == len(ungradable)
+        assert row["indeterminate_share"] == f"{len(ungradable) / len(records):.4f}"
+        assert row["indeterminate_never_verifiable"] == never
+        assert row["describes"].startswith(
+            f"the verifiable eyes ({len(records) - outside} of {len(records)})"
+        )
+
+
 def _referral_row(rows, handling: str):  # type: ignore[no-untyped-def]
     return next(
         r
@@ -431,10 +507,24 @@ def test_sample_size_applies_the_design_effect_of_two_eyes(study) -> None:  # ty
     row = sample_size(load_protocol(), accuracy_table(records, OPTIONS), records)[0]
     m, rho = float(row["eyes_per_patient"]), float(row["intra_patient_correlation"])
     assert 1 < m <= 2 and 0.05 < rho < 1
-    assert float(row["design_effect"]) == pytest.approx(1 + (m - 1) * rho, abs=1e-4)
-    assert row["units_with_condition_needed"] == math.ceil(
-        row["units_with_condition_needed_independent"] * (1 + (m - 1) * rho)
+    assert float(row["design_effect_clustering"]) == pytest.approx(1 + (m - 1) * rho, abs=1e-4)
+    # Kish's design effect of unequal weights, 1 + CV^2, over the weights of the verified
+    # diseased eyes (the primary endpoint is the weighted referral sensitivity), on top
+    weights = np.array(
+        [
+            1 / r.verification_probability
+            for r in records
+            if r.reference_route in VERIFIED and r.reference and r.verification_probability
+        ]
     )
+    kish = 1 + weights.var() / weights.mean() ** 2
+    assert kish > 1.05  # the QC stratum's eyes weigh ten times the discordant ones
+    assert float(row["design_effect_unequal_weights"]) == pytest.approx(kish, abs=1e-4)
+    effect = (1 + (m - 1) * rho) * kish
+    assert float(row["design_effect"]) == pytest.approx(effect, abs=1e-3)
+    needed = row["units_with_condition_needed_independent"] * effect  # rounded up, from m, rho
+    assert row["units_with_condition_needed"] == pytest.approx(math.ceil(needed), abs=1)
+    assert "estimated on the naive truth" in row["note"] and "Kish" in row["note"]
     assert row["units_with_condition_needed"] > row["units_with_condition_needed_independent"]
     # the same estimator by hand on the groups: between and within mean squares
     groups: dict[str, list[float]] = {}
