@@ -38,14 +38,13 @@ def _index_result(records: Sequence[EyeRecord]) -> str:
 
 
 # The reference standard is the panel's decision, as in the primary (weighted) analysis: the
-# eyes the triage kept from the panel did not receive it, by design; the naive analysis takes
-# their grader's read as truth, which the flow's label says.
+# eyes the triage kept from the panel did not receive it, by design (the naive analysis takes
+# their grader's read as truth: the methods say so).
 NOT_VERIFIED_BY_DESIGN = {
     ReferenceRoute.CONCORDANT: "not verified by the panel (by design: concordant, not drawn "
-    "for QC; the naive analysis takes the concordant read as truth)",
+    "for QC)",
     ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT: "not verified by the panel (by design: model "
-    "ungradable, case not sent, not drawn for QC; the naive analysis takes the grader's read "
-    "as truth)",
+    "ungradable, not drawn for QC)",
 }
 
 
