@@ -194,6 +194,7 @@ def eye_records(visits: list[SimVisit]) -> list[EyeRecord]:
     """The analysis records ``services.study.records.gather`` reads from the database this
     simulation writes (``bench/stats.py``), made directly: for tests that need thousands of
     patients and the truth behind them."""
+    from services.study.eye import route_not_sent
     from services.study.records import EyeRecord, ReferenceRoute, _ungradable_case
     from services.study.verification import estimate_verification
 
@@ -228,7 +229,7 @@ def eye_records(visits: list[SimVisit]) -> list[EyeRecord]:
             triaged = visit.reads[0][1][side]
             record.triaged_read = None if triaged is None else set(triaged)
             if not visit.to_panel:
-                record.reference_route = ReferenceRoute.CONCORDANT
+                record.reference_route = route_not_sent(eye.photo_ok)
                 record.reference = record.triaged_read
             elif visit.conflict == "ungradable":
                 _ungradable_case(record)

@@ -27,8 +27,13 @@ def stats_group() -> None:
 @click.option("--route", "routes", multiple=True, type=click.Choice(["fundus", "anterior"]))
 @click.option("--model-version", "model_versions", multiple=True)
 @click.option("--camera", "cameras", multiple=True, help="a camera's calling AE title")
-@click.option("--replicates", type=int, default=500, show_default=True, help="bootstrap replicates")
-@click.option("--seed", type=int, default=20211, show_default=True)
+@click.option(
+    "--replicates",
+    type=int,
+    help="bootstrap replicates; default: the protocol's (another number overrides the protocol, "
+    "and the export says so)",
+)
+@click.option("--seed", type=int, help="bootstrap seed; default: the protocol's (as --replicates)")
 @click.option(
     "--identified", is_flag=True, help="real ids instead of pseudonyms (not for the study team)"
 )
@@ -53,8 +58,8 @@ def export_command(
     routes: tuple[str, ...],
     model_versions: tuple[str, ...],
     cameras: tuple[str, ...],
-    replicates: int,
-    seed: int,
+    replicates: int | None,
+    seed: int | None,
     identified: bool,
     formats: tuple[str, ...],
     protocol_file: Path | None,
@@ -63,7 +68,7 @@ def export_command(
     snapshot.json into OUT."""
     from tqdm import tqdm
 
-    from reports.study_export import export
+    from reports.study_export import FORMATS, export, progress_steps
     from services.access import audit
     from services.db.session import make_engine, make_session_factory, transaction
     from services.study.protocol import ProtocolError, load_protocol
@@ -78,7 +83,12 @@ def export_command(
     filters = Filters(_day(date_from), _day(date_to), sites, routes, model_versions, cameras)
     key = study_key(settings.study_key_file or settings.data_path / "study.key")
     sessions = make_session_factory(make_engine(settings.effective_database_url))
-    with tqdm(total=24, unit="step", desc="study export") as bar, transaction(sessions) as session:
+    formats = formats or FORMATS
+    total = progress_steps(formats)
+    with (
+        tqdm(total=total, unit="step", desc="study export") as bar,
+        transaction(sessions) as session,
+    ):
 
         def progress(step: str) -> None:
             bar.set_postfix_str(step)
@@ -89,11 +99,14 @@ def export_command(
             filters,
             out,
             key,
-            Options(replicates, seed),
+            Options(
+                protocol.replicates if replicates is None else replicates,
+                protocol.seed if seed is None else seed,
+            ),
             identified,
             progress,
             protocol=protocol,
-            formats=formats or ("csv", "xlsx", "html"),
+            formats=formats,
         )
         audit.record(
             session,

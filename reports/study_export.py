@@ -45,15 +45,24 @@ METHODS = """\
 Unit of analysis: the eye (one record per eye of each visit), as the protocol names it; the
 referral is also given per visit (a visit is referred when any eye is). Two eyes of a patient
 are correlated: every per-eye figure carries a patient-level cluster bootstrap interval
-(percentile, patients drawn with replacement with all their eyes; replicates and seed in
-snapshot.json).
-Reference standard: the arbitration panel's signed decision for every case sent to it
+(percentile, patients drawn with replacement with all their eyes). The interval method, the
+replicates and the seed are the protocol's ([analysis]); an export run with others says the
+protocol was overridden (verdict.csv, snapshot.json). The bootstrap keeps the verification
+weights fixed in every replicate (the probabilities are estimated once, on all the data, not
+again per replicate): conservative against a two-phase variance, which credits the
+estimation of the phase-2 probabilities within strata (survey's twophase).
+Reference standard: the arbitration panel's signed decision, for every case sent to it
 (discordant model and grader, a grader in training, or drawn at random for quality control
-among concordant cases with the stored inclusion probability); otherwise the concordant
-grader's read. A case a grader could not fully grade goes to the outcome queue (re-image, slit lamp,
-exclude), never to the panel: neither of its eyes can be verified. The ungradable eye has no
-read; its fellow eye keeps its read and its index-test result but has no reference standard,
-whether model and grader agree on it or not (flow.csv: 'reference standard not received',
+among concordant cases with the stored inclusion probability). The eyes of the cases kept
+from the panel and not drawn for QC did not receive it, by design (flow.csv: 'reference
+standard not received', 'not verified by the panel (by design: concordant, not drawn for
+QC)'), as the primary (weighted) analysis treats them; the naive analysis takes their
+concordant grader's read as truth. An eye the model could not grade in such a case agreed
+with nothing: its route is 'model ungradable, grader's read only', otherwise it is treated as
+a concordant eye. A case a grader could not fully grade goes to the outcome queue (re-image,
+slit lamp, exclude), never to the panel: neither of its eyes can be verified. The ungradable
+eye has no read; its fellow eye keeps its read and its index-test result but has no reference
+standard, whether model and grader agree on it or not (flow.csv: 'reference standard not received',
 with the reason). Such never-verifiable eyes have verification probability 0 and weight 0.
 Partial verification: every accuracy figure is given twice, in rows the column 'analysis'
 names, the weighted one first. Weighted (Begg and Greenes 1983, inverse probability
@@ -66,8 +75,8 @@ certain, the QC rate for concordant ones), the share of the stratum's cases the 
 the panel are taken as missing at random within their stratum). The weighted figures stand
 for the verifiable eyes, not for the never-verifiable ones of the outcome queue
 (positivity). The primary analysis. Naive ("discrepant analysis"): the concordant read
-accepted as the truth where the panel did not look, on the eyes whose reference standard was
-received; biased upwards, shown for comparison.
+accepted as the truth where the panel did not look, on the eyes the panel verified and the
+eyes kept from it; biased upwards, shown for comparison.
 Estimators and intervals, table by table:
 - accuracy.csv: sensitivity, specificity, PPV, NPV, accuracy as ratios of (weighted) sums of
   the 2x2 cells; LR+ = sens / (1 - spec), LR- = (1 - sens) / spec; all with patient cluster
@@ -109,11 +118,18 @@ Estimators and intervals, table by table:
 - endpoints.csv: each protocol endpoint against its goal by the bound the protocol names;
   the referral's sensitivity and specificity (co-primary) both with the protocol's one
   handling of ungradable eyes (default: intention to diagnose, an ungradable eye counts as a
-  referral), each followed by a secondary row with the other handling;
+  referral), each followed by a secondary row with the other handling; beside each, the
+  reader's indeterminate (ungradable) eyes, their share of the eyes, how many of them could
+  never be verified, and the eyes the estimate describes: a weighted estimate describes the
+  verifiable eyes, not the never-verifiable ones (which the intention-to-diagnose row cannot
+  count as referred). verdict.csv: whether all co-primary endpoints met their goals (yes/no),
+  by the protocol's interval, and whether the protocol's bootstrap was overridden.
   sample_size.csv: the protocol's justification at the planned and the observed prevalence,
   per eye multiplied by the design effect 1 + (m - 1) rho of the eyes of a patient (m eyes
   per patient with the condition, rho the one-way ANOVA intra-patient correlation of the
-  model's result among them).
+  model's result among them, estimated on the naive truth: the eyes with a reference, the
+  concordant read accepted) and by Kish's design effect of unequal weights, 1 + CV^2 of the
+  endpoint analysis' weights among the eyes with (without) the condition.
 - target_conditions.csv: the eyes counted and their share, then the weighted counts (the eyes
   they stand for) and the weighted share, each share beside its own counts.
 - analysis_set.csv: model_referral is NA (missing) for an eye the model could not grade.
@@ -133,7 +149,11 @@ since the first study in the export.
 """
 
 CHECKLIST = [
-    ("STARD 2015 2", "abstract-level figures", "endpoints.csv, referral.csv, accuracy.csv"),
+    (
+        "STARD 2015 2",
+        "abstract-level figures",
+        "verdict.csv, endpoints.csv, referral.csv, accuracy.csv",
+    ),
     ("STARD 2015 4/26", "objectives, protocol", "protocol (sha256 in snapshot.json)"),
     ("STARD 2015 9/10a", "index test and its version", "snapshot.json (models, thresholds)"),
     (
@@ -235,6 +255,35 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
     path.write_text(csv_text(rows), encoding="utf-8")
 
 
+# The tables build_tables reports progress for, in order (the last three come from one step).
+TABLE_STEPS = (
+    "flow",
+    "index_results",
+    "baseline",
+    "target_conditions",
+    "time_to_reference",
+    "accuracy",
+    "accuracy_wilson",
+    "accuracy_clopper_pearson",
+    "referral",
+    "weighted_averages",
+    "auc",
+    "paired",
+    "agreement",
+    "subgroups",
+    "top3",
+    "imrmc",
+    "analysis_set",
+    "calibration",
+)
+
+
+def progress_steps(formats: Sequence[str] = FORMATS) -> int:
+    """How many times ``export`` calls its progress: reading the database, each table step,
+    and one per format written (a progress bar's total)."""
+    return 1 + len(TABLE_STEPS) + len(set(formats))
+
+
 def build_tables(
     records: Sequence[Any],
     options: Options,
@@ -265,6 +314,7 @@ def build_tables(
         ("imrmc", lambda: study_tables.imrmc(records)),
         ("analysis_set", lambda: study_tables.analysis_set(records)),
     ]
+    assert [name for name, _ in steps] == list(TABLE_STEPS[:-1])  # the bar's total counts them
     for name, make in steps:
         progress(name)
         tables[name] = make()
@@ -273,8 +323,9 @@ def build_tables(
         study_tables.calibration_rows(records, options)
     )
     tables["endpoints"] = study_tables.endpoints(
-        protocol, tables["accuracy"], tables["auc"], tables["referral"]
+        protocol, tables["accuracy"], tables["auc"], tables["referral"], records
     )
+    tables["verdict"] = study_tables.verdict(protocol, tables["endpoints"], options)
     tables["sample_size"] = study_tables.sample_size(protocol, tables["accuracy"], records)
     return tables
 
@@ -291,12 +342,14 @@ def export(
     formats: Sequence[str] = FORMATS,
 ) -> dict[str, Any]:
     """Write the export into ``out`` (created) in the formats asked (CSV, XLSX, HTML; all by
-    default; snapshot.json always); returns the snapshot description."""
+    default; snapshot.json always); returns the snapshot description. Without ``options`` the
+    protocol's bootstrap (replicates, seed) is used; other options are an override the
+    export states (verdict.csv, snapshot.json)."""
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ValueError(f"export formats are {', '.join(FORMATS)}; not {sorted(unknown)}")
-    options = options or Options()
     protocol = protocol or load_protocol()
+    options = options or Options(protocol.replicates, protocol.seed)
     out.mkdir(parents=True, exist_ok=True)
     progress("reading the database")
     records = gather(session, filters, key, identified)
@@ -321,7 +374,10 @@ def export(
             "version": protocol.version,
             "source": protocol.source,
             "sha256": protocol.sha256,
+            "interval": protocol.interval,
+            "overridden": protocol.overridden(options.replicates, options.seed),
         },
+        "all_co_primary_endpoints_met": tables["verdict"][0]["all_co_primary_endpoints_met"],
         "code_version": _code_version(),
         "packages": {p: _version(p) for p in PACKAGES},
         "seeds": {"bootstrap": options.seed},

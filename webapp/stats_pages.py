@@ -18,7 +18,6 @@ from services.access import audit
 from services.db.models import Instance, ModelVersion, Role
 from services.study.protocol import load_protocol
 from services.study.records import Filters, study_key
-from services.study.tables import Options
 from webapp.security import Principal, db, posted, require
 from webapp.templating import render
 
@@ -80,7 +79,7 @@ async def stats_export(
             filters,
             out,
             key,
-            Options(),
+            None,  # the protocol's bootstrap
             identified=False,
             protocol=load_protocol(settings.study_protocol_file),
         )

@@ -15,6 +15,10 @@ class ReferenceRoute(StrEnum):
     """How a case's reference diagnosis was reached."""
 
     CONCORDANT = "concordant read accepted"
+    # a case not sent to the panel, but this eye the model could not grade: the grader's read
+    # was compared with nothing, so it is not concordant; like a concordant eye it could have
+    # been drawn for QC and was not, and the naive analysis takes the read as truth
+    MODEL_UNGRADABLE_NOT_SENT = "model ungradable, grader's read only: not drawn for QC"
     PANEL_DISCORDANT = "panel after discordance"
     PANEL_QC = "panel on the QC sample"
     PANEL_TRAINEE = "panel (grader in training)"
@@ -29,6 +33,15 @@ class ReferenceRoute(StrEnum):
 
 
 VERIFIED = {ReferenceRoute.PANEL_DISCORDANT, ReferenceRoute.PANEL_QC, ReferenceRoute.PANEL_TRAINEE}
+# Eyes of the cases the triage did not send to the panel (not drawn for QC): the naive
+# analysis takes the grader's read as their truth, the weighted one counts them as unverified.
+NOT_SENT = {ReferenceRoute.CONCORDANT, ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT}
+
+
+def route_not_sent(model_gradable: bool) -> ReferenceRoute:
+    """The route of an eye whose case the triage kept from the panel: concordant, unless the
+    model could not grade the eye (then there was nothing to agree with)."""
+    return ReferenceRoute.CONCORDANT if model_gradable else ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT
 
 
 @dataclass

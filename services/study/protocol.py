@@ -17,6 +17,7 @@ from scipy.stats import norm
 DEFAULT = Path(__file__).with_name("protocol.toml")
 MEASURES = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "auc")
 UNGRADABLE = ("referral", "excluded")  # intention to diagnose, complete case
+INTERVALS = ("cluster bootstrap percentile",)  # the confirmatory interval methods implemented
 SUBGROUP_ATTRIBUTES = ("site", "model_version", "age_band", "sex", "camera", "route")
 
 
@@ -73,6 +74,21 @@ class Protocol:
     sample_size: SampleSize | None
     sha256: str
     source: str
+    # the confirmatory analysis: interval method, bootstrap replicates and seed
+    interval: str = INTERVALS[0]
+    replicates: int = 500
+    seed: int = 20211
+
+    def overridden(self, replicates: int, seed: int) -> list[str]:
+        """How an analysis run with these replicates and seed departs from the protocol's."""
+        return [
+            f"{name} {used} (protocol: {planned})"
+            for name, used, planned in (
+                ("replicates", replicates, self.replicates),
+                ("seed", seed, self.seed),
+            )
+            if used != planned
+        ]
 
 
 def load_protocol(path: Path | None = None) -> Protocol:
@@ -103,6 +119,7 @@ def load_protocol(path: Path | None = None) -> Protocol:
     if unit not in ("eye", "visit"):
         raise ProtocolError(f'{path}: analysis_unit is "eye" or "visit", not {unit!r}')
     size = data.get("sample_size")
+    interval, replicates, seed = _analysis(path, data.get("analysis", {}))
     return Protocol(
         title=str(data.get("title", "")),
         version=str(data.get("version", "")),
@@ -115,7 +132,21 @@ def load_protocol(path: Path | None = None) -> Protocol:
         sample_size=_sample_size(path, size, endpoints) if size else None,
         sha256=hashlib.sha256(raw).hexdigest(),
         source="default (shipped)" if path == DEFAULT else path.name,
+        interval=interval,
+        replicates=replicates,
+        seed=seed,
     )
+
+
+def _analysis(path: Path, raw: dict[str, Any]) -> tuple[str, int, int]:
+    """The [analysis] table: interval method, bootstrap replicates, seed (defaults if absent)."""
+    interval = str(raw.get("interval", INTERVALS[0]))
+    if interval not in INTERVALS:
+        raise ProtocolError(f"{path}: [analysis] interval is one of {', '.join(INTERVALS)}")
+    replicates, seed = raw.get("replicates", 500), raw.get("seed", 20211)
+    if not isinstance(replicates, int) or not isinstance(seed, int) or replicates < 100:
+        raise ProtocolError(f"{path}: [analysis] replicates (>= 100) and seed are integers")
+    return interval, replicates, seed
 
 
 def _endpoint(number: int, raw: dict[str, Any], ungradable: str) -> Endpoint:

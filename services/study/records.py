@@ -37,7 +37,7 @@ from services.db.models import (
 )
 from services.reporting import latest_predictions_by_case
 from services.screening import Quality
-from services.study.eye import VERIFIED, EyeRecord, ReferenceRoute, disease
+from services.study.eye import VERIFIED, EyeRecord, ReferenceRoute, disease, route_not_sent
 from services.study.verification import estimate_verification
 from services.taxonomy.tree import load_taxonomy
 
@@ -312,7 +312,7 @@ def _reference(
     if triaged is not None and not triaged.eyes.get(eye, {}).get("ungradable"):
         record.triaged_read = set(triaged.findings.get(eye, []))
     if not triage.to_arbitration:
-        record.reference_route = ReferenceRoute.CONCORDANT
+        record.reference_route = route_not_sent(record.model_gradable)
         record.reference = record.triaged_read
         record.reference_at = None if triaged is None else triaged.created_at
         return

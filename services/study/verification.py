@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from services.study.eye import VERIFIED, EyeRecord, ReferenceRoute
+from services.study.eye import NOT_SENT, VERIFIED, EyeRecord, ReferenceRoute
 
 # Routes of eyes that could receive the reference standard: verified, waiting for the panel,
-# or concordant and so eligible for the QC draw.
-VERIFIABLE = VERIFIED | {ReferenceRoute.CONCORDANT, ReferenceRoute.PANEL_PENDING}
+# or kept from the panel by the triage and so eligible for the QC draw.
+VERIFIABLE = VERIFIED | NOT_SENT | {ReferenceRoute.PANEL_PENDING}
 
 
 def verifiable(record: EyeRecord) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-from reports.study_export import export
+from reports.study_export import export, progress_steps
 from services.db.models import ArbitrationCase, ArbitrationState
 from services.study.protocol import DEFAULT, load_protocol
 from services.study.records import Filters, study_key
@@ -45,6 +45,7 @@ CSVS = (
     "analysis_set",
     "weighted_averages",
     "endpoints",
+    "verdict",
     "sample_size",
 )
 
@@ -87,9 +88,13 @@ def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path
     outs = []
     for attempt in range(2):
         out = tmp_path / f"export-{attempt}"
+        steps: list[str] = []
         with study.runtime.sessions() as session:
-            snapshot = export(session, Filters(), out, key, Options(replicates=50, seed=7))
+            snapshot = export(
+                session, Filters(), out, key, Options(replicates=50, seed=7), progress=steps.append
+            )
         outs.append(out)
+        assert len(steps) == progress_steps() == 22  # the CLI's progress bar total
     assert snapshot["eyes"] == 16 and snapshot["models"][0]["weights_sha256"]
     for name in CSVS:
         first, second = (o / f"{name}.csv" for o in outs)
@@ -99,6 +104,19 @@ def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path
     assert "visits_total" not in flow[0]
     protocol = load_protocol()
     assert snapshot["protocol"]["sha256"] == protocol.sha256
+    # the protocol fixes the bootstrap: 50 replicates and seed 7 override it, and it is said
+    overridden = ["replicates 50 (protocol: 500)", "seed 7 (protocol: 20211)"]
+    assert snapshot["protocol"]["overridden"] == overridden
+    verdict = list(csv.DictReader((outs[0] / "verdict.csv").open()))
+    assert len(verdict) == 1 and verdict[0]["protocol"] == "overridden: " + "; ".join(overridden)
+    assert verdict[0]["all_co_primary_endpoints_met"] in ("yes", "no")
+    assert snapshot["all_co_primary_endpoints_met"] == verdict[0]["all_co_primary_endpoints_met"]
+    report_text = (outs[0] / "report.html").read_text()
+    assert "All co-primary endpoints met: " + verdict[0]["all_co_primary_endpoints_met"] in (
+        report_text
+    )
+    ends = list(csv.DictReader((outs[0] / "endpoints.csv").open()))
+    assert all(r["indeterminate_eyes"] and r["describes"] for r in ends)
     assert (outs[0] / "imrmc.imrmc").read_text().count("BEGIN DATA:") == 1
     referral = (outs[0] / "referral.csv").read_text()
     assert "weighted (Begg-Greenes)" in referral and "naive" in referral
@@ -106,7 +124,15 @@ def test_export_is_reproducible_complete_and_de_identified(study, tmp_path: Path
         p.read_text(errors="replace") for p in outs[0].iterdir() if p.suffix != ".xlsx"
     )
     assert "Secret" not in everything and "P-" not in everything  # no names, no patient ids
+    # the Fleiss-Cohen-Everitt interval takes eyes as independent: its columns say so, in the
+    # CSV, the workbook and the HTML alike
+    named = ("fce_low_eyes_independent", "fce_high_eyes_independent")
+    agreement_header = (outs[0] / "agreement.csv").read_text().splitlines()[0].split(",")
+    assert set(named) <= set(agreement_header) and "fce_low" not in agreement_header
+    assert all(name in (outs[0] / "report.html").read_text() for name in named)
     workbook = load_workbook(outs[0] / "study.xlsx", read_only=True)
+    sheet_header = next(workbook["agreement"].iter_rows(max_row=1, values_only=True))
+    assert set(named) <= set(sheet_header) and "fce_low" not in sheet_header
     row_level = {"analysis_set", "imrmc"}  # in the CSVs, not the workbook, when both are written
     assert (set(CSVS) - row_level) | {"methods", "checklist", "row-level files"} == set(
         workbook.sheetnames
@@ -151,10 +177,21 @@ def test_the_statistician_downloads_it_and_reads_the_report_in_a_browser(
 def test_export_writes_only_the_formats_asked(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     key = study_key(tmp_path / "study.key")
     out = tmp_path / "csv-only"
+    steps: list[str] = []
     with study.runtime.sessions() as session:
         snapshot = export(
-            session, Filters(), out, key, Options(replicates=20, seed=7), formats=("csv",)
+            session,
+            Filters(),
+            out,
+            key,
+            formats=("csv",),
+            progress=steps.append,
         )
+    assert len(steps) == progress_steps(("csv",))
+    # without options the export runs the protocol's bootstrap, as registered
+    assert snapshot["protocol"]["overridden"] == []
+    verdict = list(csv.DictReader((out / "verdict.csv").open()))
+    assert verdict[0]["protocol"] == "as registered" and "500 replicates" in verdict[0]["interval"]
     names = {p.name for p in out.iterdir()}
     assert "snapshot.json" in names and "accuracy.csv" in names
     assert "study.xlsx" not in names and "report.html" not in names
@@ -190,6 +227,9 @@ def test_cli_export_takes_format_and_protocol(study, tmp_path: Path, monkeypatch
         ],
     )
     assert result.exit_code == 0, result.output
+    steps = progress_steps(("html",))
+    assert f"{steps}/{steps}" in result.output  # the progress bar's total is its steps
     assert {p.name for p in out.iterdir()} == {"report.html", "snapshot.json"}
     snapshot = json.loads((out / "snapshot.json").read_text())
     assert snapshot["protocol"]["version"] == "registered-1"
+    assert snapshot["protocol"]["overridden"] == ["replicates 20 (protocol: 500)"]

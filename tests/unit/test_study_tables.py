@@ -16,6 +16,7 @@ import pytest
 
 from bench.study_simulation import eye_records, simulate_visits, true_auc, true_sensitivity
 from services.statistics.calibration import net_benefit
+from services.study.eye import NOT_SENT, VERIFIED
 from services.study.protocol import ProtocolError, load_protocol
 from services.study.records import ReferenceRoute
 from services.study.tables import (
@@ -158,12 +159,25 @@ def test_flow_is_one_tree_from_eligible_patients_to_eyes(study) -> None:  # type
     eyes = [r for r in rows if r["unit"] == "eye"]
     labels = {r["label"] for r in eyes}
     assert {"positive", "negative", "indeterminate (ungradable)"} <= labels
-    assert {ReferenceRoute.CONCORDANT.value, "panel", ReferenceRoute.PANEL_PENDING.value} <= labels
+    assert {"panel", ReferenceRoute.PANEL_PENDING.value} <= labels
+    # the reference standard is the panel's, as in the primary (weighted) analysis: only the
+    # verified eyes received it; the concordant eyes not drawn for QC did not, by design
     received = sum(r["count"] for r in eyes if r["label"] == "reference standard received")
-    assert received == sum(
-        1
-        for r in records
-        if r.reference is not None and r.reference_route != ReferenceRoute.UNGRADABLE
+    assert received == sum(1 for r in records if r.reference_route in VERIFIED) > 0
+    by_node = {r["node"]: r for r in eyes}
+    by_design = [r for r in eyes if r["label"].startswith("not verified by the panel (by design")]
+    for box in by_design:
+        assert by_node[box["parent"]]["label"] == "reference standard not received"
+    concordant = [
+        r
+        for r in by_design
+        if r["label"] == "not verified by the panel (by design: concordant, not drawn for QC)"
+    ]
+    assert sum(r["count"] for r in concordant) == sum(
+        1 for r in records if r.reference_route == ReferenceRoute.CONCORDANT
+    )
+    assert sum(r["count"] for r in by_design) == sum(
+        1 for r in records if r.reference_route in NOT_SENT
     )
 
 
@@ -297,6 +311,10 @@ def test_agreement_has_its_own_columns_and_p_values_print_below_1e4(study) -> No
     assert set(statistics) == {"Cohen's kappa", "Fleiss' kappa", "Gwet's AC1"}
     for row in statistics.values():
         assert float(row["low"]) <= float(row["estimate"]) <= float(row["high"])
+    cohen = statistics["Cohen's kappa"]  # its eyes-independent interval says so in its name
+    assert "fce_low" not in cohen and "fce_high" not in cohen
+    low, high = cohen["fce_low_eyes_independent"], cohen["fce_high_eyes_independent"]
+    assert float(low) <= float(cohen["estimate"]) <= float(high)
 
 
 def test_imrmc_file_is_what_imrmc_reads(study) -> None:  # type: ignore[no-untyped-def]
@@ -358,6 +376,82 @@ def test_protocol_names_the_subgroups_and_the_endpoints(study, tmp_path: Path) -
         load_protocol(broken)
 
 
+def test_protocol_fixes_the_confirmatory_interval_and_the_verdict_says_if_overridden(
+    study, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from services.study.tables import endpoints, verdict
+
+    _, records = study
+    protocol = load_protocol()
+    assert (protocol.interval, protocol.replicates, protocol.seed) == (
+        "cluster bootstrap percentile",
+        500,
+        20211,
+    )
+    text = Path("services/study/protocol.toml").read_text()
+    custom = tmp_path / "custom.toml"
+    custom.write_text(text.replace("replicates = 500", "replicates = 200"))
+    registered = load_protocol(custom)
+    assert registered.replicates == 200 and registered.overridden(200, 20211) == []
+    assert registered.overridden(50, 7) == [
+        "replicates 50 (protocol: 200)",
+        "seed 7 (protocol: 20211)",
+    ]
+    for wrong in ('interval = "wald"', "replicates = 10", 'seed = "x"'):
+        key = wrong.split(" =")[0]
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            "\n".join(wrong if line.startswith(f"{key} =") else line for line in text.splitlines())
+        )
+        with pytest.raises(ProtocolError, match=r"\[analysis\]"):
+            load_protocol(bad)
+    rows = endpoints(
+        registered,
+        accuracy_table(records, OPTIONS),
+        auc(records, OPTIONS),
+        referral(records, OPTIONS),
+        records,
+    )
+    primary = [r for r in rows if r["kind"] == "primary"]
+    as_run = verdict(registered, rows, OPTIONS)[0]  # OPTIONS: 200 replicates, seed 20211
+    met = all(r["result"] == "met" for r in primary)
+    assert as_run["all_co_primary_endpoints_met"] == ("yes" if met else "no")
+    assert as_run["co_primary_endpoints"] == len(primary) == 2
+    assert as_run["protocol"] == "as registered"
+    assert as_run["interval"] == "cluster bootstrap percentile (200 replicates, seed 20211)"
+    other = verdict(registered, rows, replace(OPTIONS, seed=1))[0]
+    assert other["protocol"] == "overridden: seed 1 (protocol: 20211)"
+    failing = [dict(primary[0], result="not met"), primary[1]]
+    assert verdict(registered, failing, OPTIONS)[0]["all_co_primary_endpoints_met"] == "no"
+
+
+def test_endpoints_give_the_indeterminate_eyes_and_the_population_they_describe(study) -> None:  # type: ignore[no-untyped-def]
+    """Beside each co-primary endpoint: the model's indeterminate (ungradable) eyes, their
+    share, how many of them could never be verified (the intention-to-diagnose row cannot
+    count those as referred), and that the weighted estimate describes the verifiable eyes."""
+    from services.study.tables import endpoints
+
+    _, records = study
+    rows = endpoints(
+        load_protocol(),
+        accuracy_table(records, OPTIONS),
+        auc(records, OPTIONS),
+        referral(records, OPTIONS),
+        records,
+    )
+    ungradable = [r for r in records if not r.model_gradable]
+    never = sum(r.verification_probability is None for r in ungradable)
+    outside = sum(r.verification_probability is None for r in records)
+    assert 0 < never < len(ungradable)
+    for row in (r for r in rows if r["kind"] == "primary"):
+        assert row["indeterminate_eyes"] == len(ungradable)
+        assert row["indeterminate_share"] == f"{len(ungradable) / len(records):.4f}"
+        assert row["indeterminate_never_verifiable"] == never
+        assert row["describes"].startswith(
+            f"the verifiable eyes ({len(records) - outside} of {len(records)})"
+        )
+
+
 def _referral_row(rows, handling: str):  # type: ignore[no-untyped-def]
     return next(
         r
@@ -416,10 +510,24 @@ def test_sample_size_applies_the_design_effect_of_two_eyes(study) -> None:  # ty
     row = sample_size(load_protocol(), accuracy_table(records, OPTIONS), records)[0]
     m, rho = float(row["eyes_per_patient"]), float(row["intra_patient_correlation"])
     assert 1 < m <= 2 and 0.05 < rho < 1
-    assert float(row["design_effect"]) == pytest.approx(1 + (m - 1) * rho, abs=1e-4)
-    assert row["units_with_condition_needed"] == math.ceil(
-        row["units_with_condition_needed_independent"] * (1 + (m - 1) * rho)
+    assert float(row["design_effect_clustering"]) == pytest.approx(1 + (m - 1) * rho, abs=1e-4)
+    # Kish's design effect of unequal weights, 1 + CV^2, over the weights of the verified
+    # diseased eyes (the primary endpoint is the weighted referral sensitivity), on top
+    weights = np.array(
+        [
+            1 / r.verification_probability
+            for r in records
+            if r.reference_route in VERIFIED and r.reference and r.verification_probability
+        ]
     )
+    kish = 1 + weights.var() / weights.mean() ** 2
+    assert kish > 1.05  # the QC stratum's eyes weigh ten times the discordant ones
+    assert float(row["design_effect_unequal_weights"]) == pytest.approx(kish, abs=1e-4)
+    effect = (1 + (m - 1) * rho) * kish
+    assert float(row["design_effect"]) == pytest.approx(effect, abs=1e-3)
+    needed = row["units_with_condition_needed_independent"] * effect  # rounded up, from m, rho
+    assert row["units_with_condition_needed"] == pytest.approx(math.ceil(needed), abs=1)
+    assert "estimated on the naive truth" in row["note"] and "Kish" in row["note"]
     assert row["units_with_condition_needed"] > row["units_with_condition_needed_independent"]
     # the same estimator by hand on the groups: between and within mean squares
     groups: dict[str, list[float]] = {}
@@ -520,3 +628,36 @@ def test_weighted_estimates_need_the_verification_probability(study) -> None:  #
     assert weight[1] == pytest.approx(len(stratum) / len(decided), rel=1e-12)
     assert truth_weight(replace(verified, verification_probability=None), WEIGHTED) is None
     assert math.isclose(truth_weight(verified, NAIVE)[1], 1.0)  # type: ignore[index]
+
+
+def test_an_eye_the_model_could_not_grade_is_never_concordant(study) -> None:  # type: ignore[no-untyped-def]
+    """A case the triage kept from the panel may hold an eye the model could not grade (the
+    grader's read of it agreed with nothing): it has its own route, stays in the verifiable
+    population (its case could have been drawn for QC) and its read is the naive truth."""
+    from datetime import UTC, datetime
+
+    from services.db.models import CaseRead, Triage
+    from services.study.records import _reference
+    from services.study.tables import truth_weight
+
+    _, records = study
+    assert not [
+        r
+        for r in records
+        if r.reference_route == ReferenceRoute.CONCORDANT and not r.model_gradable
+    ]
+    kept = [r for r in records if r.reference_route == ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT]
+    assert len(kept) == 1  # the bench study's one
+    assert kept[0].verification_probability and truth_weight(kept[0], NAIVE) is not None
+    assert truth_weight(kept[0], WEIGHTED) is None
+    # the database reader routes it the same way
+    read = CaseRead(id=1, eyes={"R": {}}, findings={"R": []}, blinded=None)
+    read.created_at = datetime(2021, 1, 1, tzinfo=UTC)
+    triage = Triage(read_pk=1, to_arbitration=False, inclusion_probability=0.1, conflict="")
+    record = replace(kept[0], reference=None, reference_route=ReferenceRoute.NOT_READ)
+    _reference(record, "R", triage, None, None, {1: read})
+    assert record.reference_route == ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT
+    assert record.reference == set()
+    record.model_gradable = True
+    _reference(record, "R", triage, None, None, {1: read})
+    assert record.reference_route == ReferenceRoute.CONCORDANT

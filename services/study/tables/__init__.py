@@ -21,7 +21,7 @@ from services.study.tables.common import (
 )
 from services.study.tables.datasets import CODES_NOTE, analysis_set, imrmc, imrmc_text
 from services.study.tables.discrimination import auc
-from services.study.tables.endpoints import endpoints, sample_size
+from services.study.tables.endpoints import endpoints, sample_size, verdict
 from services.study.tables.flow import (
     baseline,
     flow,
@@ -62,5 +62,6 @@ __all__ = [
     "time_to_reference",
     "top3",
     "truth_weight",
+    "verdict",
     "weighted_averages",
 ]

@@ -159,8 +159,9 @@ def _cohen(records: Sequence[EyeRecord], clusters: list[str], options: Options) 
         "low": num(float(low[0])),
         "high": num(float(high[0])),
         "interval": bootstrap_label(options),
-        "fce_low": num(kappa.low),
-        "fce_high": num(kappa.high),
+        # Fleiss-Cohen-Everitt: eyes taken as independent, named so like every such column
+        f"fce_low_{INDEPENDENT}": num(kappa.low),
+        f"fce_high_{INDEPENDENT}": num(kappa.high),
     }
 
 

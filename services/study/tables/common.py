@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from services.statistics.accuracy import Estimate
-from services.study.records import VERIFIED, EyeRecord, ReferenceRoute
+from services.study.eye import NOT_SENT
+from services.study.records import VERIFIED, EyeRecord
 from services.taxonomy.tree import load_taxonomy
 
 Row = dict[str, Any]
@@ -51,7 +52,7 @@ def truth_weight(record: EyeRecord, analysis: str) -> tuple[set[str], float] | N
             return record.reference, 1.0
         probability = record.verification_probability
         return (record.reference, 1.0 / probability) if probability else None
-    if record.reference_route == ReferenceRoute.CONCORDANT and analysis == NAIVE:
+    if record.reference_route in NOT_SENT and analysis == NAIVE:
         return record.reference, 1.0
     return None
 
@@ -99,7 +100,7 @@ def pvalue(value: float | None) -> str:
 
 def has_reference(record: EyeRecord) -> bool:
     return record.reference is not None and (
-        record.reference_route == ReferenceRoute.CONCORDANT or record.reference_route in VERIFIED
+        record.reference_route in NOT_SENT or record.reference_route in VERIFIED
     )
 
 

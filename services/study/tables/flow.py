@@ -37,15 +37,29 @@ def _index_result(records: Sequence[EyeRecord]) -> str:
     return "negative"
 
 
+# The reference standard is the panel's decision, as in the primary (weighted) analysis: the
+# eyes the triage kept from the panel did not receive it, by design (the naive analysis takes
+# their grader's read as truth: the methods say so).
+NOT_VERIFIED_BY_DESIGN = {
+    ReferenceRoute.CONCORDANT: "not verified by the panel (by design: concordant, not drawn "
+    "for QC)",
+    ReferenceRoute.MODEL_UNGRADABLE_NOT_SENT: "not verified by the panel (by design: model "
+    "ungradable, not drawn for QC)",
+}
+
+
 def _reference_branch(records: Sequence[EyeRecord]) -> tuple[str, str]:
-    """(received or the reason it was not, how): a unit receives the reference standard when
-    every eye of it did; the panel when any eye was verified."""
-    missing = [r.reference_route for r in records if not has_reference(r)]
+    """(received or not, how or why not): a unit receives the reference standard, the panel's
+    decision, when every eye of it did; otherwise the first reason among its eyes."""
+    missing = [
+        r.reference_route
+        for r in records
+        if r.reference_route not in VERIFIED or r.reference is None
+    ]
     if missing:
-        return "not received", sorted(missing, key=list(ReferenceRoute).index)[0].value
-    if any(r.reference_route in VERIFIED for r in records):
-        return "received", "panel"
-    return "received", ReferenceRoute.CONCORDANT.value
+        reason = sorted(missing, key=list(ReferenceRoute).index)[0]
+        return "not received", NOT_VERIFIED_BY_DESIGN.get(reason, reason.value)
+    return "received", "panel"
 
 
 def flow(records: Sequence[EyeRecord], enrolment: Enrolment | None = None) -> list[Row]:
