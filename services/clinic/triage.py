@@ -233,13 +233,23 @@ def retriage(
 
 
 def untriaged_cases(session: Session, limit: int = 500) -> list[int]:
-    """Cases with a read but no triage (the model finished after the read): the sweeper's."""
+    """Cases with a read but no triage (the model finished after the read): the sweeper's.
+    Only cases the model has finished and read something of: a case whose every photograph
+    failed can never be triaged, and enough of them would fill every sweep's ``limit`` and keep
+    the triageable ones out for good."""
     query = (
         select(ScreeningCase.id)
         .where(
             exists().where(CaseRead.case_pk == ScreeningCase.id),
             ~exists().where(Triage.case_pk == ScreeningCase.id),
+            exists().where(
+                Instance.case_pk == ScreeningCase.id, Instance.state == InstanceState.PREDICTED
+            ),
+            ~exists().where(
+                Instance.case_pk == ScreeningCase.id, Instance.state == InstanceState.RECEIVED
+            ),
         )
+        .order_by(ScreeningCase.id)
         .limit(limit)
     )
     return list(session.scalars(query))
