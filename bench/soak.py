@@ -456,18 +456,20 @@ class Soak:
 
     def work_done(self) -> int:
         """Images read plus reports delivered: grows while the backlog drains."""
+        images, deliveries = self.states()
+        read = sum(n for state, n in images.items() if state != InstanceState.RECEIVED)
+        return read + deliveries.get(DeliveryState.DELIVERED, 0)
+
+    def states(self) -> tuple[dict[str, int], dict[str, int]]:
+        """How many images and report deliveries are in each state."""
         with self.engine.connect() as connection:
-            read = connection.execute(
-                select(func.count())
-                .select_from(Instance)
-                .where(Instance.state != InstanceState.RECEIVED)
-            ).scalar()
-            delivered = connection.execute(
-                select(func.count())
-                .select_from(ReportDelivery)
-                .where(ReportDelivery.state == DeliveryState.DELIVERED)
-            ).scalar()
-        return int(read or 0) + int(delivered or 0)
+            images = connection.execute(
+                select(Instance.state, func.count()).group_by(Instance.state)
+            ).all()
+            deliveries = connection.execute(
+                select(ReportDelivery.state, func.count()).group_by(ReportDelivery.state)
+            ).all()
+        return {s: n for s, n in images}, {s: n for s, n in deliveries}
 
     # --- the grader -------------------------------------------------------------------------
     def grade(self, stop: threading.Event) -> None:
@@ -571,17 +573,9 @@ class Soak:
 
     # --- the checks -----------------------------------------------------------------------
     def settled(self) -> bool:
-        with self.engine.connect() as connection:
-            pending = connection.execute(
-                select(func.count())
-                .select_from(ReportDelivery)
-                .where(ReportDelivery.state != DeliveryState.DELIVERED)
-            ).scalar()
-            unread = connection.execute(
-                select(func.count())
-                .select_from(Instance)
-                .where(Instance.state == InstanceState.RECEIVED)
-            ).scalar()
+        images, deliveries = self.states()
+        pending = sum(n for state, n in deliveries.items() if state != DeliveryState.DELIVERED)
+        unread = images.get(InstanceState.RECEIVED, 0)
         return pending == 0 and unread == 0 and self.acknowledged <= set(self.sr_arrivals())
 
     def figures(self, figures: Figures) -> Figures:
