@@ -176,7 +176,7 @@ def _check_pixels(ds: Dataset, image: Inspected, limits: Limits) -> None:
     decoded = image.rows * image.columns * samples * max(bits // 8, 1) * image.frames
     if decoded > limits.max_decoded_bytes:
         raise TooLarge(f"decoded image would need {decoded >> 20} MiB")
-    syntax = ds.file_meta.TransferSyntaxUID
+    syntax = _transfer_syntax(ds)
     if not syntax.is_compressed:
         expected = image.rows * image.columns * samples * image.frames * bits // 8
         if len(ds.PixelData) < expected:
@@ -189,6 +189,17 @@ def _check_pixels(ds: Dataset, image: Inspected, limits: Limits) -> None:
         raise
     except Exception as exc:  # decoders raise many types for corrupt streams
         raise BadPixels(f"pixel data cannot be decoded: {type(exc).__name__}") from exc
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    """The file meta's Transfer Syntax UID; a file meta without a known one cannot be decoded."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise Unreadable("the file meta information has no Transfer Syntax UID")
+    syntax = UID(syntax)
+    if not syntax.is_transfer_syntax:
+        raise Unreadable(f"{syntax} is not a known transfer syntax")
+    return syntax
 
 
 def _decode_first_frame(ds: Dataset, syntax: UID, frames: int) -> None:
