@@ -8,6 +8,7 @@ from io import BytesIO
 import pytest
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_file_meta_info
+from pydicom.uid import UID
 
 from dicom_gateway.inspection import Limits, inspect
 from dicom_gateway.photos import photo_to_dataset
@@ -25,7 +26,7 @@ def _with_file_meta(transfer_syntax: str | None) -> bytes:
     if transfer_syntax is None:
         del meta.TransferSyntaxUID
     else:
-        meta.TransferSyntaxUID = transfer_syntax
+        meta.TransferSyntaxUID = UID(transfer_syntax)
     head = DicomBytesIO()
     head.is_little_endian, head.is_implicit_VR = True, False
     head.write(b"\0" * 128 + b"DICM")
