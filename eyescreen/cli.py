@@ -283,6 +283,27 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
     return TrainConfig(**schedule, **common)
 
 
+def _verified(sites: tuple[str, ...], route: str, taxonomy: Any, folder: Path) -> list[Any]:
+    """The sites' verified photographs as samples (``eyescreen.verified``), counted aloud."""
+    if not sites:
+        return []
+    from eyescreen.verified import verified_samples
+    from services.db.session import make_engine, make_session_factory
+
+    settings = _settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        sessions = make_session_factory(engine)
+        found = []
+        for site in sites:
+            samples = verified_samples(settings, sessions, site, route, taxonomy, folder)
+            click.echo(f"{site}: {len(samples)} verified {route} photographs added", err=True)
+            found += samples
+        return found
+    finally:
+        engine.dispose()
+
+
 @main.command()
 @_training_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="checkpoint file")
@@ -301,6 +322,14 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
     "classes and metrics",
 )
 @click.option("--flip-tta", is_flag=True, help="average each photograph with its mirror image")
+@click.option(
+    "--include-verified",
+    "verified_sites",
+    multiple=True,
+    metavar="SITE",
+    help="also the site's verified photographs from the service's database (panel decisions "
+    "and accepted concordant reads); repeatable",
+)
 def train(
     manifests: tuple[Path, ...],
     label_map: Path | None,
@@ -311,6 +340,7 @@ def train(
     cache_dir: Path,
     thresholds_from: Path | None,
     flip_tta: bool,
+    verified_sites: tuple[str, ...],
     **kw: object,
 ) -> None:
     """Train a hierarchical model on a manifest and write a checkpoint."""
@@ -323,6 +353,7 @@ def train(
     configure_logging("train")
     taxonomy = load_taxonomy(taxonomy_name)
     samples = load_samples(list(manifests), images, taxonomy, label_map)
+    samples += _verified(verified_sites, taxonomy_name, taxonomy, cache_dir / "verified")
     extra: dict[str, Any] = {"inference": {"flip_tta": flip_tta}}
     if thresholds_from:
         extra |= operating_meta(json.loads(thresholds_from.read_text()), flip_tta)
