@@ -4,6 +4,7 @@ and another site's cases give none; the photograph is the pixels the served mode
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from eyescreen.verified import verified_samples
 from services.db.models import ArbitrationCase, ArbitrationState, AuditEvent, Instance
 from services.taxonomy.tree import load_taxonomy
 from tests.clinic import OTHER_SITE, PASSWORD, SITE, open_clinic, read_form
+from tests.service_harness import eyescreen
 
 pytestmark = pytest.mark.integration
 MACULAR = "F.VRD.MAC"  # a level-2 finding the model's read of a generated photograph lacks
@@ -100,3 +102,31 @@ def test_verified_eyes_become_samples_with_the_panels_labels(tmp_path: Path) -> 
             clinic.settings, clinic.runtime.sessions, SITE, "fundus", taxonomy, folder
         )
         assert again == samples
+
+        # the operator's command: a (tiny) manifest plus the site's verified photographs
+        trained = eyescreen(
+            *_tiny_training(tmp_path), "--include-verified", SITE,
+            env=dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"),
+                     EYESCREEN_DATABASE_URL=url),
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert f"{SITE}: 3 verified fundus photographs added" in trained.stderr
+        assert (tmp_path / "model.pt").exists()
+
+
+def _tiny_training(tmp_path: Path) -> list[str]:
+    """A manifest of small generated photographs and a training run sized for a test."""
+    rng = np.random.default_rng(3)
+    rows = ["file,patient_id,folder_label"]
+    for i in range(8):
+        label = "normal" if i % 2 else "cataract"
+        pixels = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"t{i}.png")
+        rows.append(f"t{i}.png,t{i},{label}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    return [
+        "train", "--taxonomy", "fundus", "--manifest", str(tmp_path / "m.csv"),
+        "--image-size", "64", "--head-epochs", "2", "--unfreeze-steps", "0",
+        "--device", "cpu", "--out", str(tmp_path / "model.pt"),
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
