@@ -52,11 +52,18 @@ def gateway() -> None:
 
 @main.command()
 @click.option("--concurrency", type=int, default=None)
-@click.option("--queues", default="urgent,inference,reports,housekeeping")
+@click.option(
+    "--queues",
+    default=None,
+    help="comma-separated, in the order they are read (default: worker.app.CONSUME_ORDER)",
+)
 @click.option("--beat", is_flag=True, help="also run Celery beat (periodic housekeeping)")
-def worker(concurrency: int | None, queues: str, beat: bool) -> None:
-    """Run a Celery worker (inference, reports and housekeeping queues by default)."""
+def worker(concurrency: int | None, queues: str | None, beat: bool) -> None:
+    """Run a Celery worker (every queue by default, small patient-facing work first)."""
     from eyescreen.logging_setup import configure_logging
+    from worker.queues import queues_option
+
+    queues = queues or queues_option()
 
     lane = "urgent" if queues == "urgent" else "worker"
     configure_logging(lane)
