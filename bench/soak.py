@@ -191,6 +191,7 @@ class Figures:
     recovery_s: dict[str, float] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     resources_start: dict[str, float] = field(default_factory=dict)
+    resources_middle: dict[str, float] = field(default_factory=dict)  # every photograph sent
     resources_end: dict[str, float] = field(default_factory=dict)
 
 
@@ -668,6 +669,7 @@ def run(photos: int, faults: list[str], work: Path, pacs: str = "storescp") -> F
         for thread in senders:
             thread.join()
         last_sent = time.time()
+        figures.resources_middle = soak.resources()  # the backlog at its largest
         soak.probe(last_sent)  # and a photograph sent now goes all the way
         watch = Progress(soak, 600)
         while not soak.settled() and not watch.stalled():

@@ -52,11 +52,18 @@ def gateway() -> None:
 
 @main.command()
 @click.option("--concurrency", type=int, default=None)
-@click.option("--queues", default="urgent,inference,reports,housekeeping")
+@click.option(
+    "--queues",
+    default=None,
+    help="comma-separated, in the order they are read (default: worker.app.CONSUME_ORDER)",
+)
 @click.option("--beat", is_flag=True, help="also run Celery beat (periodic housekeeping)")
-def worker(concurrency: int | None, queues: str, beat: bool) -> None:
-    """Run a Celery worker (inference, reports and housekeeping queues by default)."""
+def worker(concurrency: int | None, queues: str | None, beat: bool) -> None:
+    """Run a Celery worker (every queue by default, small patient-facing work first)."""
     from eyescreen.logging_setup import configure_logging
+    from worker.queues import queues_option
+
+    queues = queues or queues_option()
 
     lane = "urgent" if queues == "urgent" else "worker"
     configure_logging(lane)
@@ -283,6 +290,27 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
     return TrainConfig(**schedule, **common)
 
 
+def _verified(sites: tuple[str, ...], route: str, taxonomy: Any, folder: Path) -> list[Any]:
+    """The sites' verified photographs as samples (``eyescreen.verified``), counted aloud."""
+    if not sites:
+        return []
+    from eyescreen.verified import verified_samples
+    from services.db.session import make_engine, make_session_factory
+
+    settings = _settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        sessions = make_session_factory(engine)
+        found = []
+        for site in sites:
+            samples = verified_samples(settings, sessions, site, route, taxonomy, folder)
+            click.echo(f"{site}: {len(samples)} verified {route} photographs added", err=True)
+            found += samples
+        return found
+    finally:
+        engine.dispose()
+
+
 @main.command()
 @_training_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="checkpoint file")
@@ -301,6 +329,14 @@ def _train_config(**kw: object):  # type: ignore[no-untyped-def]
     "classes and metrics",
 )
 @click.option("--flip-tta", is_flag=True, help="average each photograph with its mirror image")
+@click.option(
+    "--include-verified",
+    "verified_sites",
+    multiple=True,
+    metavar="SITE",
+    help="also the site's verified photographs from the service's database (panel decisions "
+    "and accepted concordant reads); repeatable",
+)
 def train(
     manifests: tuple[Path, ...],
     label_map: Path | None,
@@ -311,6 +347,7 @@ def train(
     cache_dir: Path,
     thresholds_from: Path | None,
     flip_tta: bool,
+    verified_sites: tuple[str, ...],
     **kw: object,
 ) -> None:
     """Train a hierarchical model on a manifest and write a checkpoint."""
@@ -323,6 +360,7 @@ def train(
     configure_logging("train")
     taxonomy = load_taxonomy(taxonomy_name)
     samples = load_samples(list(manifests), images, taxonomy, label_map)
+    samples += _verified(verified_sites, taxonomy_name, taxonomy, cache_dir / "verified")
     extra: dict[str, Any] = {"inference": {"flip_tta": flip_tta}}
     if thresholds_from:
         extra |= operating_meta(json.loads(thresholds_from.read_text()), flip_tta)

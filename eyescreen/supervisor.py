@@ -10,6 +10,7 @@ import time
 from types import FrameType
 
 from services.kernel.settings import Settings
+from worker.queues import queues_option
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         if self.settings.urgent_sources:  # a lane of its own: never behind a backlog
             self._spawn("urgent", "worker", "--queues=urgent", "--concurrency=1")
-            main_queues = "--queues=inference,reports,housekeeping"
+            main_queues = f"--queues={queues_option(urgent=False)}"
         else:
-            main_queues = "--queues=urgent,inference,reports,housekeeping"
+            main_queues = f"--queues={queues_option()}"
         self._spawn("worker", "worker", f"--concurrency={self.workers}", main_queues)
         self._spawn("gateway", "gateway")
         if self.settings.web_port:

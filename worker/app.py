@@ -10,19 +10,11 @@ from celery.signals import task_failure, task_retry, worker_process_init
 from kombu import Queue
 
 from services.kernel.settings import Settings
-from services.kernel.task_names import INFER_URGENT_TASK, TaskName
+from services.kernel.task_names import TaskName
 from worker import embedded_broker
+from worker.queues import QUEUES, queue_for
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
-
-QUEUES = ("inference", "reports", "housekeeping", "urgent")
-
-
-def queue_for(task_name: str) -> str:
-    if task_name == INFER_URGENT_TASK:
-        return "urgent"
-    prefix = task_name.split(".", 1)[0]
-    return {"screening": "inference", "reports": "reports"}.get(prefix, "housekeeping")
 
 
 class RuntimeHolder:

@@ -83,6 +83,9 @@ class EyeRecord:
     # assessable by this model" (unlike its training photographs), counted apart in the
     # index-test results
     model_unfamiliar: bool = False
+    # content-store keys (sha256) of the eye's gradable photographs: what a verified label
+    # belongs to when the site's photographs join a training set; never exported
+    photographs: list[str] = field(default_factory=list)
 
 
 def disease(codes: Iterable[str] | None) -> bool | None:

@@ -290,6 +290,7 @@ def _eye_record(
         thresholds={k: float(v) for k, v in predictions[0].thresholds.items()},
         top3=list(predictions[0].top3),
         index_at=min(p.created_at for p in predictions),
+        photographs=[p.instance.sha256 for p in gradable],
     )
 
 

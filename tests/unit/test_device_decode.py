@@ -14,7 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import UID, JPEG2000Lossless
 
 from dicom_gateway.photos import photo_to_dataset
-from dicom_gateway.pixels import jpeg_stream
+from dicom_gateway.pixels import UndecodableImage, decode_rgb, jpeg_stream
 from ml.predictor import Predictor
 from ml.preprocess import Preprocessing, prepare, prepare_tensor
 from services.screening.decision import decide
@@ -71,6 +71,26 @@ def test_other_encodings_are_left_to_the_cpu_decoder(fundus_photo: Path, tmp_pat
     rgb = with_stream(fundus_photo, fundus_photo.read_bytes(), PhotometricInterpretation="RGB")
     assert jpeg_stream(rgb) is None
     assert jpeg_stream(b"not a DICOM file") is None
+
+
+def test_the_cpu_decoder_reads_a_jpeg_as_training_read_it(fundus_photo: Path) -> None:
+    # Training and every evaluation read the camera's JPEG with Pillow (libjpeg-turbo); the
+    # served CPU path must see the same pixels, not pydicom's own decoder's rounding.
+    as_trained = np.asarray(Image.open(fundus_photo).convert("RGB"))
+    assert np.array_equal(decode_rgb(encoded(fundus_photo)), as_trained)
+    grey = BytesIO()
+    Image.open(fundus_photo).convert("L").save(grey, "JPEG", quality=90)
+    as_trained_grey = np.asarray(Image.open(BytesIO(grey.getvalue())).convert("RGB"))
+    monochrome = with_stream(
+        fundus_photo, grey.getvalue(), PhotometricInterpretation="MONOCHROME2", SamplesPerPixel=1
+    )
+    assert np.array_equal(decode_rgb(monochrome), as_trained_grey)
+
+
+def test_a_stream_pillow_cannot_read_is_refused_or_left_to_pydicom(fundus_photo: Path) -> None:
+    junk = with_stream(fundus_photo, b"\xff\xd8\xff\xdb" + bytes(300))
+    with pytest.raises(UndecodableImage):
+        decode_rgb(junk)
 
 
 @pytest.mark.parametrize("crop", [True, False])
