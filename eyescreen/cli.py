@@ -55,7 +55,7 @@ def gateway() -> None:
 @click.option(
     "--queues",
     default=None,
-    help="comma-separated, in the order they are read (default: worker.app.CONSUME_ORDER)",
+    help="comma-separated, in the order they are read (default: worker.queues.CONSUME_ORDER)",
 )
 @click.option("--beat", is_flag=True, help="also run Celery beat (periodic housekeeping)")
 def worker(concurrency: int | None, queues: str | None, beat: bool) -> None:

@@ -52,3 +52,13 @@ def test_one_worker_per_gpu() -> None:
         if name.startswith("worker") and "deploy" in service
     ]
     assert len(gpus) >= 2 and len({tuple(g) for g in gpus}) == len(gpus)  # no GPU shared
+
+
+def test_gpu_workers_read_their_queues_in_the_workers_order() -> None:
+    # The compose file spells the order out per GPU worker (it is copied for more GPUs); it
+    # must stay the order ``eyescreen worker`` uses (urgent has a worker of its own here).
+    from worker.queues import queues_option
+
+    for name, service in load()["services"].items():
+        if name.startswith("worker") and "deploy" in service:
+            assert f"--queues={queues_option(urgent=False)}" in service["command"], name
