@@ -31,7 +31,7 @@ class Supervisor:
         self.children[name] = subprocess.Popen([sys.executable, "-m", "eyescreen", *args])
 
     def _restart(self, name: str, code: int | None) -> bool:
-        """Start a child that exited again, as compose's ``restart: always`` does (a killed
+        """Start a child that exited again, as compose's ``restart: unless-stopped`` does (a killed
         worker or gateway comes back and the sweeps resume its work); False when it keeps
         dying (more than ``MAX_RESTARTS`` within ``RESTART_WINDOW_S``): then everything stops."""
         now = time.monotonic()
