@@ -182,7 +182,14 @@ def recalibrate_model(
     from ml.recalibrate import recalibrate, recalibrated_meta
     from services.kernel.storage import file_sha256
     from services.screening.decision import OperatingPoint
-    from services.study.records import VERIFIED, Filters, ReferenceRoute, gather, study_key
+    from services.study.records import (
+        VERIFIED,
+        Filters,
+        ReferenceRoute,
+        gather,
+        reference_labels,
+        study_key,
+    )
     from services.taxonomy.tree import parse_taxonomy
 
     settings = settings_or_exit()
@@ -207,18 +214,9 @@ def recalibrate_model(
         )
     meta, net = load_checkpoint(base_path)
     taxonomy = parse_taxonomy(meta["taxonomy"])
-    normal = [n.code for n in taxonomy.nodes if n.normal]
     probs = np.array([[r.probabilities.get(c, 0.0) for c in taxonomy.codes] for r in kept])
-    labels = np.array(
-        [
-            [
-                c in taxonomy.with_ancestors(set(r.reference or ()) or set(normal))
-                for c in taxonomy.codes
-            ]
-            for r in kept
-        ],
-        dtype=float,
-    )
+    positive = [reference_labels(r.reference or (), taxonomy) for r in kept]
+    labels = np.array([[c in p for c in taxonomy.codes] for p in positive], dtype=float)
     weights = np.array(
         [1.0 if with_concordant else 1.0 / max(r.inclusion_probability or 1.0, 1e-3) for r in kept]
     )

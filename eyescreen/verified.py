@@ -24,7 +24,14 @@ from services.db.models import AuditEvent
 from services.db.session import transaction
 from services.kernel.settings import Settings
 from services.kernel.storage import ContentStore
-from services.study.records import VERIFIED, Filters, ReferenceRoute, gather, study_key
+from services.study.records import (
+    VERIFIED,
+    Filters,
+    ReferenceRoute,
+    gather,
+    reference_labels,
+    study_key,
+)
 from services.taxonomy.tree import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -44,7 +51,6 @@ def verified_samples(
     key = study_key(settings.study_key_file or settings.data_path / "study.key")
     with sessions() as session:
         records = gather(session, Filters(sites=(site,), routes=(route,)), key)
-    normal = {n.code for n in taxonomy.nodes if n.normal}
     store = ContentStore(settings.images_dir)
     folder.mkdir(parents=True, exist_ok=True)
     samples: list[Sample] = []
@@ -52,7 +58,7 @@ def verified_samples(
     for record in records:
         if record.reference_route not in ACCEPTED or record.reference is None:
             continue
-        codes = frozenset(taxonomy.with_ancestors(set(record.reference) or normal))
+        codes = frozenset(reference_labels(record.reference, taxonomy))
         for sha256 in record.photographs:
             path = folder / f"{sha256}.png"
             if not path.exists() and not _write_decoded(store, sha256, path):

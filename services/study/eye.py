@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from services.taxonomy.tree import Taxonomy
+
 
 class ReferenceRoute(StrEnum):
     """How a case's reference diagnosis was reached."""
@@ -86,6 +88,13 @@ class EyeRecord:
     # content-store keys (sha256) of the eye's gradable photographs: what a verified label
     # belongs to when the site's photographs join a training set; never exported
     photographs: list[str] = field(default_factory=list)
+
+
+def reference_labels(reference: Iterable[str], taxonomy: Taxonomy) -> set[str]:
+    """A verified reference as labels for training or refitting: its codes with their
+    ancestors, or every normal class when it names no disease."""
+    codes = set(reference) or {n.code for n in taxonomy.nodes if n.normal}
+    return taxonomy.with_ancestors(codes)
 
 
 def disease(codes: Iterable[str] | None) -> bool | None:

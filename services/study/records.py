@@ -37,7 +37,14 @@ from services.db.models import (
 )
 from services.reporting import latest_predictions_by_case
 from services.screening import Quality
-from services.study.eye import VERIFIED, EyeRecord, ReferenceRoute, disease, route_not_sent
+from services.study.eye import (
+    VERIFIED,
+    EyeRecord,
+    ReferenceRoute,
+    disease,
+    reference_labels,
+    route_not_sent,
+)
 from services.study.verification import estimate_verification
 from services.taxonomy.tree import load_taxonomy
 
@@ -48,6 +55,7 @@ __all__ = [  # the record types, re-exported for the readers of the analysis set
     "ReferenceRoute",
     "disease",
     "gather",
+    "reference_labels",
     "study_key",
 ]
 
