@@ -7,9 +7,13 @@ operating point are refitted per fold on the stored features.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import click
+
+log = logging.getLogger(__name__)
 
 
 @click.command("cross-validate-sources")
@@ -59,6 +63,27 @@ import click
     "patients (outer patient folds; k*(k+1) models)",
 )
 @click.option("--only-stored", is_flag=True, help="use only photographs already in the store")
+@click.option(
+    "--per-source",
+    type=int,
+    default=0,
+    help="a seeded subsample of whole patients, about this many photographs per source",
+)
+@click.option(
+    "--camera-views",
+    type=int,
+    default=0,
+    help="cache activations below the last block in this many views (as is, mirrored, camera "
+    "variations); enables --recipe last-block and frozen-camera-views",
+)
+@click.option(
+    "--recipe",
+    "recipes",
+    type=click.Choice(["frozen", "frozen-camera-views", "last-block"]),
+    multiple=True,
+    help="recipes compared on the same folds (default: frozen; repeat to compare)",
+)
+@click.option("--finetune-epochs", type=int, default=6, help="last-block epochs after the heads")
 @click.option("--seed", type=int, default=0)
 @click.option(
     "--threads", type=int, default=1, help="torch threads (small heads on a shared CPU: 1)"
@@ -81,6 +106,10 @@ def cross_validate_sources(
     drop_note: tuple[str, ...],
     procedure_check: bool,
     only_stored: bool,
+    per_source: int,
+    camera_views: int,
+    recipes: tuple[str, ...],
+    finetune_epochs: int,
     seed: int,
     threads: int,
     out: Path,
@@ -91,8 +120,17 @@ def cross_validate_sources(
     from eyescreen.logging_setup import configure_logging
     from ml.backbones import build_backbone
     from ml.crossval import assessment
-    from ml.feature_store import FeatureStore
-    from ml.generalisation import markdown, near_duplicate_groups, source_report
+    from ml.data import patients_per_source
+    from ml.feature_store import ActivationStore, FeatureStore
+    from ml.generalisation import (
+        HeadsOnFeatures,
+        Recipe,
+        comparison_markdown,
+        markdown,
+        near_duplicate_groups,
+        source_report,
+    )
+    from ml.last_block import FineTuning, LastBlockRecipe, imagenet_top
     from ml.pipeline import load_samples
     from ml.train import TrainConfig
     from services.taxonomy.tree import load_taxonomy
@@ -108,49 +146,88 @@ def cross_validate_sources(
     config = TrainConfig(
         backbone=backbone, image_size=image_size, head_epochs=head_epochs, seed=seed, device="cpu"
     )
+    if per_source:
+        samples = patients_per_source(samples, per_source, seed)
     net = build_backbone(backbone, "imagenet")
-    store = FeatureStore(features_dir, net, config.preprocessing(net, taxonomy.name), flips)
-    if only_stored:
-        samples = [s for s in samples if s.path in store]
-    if len({s.source for s in samples}) < 2:
-        raise click.ClickException("each source held out needs at least two sources")
-    features = store.features([s.path for s in samples], torch.device("cpu"))
+    spec = config.preprocessing(net, taxonomy.name)
+    recipes = recipes or ("frozen",)
+    if camera_views:
+        lower_store = ActivationStore(features_dir, net, spec, camera_views)
+        if only_stored:
+            samples = [s for s in samples if s.path in lower_store]
+        _need_two_sources(samples)
+        lower = lower_store.features([s.path for s in samples], torch.device("cpu"))
+        tuned = LastBlockRecipe(
+            taxonomy, config, lower, imagenet_top(net), FineTuning(epochs=finetune_epochs)
+        )
+        choices: dict[str, Recipe] = {
+            "frozen": tuned.frozen_recipe(2),
+            "frozen-camera-views": tuned.frozen_recipe(camera_views),
+            "last-block": tuned,
+        }
+        pooled = tuned.pooled_features()
+    else:
+        if set(recipes) != {"frozen"}:
+            raise click.ClickException(f"{', '.join(recipes)} need --camera-views")
+        store = FeatureStore(features_dir, net, spec, flips)
+        if only_stored:
+            samples = [s for s in samples if s.path in store]
+        _need_two_sources(samples)
+        features = store.features([s.path for s in samples], torch.device("cpu"))
+        choices = {"frozen": HeadsOnFeatures(taxonomy, config, features)}
+        pooled = features[0]
     patients = [s.patient_id for s in samples]
-    groups = near_duplicate_groups(features[0], patients) if group_near_duplicates else None
+    groups = near_duplicate_groups(pooled, patients) if group_near_duplicates else None
     not_assessed = frozenset(assessment(samples, taxonomy, min_positive)["not_assessed"])
+    out.mkdir(parents=True, exist_ok=True)
     if procedure_check:
         from ml.generalisation import procedure_check as check
 
         result = check(
-            samples, taxonomy, config, features, not_assessed, target_sensitivity, folds, groups
+            samples, taxonomy, choices[recipes[0]], not_assessed, target_sensitivity, folds, groups
         )
-        out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(result, indent=2, default=float)
         (out / "procedure_check.json").write_text(text + "\n")
         click.echo(text)
         return
-    report = source_report(
-        samples,
-        taxonomy,
-        config,
-        features,
-        not_assessed,
-        target_sensitivity,
-        folds,
-        groups,
-        inner_cv,
-    )
-    report |= {
-        "manifests": [str(m) for m in manifests],
-        "backbone": backbone,
-        "image_size": image_size,
-        "flips": flips,
-        "head_epochs": head_epochs,
-        "dropped_notes": list(drop_note),
-        "not_assessed": sorted(not_assessed),
-        "near_duplicates_grouped": group_near_duplicates,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sources.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (out / "sources.md").write_text(markdown(report))
-    click.echo(markdown(report))
+    reports = {}
+    for name in recipes:
+        log.info("recipe %s", name)
+        report = source_report(
+            samples,
+            taxonomy,
+            choices[name],
+            not_assessed,
+            target_sensitivity,
+            folds,
+            groups,
+            inner_cv,
+        )
+        report |= {
+            "recipe": name,
+            "manifests": [str(m) for m in manifests],
+            "backbone": backbone,
+            "image_size": image_size,
+            "flips": flips or bool(camera_views),
+            "camera_views": camera_views,
+            "finetune_epochs": finetune_epochs if name == "last-block" else 0,
+            "photographs_per_source": per_source,
+            "head_epochs": head_epochs,
+            "dropped_notes": list(drop_note),
+            "not_assessed": sorted(not_assessed),
+            "near_duplicates_grouped": group_near_duplicates,
+        }
+        folder = out / name if len(recipes) > 1 else out
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "sources.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        (folder / "sources.md").write_text(markdown(report))
+        click.echo(f"## {name}\n\n{markdown(report)}")
+        reports[name] = report
+    if len(reports) > 1:
+        (out / "comparison.md").write_text(comparison_markdown(reports))
+        click.echo(comparison_markdown(reports))
+
+
+def _need_two_sources(samples: list[Any]) -> None:
+    if len({s.source for s in samples}) < 2:
+        raise click.ClickException("each source held out needs at least two sources")

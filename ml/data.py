@@ -198,3 +198,24 @@ def patient_folds(
     for fold, (_, test) in enumerate(splitter.split(np.zeros(len(patients)), per_patient)):
         patient_fold[test] = fold
     return np.array([patient_fold[index[s.patient_id]] for s in samples])
+
+
+def patients_per_source(samples: list[Sample], photographs: int, seed: int = 0) -> list[Sample]:
+    """A seeded subsample of whole patients, about ``photographs`` per source (a patient is
+    taken while the source has fewer), in the samples' order: every source weighs in, and
+    no patient is split between the subsample and the rest."""
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, dict[str, int]] = {}
+    for s in samples:
+        counts = by_source.setdefault(s.source, {})
+        counts[s.patient_id] = counts.get(s.patient_id, 0) + 1
+    chosen: set[tuple[str, str]] = set()
+    for source, counts in sorted(by_source.items()):
+        patients = sorted(counts)
+        taken = 0
+        for i in rng.permutation(len(patients)):
+            if taken >= photographs:
+                break
+            chosen.add((source, patients[i]))
+            taken += counts[patients[i]]
+    return [s for s in samples if (s.source, s.patient_id) in chosen]

@@ -125,6 +125,22 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(x).mean(dim=(2, 3))
 
+    def below_last_block(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations entering the last block (what a last-block fine-tuning starts from)."""
+        x = self.act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[:-1]:
+            x = block(x)
+        return x
+
+    def last_block_input_shape(self, size: int) -> tuple[int, int, int]:
+        with torch.no_grad():
+            return tuple(self.below_last_block(torch.zeros(1, 3, size, size)).shape[1:])  # type: ignore[return-value]
+
+    def top(self) -> nn.Module:
+        """The last block and the head convolution, as one module: activations entering the
+        last block -> pooled features (``forward`` == ``top()(below_last_block(x))``)."""
+        return _Top(self._blocks[-1], self._conv_head, self._bn1)
+
     def unfreeze_groups(self) -> list[list[nn.Module]]:
         """Parameter groups for gradual unfreezing, last layers first."""
         blocks = list(self._blocks)
@@ -135,6 +151,16 @@ class EfficientNetLite(nn.Module):
             blocks[early:middle],
             [self._conv_stem, self._bn0, *blocks[:early]],
         ]
+
+
+class _Top(nn.Module):
+    def __init__(self, block: nn.Module, conv_head: nn.Module, bn: nn.Module) -> None:
+        super().__init__()
+        self.block, self.conv_head, self.bn = block, conv_head, bn
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv_head(self.block(x)))).mean(dim=(2, 3))
 
 
 EfficientNetLite0 = EfficientNetLite  # the name older code and checkpoints' docs use

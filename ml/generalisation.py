@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ import torch
 from ml.crossval import flat_levels, split_levels
 from ml.data import Sample, patient_folds, targets
 from ml.metrics import apply_temperatures, fit_temperature
+from ml.network import HierarchicalHeads
 from ml.operating_point import (
     ReferralProblem,
     nested_referral,
@@ -70,49 +71,95 @@ def near_duplicate_groups(
     return [root(p) for p in patients]
 
 
-def _train_predict(
+class Recipe(Protocol):
+    """How a model is trained and read in every fold: heads on cached features (the shipped,
+    frozen recipe) or a fine-tuned last block (``ml.last_block``)."""
+
+    config: TrainConfig
+
+    def fit_predict(
+        self, y: list[np.ndarray], train: np.ndarray, test: np.ndarray, seed: int
+    ) -> list[np.ndarray]:
+        """Train on the ``train`` rows; raw per-level probabilities of the ``test`` rows."""
+        ...
+
+    def pooled_features(self) -> np.ndarray:
+        """(n, dim) features of view 0, for grouping near-duplicates."""
+        ...
+
+
+class HeadsOnFeatures:
+    """The frozen recipe: heads trained on every view of cached backbone features; a test
+    photograph is read in each view and the probabilities averaged (flip TTA when the
+    features hold a mirrored view)."""
+
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        config: TrainConfig,
+        features: np.ndarray,
+        read: int | None = None,
+    ) -> None:
+        """``read``: the first views a test photograph is read in (default: all of them;
+        views after those are training augmentations only)."""
+        self.taxonomy, self.config, self.features = taxonomy, config, features
+        self.read = read or len(features)
+
+    def pooled_features(self) -> np.ndarray:
+        return self.features[0]
+
+    def fit_predict(
+        self, y: list[np.ndarray], train: np.ndarray, test: np.ndarray, seed: int
+    ) -> list[np.ndarray]:
+        targets = [t[train] for t in y]
+        heads = train_heads_on(self.taxonomy, self.config, self.features[:, train], targets, seed)
+        return read_views(heads, self.features[: self.read, test], self.taxonomy, self.config)
+
+
+def _device(config: TrainConfig) -> torch.device:
+    return torch.device("cpu") if config.device == "auto" else torch.device(config.device)
+
+
+def train_heads_on(
     taxonomy: Taxonomy,
     config: TrainConfig,
     features: np.ndarray,
     y: list[np.ndarray],
-    train: np.ndarray,
-    test: np.ndarray,
     seed: int,
-) -> list[np.ndarray]:
-    """Heads trained on ``train`` (every view), raw probabilities on ``test`` (views averaged:
-    flip TTA when the features hold a mirrored view)."""
+) -> HierarchicalHeads:
+    """Heads trained on (views, n, dim) features, seeded."""
     from ml.backbones import Backbone
 
-    device = torch.device("cpu") if config.device == "auto" else torch.device(config.device)
     dim = features.shape[-1]
     torch.manual_seed(seed)
     stub = Backbone("features", torch.nn.Identity(), dim, 0, [])
     heads = build_heads(stub, taxonomy, replace(config, seed=seed))
-    train_heads(
-        heads,
-        features[:, train],
-        [t[train] for t in y],
-        replace(config, seed=seed),
-        device,
-        progress=False,
-    )
-    views = [
-        predict_heads(heads, features[v, test], taxonomy, device) for v in range(features.shape[0])
-    ]
+    train_heads(heads, features, y, replace(config, seed=seed), _device(config), progress=False)
+    return heads
+
+
+def read_views(
+    heads: HierarchicalHeads, features: np.ndarray, taxonomy: Taxonomy, config: TrainConfig
+) -> list[np.ndarray]:
+    """Raw per-level probabilities, averaged over the views of (views, n, dim) features."""
+    device = _device(config)
+    views = [predict_heads(heads, features[v], taxonomy, device) for v in range(len(features))]
     return [np.mean([v[lvl] for v in views], axis=0) for lvl in range(taxonomy.depth)]
 
 
 def out_of_fold(
-    taxonomy: Taxonomy,
-    config: TrainConfig,
-    features: np.ndarray,
+    recipe: Recipe,
     y: list[np.ndarray],
     folds: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> list[np.ndarray]:
+    """Out-of-fold raw probabilities of ``rows`` (all rows by default; zeros elsewhere), each
+    fold's model trained on the other folds' rows only."""
+    rows = np.ones(len(folds), dtype=bool) if rows is None else rows
     oof = [np.zeros_like(t) for t in y]
-    for fold in np.unique(folds):
-        test = folds == fold
-        raw = _train_predict(taxonomy, config, features, y, ~test, test, config.seed + int(fold))
+    for fold in np.unique(folds[rows]):
+        test = rows & (folds == fold)
+        raw = recipe.fit_predict(y, rows & ~test, test, recipe.config.seed + int(fold))
         for lvl, p in enumerate(raw):
             oof[lvl][test] = p
     return oof
@@ -175,8 +222,7 @@ def _block(
 def source_report(
     samples: list[Sample],
     taxonomy: Taxonomy,
-    config: TrainConfig,
-    features: np.ndarray,
+    recipe: Recipe,
     not_assessed: frozenset[str],
     target: float,
     k: int = 5,
@@ -196,7 +242,7 @@ def source_report(
         if groups
         else samples
     )
-    folds = patient_folds(keyed, taxonomy, k, config.seed)
+    folds = patient_folds(keyed, taxonomy, k, recipe.config.seed)
     patients = [s.patient_id for s in samples]
     sources = np.array([s.source for s in samples])
     ref = _Referral(taxonomy, labels, not_assessed)
@@ -207,7 +253,7 @@ def source_report(
     ]
 
     log.info("pooled %d-fold cross-validation", k)
-    oof = flat_levels(out_of_fold(taxonomy, config, features, y, folds))
+    oof = flat_levels(out_of_fold(recipe, y, folds))
     nested = nested_referral(
         lambda train: ref.problem(oof, ref.temperatures(oof, train)), folds, target
     )
@@ -239,16 +285,10 @@ def source_report(
     for source in sorted(set(sources)):
         log.info("source %s held out", source)
         held, others = sources == source, sources != source
-        raw = flat_levels(
-            _train_predict(taxonomy, config, features, y, others, held, config.seed + 100)
-        )
+        raw = flat_levels(recipe.fit_predict(y, others, held, recipe.config.seed + 100))
         basis = oof
         if inner_cv:
-            basis = np.zeros_like(oof)
-            inner = [t[others] for t in y]
-            basis[others] = flat_levels(
-                out_of_fold(taxonomy, config, features[:, others], inner, folds[others])
-            )
+            basis = flat_levels(out_of_fold(recipe, y, folds, others))
         temperatures = ref.temperatures(basis, others)
         chosen = ref.problem(basis, temperatures)
         cuts = search_cuts(
@@ -330,8 +370,7 @@ def _fitted_problem(ref: _Referral, raw: np.ndarray, train: np.ndarray) -> Refer
 def procedure_check(
     samples: list[Sample],
     taxonomy: Taxonomy,
-    config: TrainConfig,
-    features: np.ndarray,
+    recipe: Recipe,
     not_assessed: frozenset[str],
     target: float,
     k: int = 5,
@@ -348,7 +387,7 @@ def procedure_check(
         if groups
         else samples
     )
-    outer = patient_folds(keyed, taxonomy, k, config.seed + 7)
+    outer = patient_folds(keyed, taxonomy, k, recipe.config.seed + 7)
     patients = [s.patient_id for s in samples]
     ref = _Referral(taxonomy, labels, not_assessed)
     delivered = np.zeros(len(samples), dtype=bool)
@@ -357,12 +396,11 @@ def procedure_check(
         log.info("procedure check: outer fold %d", fold)
         new, rest = outer == fold, outer != fold
         inner_keyed = [s for s, r in zip(keyed, rest, strict=True) if r]
-        inner = patient_folds(inner_keyed, taxonomy, k, config.seed)
-        oof = flat_levels(
-            out_of_fold(taxonomy, config, features[:, rest], [t[rest] for t in y], inner)
-        )
+        inner = np.zeros(len(samples), dtype=int)
+        inner[rest] = patient_folds(inner_keyed, taxonomy, k, recipe.config.seed)
+        oof = flat_levels(out_of_fold(recipe, y, inner, rest))[rest]
         sub = _Referral(taxonomy, labels[rest], not_assessed)
-        nested = nested_referral(partial(_fitted_problem, sub, oof), inner, target)
+        nested = nested_referral(partial(_fitted_problem, sub, oof), inner[rest], target)
         temps = sub.temperatures(oof, np.ones(len(oof), dtype=bool))
         chosen = sub.problem(oof, temps)
         promises.append(
@@ -371,9 +409,7 @@ def procedure_check(
             )
         )
         cuts = search_cuts(chosen, target)
-        raw = flat_levels(
-            _train_predict(taxonomy, config, features, y, rest, new, config.seed + 50)
-        )
+        raw = flat_levels(recipe.fit_predict(y, rest, new, recipe.config.seed + 50))
         fresh = _Referral(taxonomy, labels[new], not_assessed).problem(raw, temps)
         delivered[new] = refer(fresh.scores, cuts)
     diseased = ref.problem(np.full_like(labels, 0.5), [1.0] * labels.shape[1]).diseased
@@ -389,3 +425,37 @@ def procedure_check(
         "delivered_to_new_patients": referral_figures(delivered, diseased, patients),
         "outer_folds": k,
     }
+
+
+def comparison_markdown(reports: dict[str, dict[str, Any]]) -> str:
+    """Recipes side by side on the same folds: pooled per eye and per patient, each source
+    held out per eye (sensitivity / specificity at the operating point, referral AUC)."""
+
+    def pair(block: dict[str, Any], unit: str = "eye") -> str:
+        sens, spec = block[unit]["sensitivity"], block[unit]["specificity"]
+        text = f"{sens['estimate']:.3f}" if sens["n"] else "–"
+        text += " / " + (f"{spec['estimate']:.3f}" if spec["n"] else "–")
+        auc = block.get("referral_auc")
+        return text + ("" if auc is None or unit != "eye" else f" ({auc:.3f})")
+
+    first = next(iter(reports.values()))
+    sources = sorted(first["source_held_out"])
+    header = ["recipe", "pooled eye", "pooled patient", "worst held out"]
+    header += [f"{s} held out" for s in sources]
+    lines = [
+        "Referral sensitivity / specificity (referral AUC) at the operating point, same folds.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ]
+    for name, report in reports.items():
+        worst = report["worst_source"]
+        cells = [
+            name,
+            pair(report["pooled"]),
+            pair(report["pooled"], "patient"),
+            f"{worst['source']}: {pair(report['source_held_out'][worst['source']])}",
+        ]
+        cells += [pair(report["source_held_out"][s]) for s in sources]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ml.data import Sample
-from ml.generalisation import markdown, near_duplicate_groups, source_report
+from ml.generalisation import HeadsOnFeatures, markdown, near_duplicate_groups, source_report
 from ml.train import TrainConfig
 from services.taxonomy.tree import load_taxonomy
 from tests.service_harness import eyescreen
@@ -67,7 +67,8 @@ def test_source_held_out_figures_show_the_camera_the_model_never_saw(one_thread:
         c for c in taxonomy.codes if c not in {"F.GLAU", "F.GLAU.GLAU", "F.NOR", "F.NOR.NOR"}
     )
     config = TrainConfig(head_epochs=30, hidden=16, device="cpu")
-    report = source_report(samples, taxonomy, config, features, not_assessed, 0.9, k=3)
+    recipe = HeadsOnFeatures(taxonomy, config, features)
+    report = source_report(samples, taxonomy, recipe, not_assessed, 0.9, k=3)
     held = report["source_held_out"]
     assert set(held) == set(report["per_source"]) == {"a", "b", "c"}
     assert report["worst_source"]["source"] == "c"
@@ -141,9 +142,57 @@ def test_procedure_check_compares_the_promise_with_new_patients(one_thread: None
         c for c in taxonomy.codes if c not in {"F.GLAU", "F.GLAU.GLAU", "F.NOR", "F.NOR.NOR"}
     )
     config = TrainConfig(head_epochs=20, hidden=16, device="cpu")
-    result = procedure_check(samples, taxonomy, config, features, not_assessed, 0.9, k=3)
+    recipe = HeadsOnFeatures(taxonomy, config, features)
+    result = procedure_check(samples, taxonomy, recipe, not_assessed, 0.9, k=3)
     delivered = result["delivered_to_new_patients"]
     assert delivered["eye"]["n_positive"] + delivered["eye"]["n_negative"] == 90  # every eye once
     assert delivered["patient"]["n_positive"] + delivered["patient"]["n_negative"] == 45
     promise = result["promised_by_nested_cv"]["eye"]
     assert 0 <= promise["specificity"] <= 1 and 0 <= promise["sensitivity"] <= 1
+
+
+def test_recipes_compared_on_the_same_folds_from_cached_activations(tmp_path: Path) -> None:
+    """--camera-views caches the activations below the last block once per photograph and
+    view; the frozen recipe, the frozen one on camera views and the last-block fine-tuning
+    are cross-validated on the same folds and set side by side."""
+    rng = np.random.default_rng(1)
+    rows = ["file,patient_id,eye,source,folder_label,odir_keywords"]
+    for i in range(40):
+        source = ("odir", "eyepacs")[i % 2]
+        label = ("glaucoma", "normal")[(i // 4) % 2]  # both eyes of a patient alike
+        tone = (150, 60, 40) if label == "glaucoma" else (60, 90, 150)
+        pixels = np.clip(rng.normal(tone, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{source}{i // 4},{(i // 2) % 2},{source},{label},")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    args = [
+        "cross-validate-sources",
+        "--manifest", str(tmp_path / "m.csv"),
+        "--backbone", "efficientnet_lite0",
+        "--image-size", "64",
+        "--head-epochs", "3",
+        "--folds", "2",
+        "--min-positive", "5",
+        "--target-sensitivity", "0.9",
+        "--features", str(tmp_path / "features"),
+        "--camera-views", "3",
+        "--per-source", "16",
+        "--recipe", "frozen", "--recipe", "frozen-camera-views", "--recipe", "last-block",
+        "--finetune-epochs", "2",
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"))
+    result = eyescreen(*args, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = {
+        name: json.loads((tmp_path / "out" / name / "sources.json").read_text())
+        for name in ("frozen", "frozen-camera-views", "last-block")
+    }
+    assert reports["last-block"]["finetune_epochs"] == 2
+    for report in reports.values():  # the subsample: 8 patients (16 photographs) per source
+        assert report["samples"] == 32 and report["patients"] == 16
+        assert set(report["source_held_out"]) == {"eyepacs", "odir"}
+    comparison = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| last-block |" in comparison and "| frozen-camera-views |" in comparison
+    stored = list((tmp_path / "features").glob("*-lower-*/part-*.npy"))
+    assert len(stored) == 1 and np.load(stored[0]).shape[:2] == (3, 32)  # views, photographs
