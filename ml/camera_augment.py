@@ -9,10 +9,14 @@ same on every run and every machine.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFilter
+from torchvision.transforms.v2.functional import gaussian_blur
 
 
 @dataclass(frozen=True)
@@ -68,3 +72,34 @@ def views_of(
         base = mirrored if rng.random() < 0.5 else image
         out.append(vary(base, rng, spec))
     return out
+
+
+def vary_batch(
+    images: torch.Tensor, generator: torch.Generator, spec: CameraVariation | None = None
+) -> torch.Tensor:
+    """``vary`` for a batch on its own device (the GPU recipe): (n, 3, H, W) in [0, 1], each
+    photograph mirrored at random and given its own exposure, colour balance, gamma, rotation
+    and zoom; one blur radius per batch."""
+    spec = spec or CameraVariation()
+    n, device = images.shape[0], images.device
+
+    def uniform(bound: float, *shape: int) -> torch.Tensor:
+        return ((torch.rand(*shape, generator=generator) * 2 - 1) * bound).to(device)
+
+    mirror = (torch.rand(n, generator=generator) < 0.5).to(device)
+    images = torch.where(mirror.view(n, 1, 1, 1), images.flip(-1), images)
+    angle = torch.deg2rad(uniform(spec.rotation, n))
+    scale = 1.0 + uniform(spec.zoom, n)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    radius = float(torch.rand(1, generator=generator)) * spec.blur
+    if radius > 0.2:
+        size = 2 * math.ceil(2 * radius) + 1
+        images = gaussian_blur(images, [size, size], [radius, radius])
+    gain = torch.exp(uniform(spec.exposure, n, 1, 1, 1))
+    balance = torch.exp(uniform(spec.colour_balance, n, 3, 1, 1))
+    gamma = torch.exp(uniform(spec.gamma, n, 1, 1, 1))
+    return (images * gain * balance).clamp(0.0, 1.0) ** gamma

@@ -98,7 +98,7 @@ def hierarchical_loss(
     return total
 
 
-def _autocast(device: torch.device) -> Any:
+def autocast_for(device: torch.device) -> Any:
     """bf16 on a GPU and on a CPU with native bf16; fp32 master weights either way. A CPU
     without it would emulate bf16 about ten times slower than fp32 (seen on AMD EPYC)."""
     from ml.predictor import cpu_has_bf16
@@ -318,7 +318,7 @@ def _image_epoch(
             .to(memory_format=torch.channels_last)
         )
         ys = [torch.from_numpy(t[idx]).to(device) for t in level_targets]
-        with _autocast(device):
+        with autocast_for(device):
             logits = model(images)
         loss = hierarchical_loss(logits, ys, weights, config.gamma)
         optimiser.zero_grad()
