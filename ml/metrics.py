@@ -80,12 +80,19 @@ def top_k_accuracy(y: np.ndarray, p: np.ndarray, k: int = 3) -> float:
 
 
 def hierarchy_violation_rate(
-    parent_p: np.ndarray, child_p: np.ndarray, parent_of: list[int], threshold: float = 0.5
+    parent_p: np.ndarray,
+    child_p: np.ndarray,
+    parent_of: list[int],
+    threshold: float = 0.5,
+    children: list[int] | None = None,
 ) -> float:
-    """Share of samples with a positive child whose parent is negative."""
-    child_pos = child_p >= threshold
-    parent_pos = parent_p[:, parent_of] >= threshold
-    return float(np.any(child_pos & ~parent_pos, axis=1).mean())
+    """Share of samples with a positive child whose parent is negative; ``children``: only
+    these child columns count (the assessed ones: a class the model does not assess is never
+    reported, so it cannot contradict its parent in a report)."""
+    columns = list(range(child_p.shape[1])) if children is None else children
+    child_pos = child_p[:, columns] >= threshold
+    parent_pos = parent_p[:, [parent_of[c] for c in columns]] >= threshold
+    return float(np.any(child_pos & ~parent_pos, axis=1).mean()) if columns else 0.0
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

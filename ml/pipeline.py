@@ -79,12 +79,15 @@ def evaluate_levels(
     violations = {}
     for level in range(2, taxonomy.depth + 1):
         parent_of = taxonomy.parent_index(level)
+        # Only assessed children: the constraint (and the served decision) leaves the others
+        # out, and they are never reported.
+        assessed = [i for i, c in enumerate(taxonomy.level_codes(level)) if c not in not_assessed]
         violations[level] = {
             "before_constraint": hierarchy_violation_rate(
-                raw[level - 2], raw[level - 1], parent_of
+                raw[level - 2], raw[level - 1], parent_of, children=assessed
             ),
             "after_constraint": hierarchy_violation_rate(
-                probs[level - 2], probs[level - 1], parent_of
+                probs[level - 2], probs[level - 1], parent_of, children=assessed
             ),
         }
     result["hierarchy_violations"] = violations
