@@ -1,12 +1,14 @@
 """Figures that show generalisation, not memory: the referral per source and with each source
 held out, per eye and per patient, with Wilson intervals and AUCs.
 
-Three readings of one recipe, on the same cached backbone features:
+Three readings of one recipe (``Recipe``: how a fold's model is trained and read; the
+frozen one here, fine-tunings in ``ml.last_block`` and ``ml.image_finetune``), every recipe on
+the same folds:
 
 - **pooled**: patient-grouped k-fold CV over every source, nested (each fold referred with
   temperatures and thresholds chosen on the other folds' out-of-fold predictions);
 - **per source**: the pooled nested referral, counted within each source;
-- **source held out**: for each source, heads trained on the other sources only, and the
+- **source held out**: for each source, a model trained on the other sources only, and the
   temperatures and thresholds chosen on the other sources' out-of-fold predictions (their
   eyes only), then the held-out source referred. This is what a hospital whose camera the
   model never saw gets.
