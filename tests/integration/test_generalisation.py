@@ -81,6 +81,12 @@ def test_source_held_out_figures_show_the_camera_the_model_never_saw(one_thread:
             assert sens["low"] - 1e-9 <= sens["estimate"] <= sens["high"] + 1e-9
         assert block["referral_auc"] is not None
     assert held["c"]["eye"]["n_negative"] == 20 and held["c"]["patient"]["n_positive"] == 10
+    # the same held-out model, recalibrated on the site's own eyes: the camera's shift is a
+    # shift, the ranking survives it, and the site's normals are no longer referred
+    recalibrated = report["site_recalibrated"]["c"]
+    assert recalibrated["eye"]["specificity"]["estimate"] > 0.7
+    assert recalibrated["eye"]["sensitivity"]["estimate"] >= 0.8
+    assert 24 <= recalibrated["calibration_eyes"] <= 29  # two of its three folds (40 eyes)
     table = markdown(report)
     assert table.splitlines()[4].startswith("| worst source held out | c | eye |")
 
