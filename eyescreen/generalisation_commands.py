@@ -132,6 +132,7 @@ def cross_validate_sources(
     )
     from ml.last_block import FineTuning, LastBlockRecipe, imagenet_top
     from ml.pipeline import load_samples
+    from ml.source_figure import draw_sources
     from ml.train import TrainConfig
     from services.taxonomy.tree import load_taxonomy
 
@@ -223,6 +224,7 @@ def cross_validate_sources(
         (folder / "sources.md").write_text(markdown(report))
         click.echo(f"## {name}\n\n{markdown(report)}")
         reports[name] = report
+    draw_sources(reports, out / "sources.png")
     if len(reports) > 1:
         (out / "comparison.md").write_text(comparison_markdown(reports))
         click.echo(comparison_markdown(reports))

@@ -130,6 +130,7 @@ def test_cross_validate_sources_command_on_generated_photographs(tmp_path: Path)
         report["pooled"]["patient"]["n_positive"] + report["pooled"]["patient"]["n_negative"] == 12
     )
     assert "worst source held out" in result.stdout
+    assert (tmp_path / "out" / "sources.png").read_bytes()[:4] == b"\x89PNG"
     stored = list((tmp_path / "features").glob("*/part-*.npy"))
     assert len(stored) == 1  # the backbone ran once per photograph
     again = eyescreen(*args, "--only-stored", env=env)
@@ -200,5 +201,6 @@ def test_recipes_compared_on_the_same_folds_from_cached_activations(tmp_path: Pa
         assert set(report["source_held_out"]) == {"eyepacs", "odir"}
     comparison = (tmp_path / "out" / "comparison.md").read_text()
     assert "| last-block |" in comparison and "| frozen-camera-views |" in comparison
+    assert (tmp_path / "out" / "sources.png").read_bytes()[:4] == b"\x89PNG"  # one, all recipes
     stored = list((tmp_path / "features").glob("*-lower-*/part-*.npy"))
     assert len(stored) == 1 and np.load(stored[0]).shape[:2] == (3, 32)  # views, photographs
