@@ -20,7 +20,30 @@ from eyescreen.workflow_commands import failsafe_group, worklist_group
 from services.kernel.settings import DicomNode, Settings
 
 
-@click.group()
+class _Eyescreen(click.Group):
+    """Every command: a database without this version's tables gets a sentence that says what
+    to run, not a driver's traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as error:
+            if not _schema_missing(error):
+                raise
+            raise click.ClickException(
+                "the database has no tables for this version (or none at all): run "
+                "`eyescreen db upgrade` first (`eyescreen up` does it when it starts)"
+            ) from None
+
+
+def _schema_missing(error: Exception) -> bool:
+    text = str(getattr(error, "orig", error)).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+@click.group(cls=_Eyescreen)
 def main() -> None:
     """Hierarchical eye-disease screening of slit-lamp and fundus photographs, on DICOM."""
 
@@ -334,8 +357,10 @@ def _verified(sites: tuple[str, ...], route: str, taxonomy: Any, folder: Path) -
     "verified_sites",
     multiple=True,
     metavar="SITE",
-    help="also the site's verified photographs from the service's database (panel decisions "
-    "and accepted concordant reads); repeatable",
+    help="also the site's verified photographs from the service's database "
+    "(EYESCREEN_DATABASE_URL: panel decisions and accepted concordant reads), decoded as the "
+    "worker does and cached under --cache-dir/verified; each use is audited; a site without "
+    "verified reads adds none and says so; repeatable",
 )
 def train(
     manifests: tuple[Path, ...],

@@ -6,7 +6,6 @@ operating point are refitted per fold on the stored features.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import click
 log = logging.getLogger(__name__)
 
 
-@click.command("cross-validate-sources")
+@click.command("cross-validate-sources", context_settings={"show_default": True})
 @click.option(
     "--manifest",
     "manifests",
@@ -25,10 +24,15 @@ log = logging.getLogger(__name__)
     multiple=True,
     help="manifest CSV (repeat for each collection; each needs a 'source' column)",
 )
-@click.option("--label-map", type=click.Path(exists=True, path_type=Path), default=None)
-@click.option("--taxonomy", "taxonomy_name", default="fundus")
-@click.option("--backbone", default="efficientnet_lite2")
-@click.option("--image-size", type=int, default=320)
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="JSON mapping label words to taxonomy codes (default: the shipped one)",
+)
+@click.option("--taxonomy", "taxonomy_name", default="fundus", help="fundus or anterior")
+@click.option("--backbone", default="efficientnet_lite2", help="frozen ImageNet backbone")
+@click.option("--image-size", type=int, default=320, help="input pixels")
 @click.option("--flips/--no-flips", default=False, help="features of the mirror image too")
 @click.option(
     "--features",
@@ -37,10 +41,15 @@ log = logging.getLogger(__name__)
     default=Path("var/features"),
     help="per-photograph feature store (shared by every run)",
 )
-@click.option("--folds", type=int, default=5)
-@click.option("--head-epochs", type=int, default=60)
-@click.option("--target-sensitivity", type=float, default=0.95)
-@click.option("--min-positive", type=int, default=30)
+@click.option("--folds", type=int, default=5, help="patient-grouped folds")
+@click.option("--head-epochs", type=int, default=60, help="epochs of the heads per model")
+@click.option("--target-sensitivity", type=float, default=0.95, help="referral sensitivity per eye")
+@click.option(
+    "--min-positive",
+    type=int,
+    default=30,
+    help="classes with fewer positive eyes are not assessed (no threshold, no referral)",
+)
 @click.option(
     "--group-near-duplicates/--no-group-near-duplicates",
     default=True,
@@ -84,7 +93,7 @@ log = logging.getLogger(__name__)
     help="recipes compared on the same folds (default: frozen; repeat to compare)",
 )
 @click.option("--finetune-epochs", type=int, default=6, help="last-block epochs after the heads")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=0, help="folds, subsample and training")
 @click.option(
     "--threads", type=int, default=1, help="torch threads (small heads on a shared CPU: 1)"
 )
@@ -132,6 +141,7 @@ def cross_validate_sources(
     )
     from ml.last_block import FineTuning, LastBlockRecipe, imagenet_top
     from ml.pipeline import load_samples
+    from ml.report import json_text
     from ml.source_figure import draw_sources
     from ml.train import TrainConfig
     from services.taxonomy.tree import load_taxonomy
@@ -180,6 +190,9 @@ def cross_validate_sources(
     patients = [s.patient_id for s in samples]
     groups = near_duplicate_groups(pooled, patients) if group_near_duplicates else None
     not_assessed = frozenset(assessment(samples, taxonomy, min_positive)["not_assessed"])
+    warnings = _small_set_warnings(taxonomy, not_assessed, min_positive)
+    for warning in warnings:
+        log.warning("%s", warning)
     out.mkdir(parents=True, exist_ok=True)
     if procedure_check:
         from ml.generalisation import procedure_check as check
@@ -187,7 +200,7 @@ def cross_validate_sources(
         result = check(
             samples, taxonomy, choices[recipes[0]], not_assessed, target_sensitivity, folds, groups
         )
-        text = json.dumps(result, indent=2, default=float)
+        text = json_text(result)
         (out / "procedure_check.json").write_text(text + "\n")
         click.echo(text)
         return
@@ -217,10 +230,11 @@ def cross_validate_sources(
             "dropped_notes": list(drop_note),
             "not_assessed": sorted(not_assessed),
             "near_duplicates_grouped": group_near_duplicates,
+            "warnings": warnings,
         }
         folder = out / name if len(recipes) > 1 else out
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "sources.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        (folder / "sources.json").write_text(json_text(report) + "\n")
         (folder / "sources.md").write_text(markdown(report))
         click.echo(f"## {name}\n\n{markdown(report)}")
         reports[name] = report
@@ -228,6 +242,21 @@ def cross_validate_sources(
     if len(reports) > 1:
         (out / "comparison.md").write_text(comparison_markdown(reports))
         click.echo(comparison_markdown(reports))
+
+
+def _small_set_warnings(
+    taxonomy: Any, not_assessed: frozenset[str], min_positive: int
+) -> list[str]:
+    """A set too small to assess normal fundus refers on diseases alone: say so in the report
+    rather than let its specificity pass for the model's."""
+    normal = sorted(n.code for n in taxonomy.nodes if n.normal and n.code in not_assessed)
+    if not normal:
+        return []
+    return [
+        f"{', '.join(normal)} (normal) has fewer than {min_positive} eyes here and is not "
+        "assessed: eyes are referred on the diseases alone, so these figures describe the "
+        "sample's size, not the model (use more photographs per source or --min-positive)"
+    ]
 
 
 def _need_two_sources(samples: list[Any]) -> None:

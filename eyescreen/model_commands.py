@@ -79,7 +79,7 @@ def register_model(checkpoint: Path) -> None:
         )
 
 
-@model_group.command("guard")
+@model_group.command("guard", context_settings={"show_default": True})
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--manifest",
@@ -89,10 +89,28 @@ def register_model(checkpoint: Path) -> None:
     multiple=True,
     help="the photographs the model was trained on (each row's source counts)",
 )
-@click.option("--label-map", type=click.Path(exists=True, path_type=Path), default=None)
-@click.option("--features", type=click.Path(path_type=Path), default=Path("var/features"))
-@click.option("--quantile", type=float, default=0.99, help="of held-out-source distances")
-@click.option("--neighbours", type=int, default=5)
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="JSON mapping the manifests' label words to taxonomy codes (default: the shipped one)",
+)
+@click.option(
+    "--features",
+    type=click.Path(path_type=Path),
+    default=Path("var/features"),
+    help="feature store: the backbone runs once per photograph, later runs re-use it",
+)
+@click.option(
+    "--quantile",
+    type=float,
+    default=0.99,
+    help="threshold: this quantile of the distances of each training source's photographs "
+    "scored with that source left out of the reference",
+)
+@click.option(
+    "--neighbours", type=int, default=5, help="distance: mean cosine distance to this many"
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def guard_model(
     checkpoint: Path,
@@ -151,18 +169,29 @@ def activate_model(sha256_prefix: str, site: str) -> None:
         )
 
 
-@model_group.command("recalibrate")
+@model_group.command("recalibrate", context_settings={"show_default": True})
 @click.option("--site", required=True, help="the site whose verified reads refit the model")
-@click.option("--route", type=click.Choice(["fundus", "anterior"]), default="fundus")
+@click.option(
+    "--route",
+    type=click.Choice(["fundus", "anterior"]),
+    default="fundus",
+    help="which active model to refit",
+)
 @click.option(
     "--with-concordant",
     is_flag=True,
     help="also the accepted concordant reads (every case once, weight 1); default: panel "
-    "decisions only, each weighted 1 / inclusion probability",
+    "decisions only, each weighted by 1 / the probability that the triage sent its case to "
+    "the panel, so that the sample stands for every case seen",
 )
-@click.option("--target-sensitivity", type=float, default=0.95)
+@click.option("--target-sensitivity", type=float, default=0.95, help="referral sensitivity per eye")
 @click.option("--min-eyes", type=int, default=50, help="refuse with fewer verified eyes")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="the recalibrated checkpoint (a new file; registered, not activated)",
+)
 def recalibrate_model(
     site: str,
     route: str,
@@ -174,12 +203,12 @@ def recalibrate_model(
     """Refit the site's per-class temperatures and referral operating point on its verified
     reads; write and register the result beside the active model (not activated: a person
     activates it with `eyescreen model activate SHA --site S` after reading the figures)."""
-    import json
 
     import numpy as np
 
     from ml.checkpoint import load_checkpoint, save_checkpoint
     from ml.recalibrate import recalibrate, recalibrated_meta
+    from ml.report import json_text
     from services.kernel.storage import file_sha256
     from services.screening.decision import OperatingPoint
     from services.study.records import (
@@ -242,7 +271,7 @@ def recalibrate_model(
             )
         )  # fmt: skip
     figures = {k: result[k] for k in ("eyes", "weighted_eyes", "active", "recalibrated_nested")}
-    click.echo(json.dumps(figures, indent=2, default=float))
+    click.echo(json_text(figures))
     click.echo(
         f"registered {sha[:12]} (not active); activate: eyescreen model activate "
         f"{sha[:12]} --site {site}"

@@ -125,7 +125,7 @@ def read_manifest(
     skipped_labels = set(label_map.get("skip_labels", []))
     normal_leaves = {n.code for n in taxonomy.nodes if n.normal}
     merged: dict[tuple[str, str], tuple[Path, set[str], str, str]] = {}
-    unlabelled = 0
+    unlabelled: list[int] = []
     with manifest.open(newline="") as handle:
         reader = csv.DictReader(handle)
         names = _column_names(list(reader.fieldnames or []))
@@ -140,7 +140,7 @@ def read_manifest(
                 continue
             codes = _codes_for_row(row, label_map, line)
             if not codes:
-                unlabelled += 1
+                unlabelled.append(line)
                 continue
             for code in codes:
                 taxonomy.node(code)  # unknown codes in the mapping fail loudly
@@ -153,7 +153,14 @@ def read_manifest(
                 note = (row.get("label_note") or "").strip()
                 merged[key] = (path, codes, (row.get("source") or "").strip(), note)
     if unlabelled:
-        log.info("%s: %d row(s) without any mapped label left out", manifest, unlabelled)
+        shown = ", ".join(map(str, unlabelled[:10])) + (", …" if len(unlabelled) > 10 else "")
+        log.info(
+            "%s: %d row(s) whose labels map to no taxonomy code left out (lines %s; the label "
+            "map's words decide)",
+            manifest,
+            len(unlabelled),
+            shown,
+        )
     samples = []
     for (patient, eye), (path, codes, source, note) in merged.items():
         if codes - normal_leaves:

@@ -337,20 +337,28 @@ def _site_recalibrated(
     referred = nested_referral(partial(_fitted_problem, site, raw), folds, target)
     whole = _fitted_problem(site, raw, np.ones(len(raw), dtype=bool))
     calibration = [int((folds != f).sum()) for f in np.unique(folds)]
-    return _block(referred, whole, patients, None) | {"calibration_eyes": int(np.mean(calibration))}
+    return _block(referred, whole, patients, None) | {
+        "calibration_eyes": int(np.mean(calibration)),
+        "calibration_eyes_per_fold": calibration,
+    }
+
+
+def held_out_severity(block: dict[str, Any]) -> tuple[float, float]:
+    """Sort key, worst first, of a reading: its lower of per-eye sensitivity and specificity
+    (a source whose normals are all referred is as bad as one whose diseased eyes are missed;
+    a source with eyes of one kind only is judged on that one), ties to the interval that lies
+    lower (0/19 is surer to be bad than 0/6)."""
+    eye = block["eye"]
+    measured = [eye[m] for m in ("sensitivity", "specificity") if eye[m]["n"]]
+    if not measured:
+        return (float("inf"), float("inf"))
+    lowest = min(measured, key=lambda v: (v["estimate"], v["high"]))
+    return (float(lowest["estimate"]), float(lowest["high"]))
 
 
 def _worst(report: dict[str, Any]) -> dict[str, Any]:
-    """The held-out source whose lower of referral sensitivity and specificity (per eye) is
-    lowest: a source whose normals are all referred is as bad as one whose diseased eyes are
-    missed; a source with eyes of one kind only is judged on that one."""
-
-    def key(item: tuple[str, dict[str, Any]]) -> float:
-        eye = item[1]["eye"]
-        values = [eye[m]["estimate"] for m in ("sensitivity", "specificity") if eye[m]["n"]]
-        return float(min(values)) if values else float("inf")
-
-    name, block = min(report["source_held_out"].items(), key=key)
+    """The held-out source that fares worst (``held_out_severity``)."""
+    name, block = min(report["source_held_out"].items(), key=lambda i: held_out_severity(i[1]))
     return {"source": name, "eye": block["eye"], "patient": block["patient"]}
 
 
@@ -368,10 +376,15 @@ def markdown(report: dict[str, Any]) -> str:
     def auc(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"
 
-    lines = [
+    lines = [f"**Warning: {w}**\n" for w in report.get("warnings", [])]
+    lines += [
         f"{report['samples']} eyes, {report['patients']} patient ids, {report['groups']} fold "
         f"groups; {report['folds']}-fold nested CV; target referral sensitivity "
         f"{report['target_sensitivity']:.2f}.",
+        "",
+        _settings_line(report),
+        "",
+        _LEGEND,
         "",
         "| reading | source | unit | sensitivity (95 % Wilson) | specificity (95 % Wilson) "
         "| referral AUC | level-2 AUC |",
@@ -385,18 +398,51 @@ def markdown(report: dict[str, Any]) -> str:
     rows += [("per source (pooled nested)", s, b) for s, b in report["per_source"].items()]
     rows += [("source held out", s, b) for s, b in report["source_held_out"].items()]
     rows += [
-        (f"held out, recalibrated on ~{b['calibration_eyes']} of its eyes", s, b)
+        (f"held out, recalibrated at the site (cross-fitted, ~{b['calibration_eyes']} eyes)", s, b)
         for s, b in report.get("site_recalibrated", {}).items()
     ]
     for reading, source, block in rows:
         for unit in ("eye", "patient"):
             fig = block[unit]
+            aucs = (
+                f"{auc(block['referral_auc'])} | {auc(block['level2_weighted_auc'])}"
+                if unit == "eye"
+                else " | "
+            )
             lines.append(
                 f"| {reading} | {source} | {unit} | {cell(fig['sensitivity'])} | "
-                f"{cell(fig['specificity'])} | {auc(block['referral_auc'])} | "
-                f"{auc(block['level2_weighted_auc'])} |"
+                f"{cell(fig['specificity'])} | {aucs} |"
             )
     return "\n".join(lines) + "\n"
+
+
+_LEGEND = (
+    "*Worst source held out*: the held-out source whose lower of per-eye sensitivity and "
+    "specificity is lowest. *Per source*: the pooled nested CV's referrals of that source's "
+    "eyes. *Held out*: heads trained on the other sources, temperatures and thresholds chosen "
+    "without the source. *Recalibrated at the site*: that held-out model with temperatures and "
+    "thresholds refitted on the site's own eyes, cross-fitted (each fold of the site referred "
+    "with them fitted on its other folds; the eyes per fit in `calibration_eyes_per_fold`). "
+    "Per-patient rows: a patient is referred when either eye is. *Referral AUC*: of one score "
+    "per eye (the highest assessed disease probability or one minus the normal one). *Level-2 "
+    "AUC*: support-weighted mean over the assessed level-2 classes with both kinds of eye in the "
+    "row. AUCs are per eye only."
+)
+
+
+def _settings_line(report: dict[str, Any]) -> str:
+    """What produced the figures, so that a table read alone says what it measures."""
+    parts = [
+        f"recipe {report.get('recipe', 'frozen')}",
+        f"{report.get('backbone', '?')} at {report.get('image_size', '?')} px",
+        f"about {report['photographs_per_source']} photographs per source"
+        if report.get("photographs_per_source")
+        else "every photograph",
+        f"thresholds for a held-out source from {report['thresholds_for_held_out_source']}",
+    ]
+    if report.get("not_assessed"):
+        parts.append("not assessed: " + ", ".join(report["not_assessed"]))
+    return "Settings: " + "; ".join(parts) + "."
 
 
 def _fitted_problem(ref: _Referral, raw: np.ndarray, train: np.ndarray) -> ReferralProblem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,13 @@ def write_csv(
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
     """NaN (an undefined measure, e.g. AUC of a class with no positives) is written as null."""
-    path.write_text(json.dumps(_nan_to_none(results), indent=2, default=float))
+    path.write_text(json_text(results) + "\n")
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON that R's jsonlite and other readers accept: an undefined measure (NaN, e.g.
+    the specificity of a source without normal eyes) or an infinite one becomes null."""
+    return json.dumps(_nan_to_none(obj), indent=2, default=float, allow_nan=False)
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -82,8 +89,8 @@ def _nan_to_none(obj: Any) -> Any:
         return {k: _nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
-        return None
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
     return obj
 
 

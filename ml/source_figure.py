@@ -15,8 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from ml.generalisation import held_out_severity
+
 READINGS = (
-    ("per_source", "trained with it"),
+    ("per_source", "pooled nested CV"),
     ("source_held_out", "held out"),
     ("site_recalibrated", "held out, recalibrated"),
 )
@@ -25,14 +27,22 @@ TARGET_SPECIFICITY = 0.85
 
 
 def figure_rows(reports: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(source, reading key, label) for every row drawn, top to bottom."""
+    """(source, reading key, label) for every row drawn, top to bottom: all sources pooled,
+    then each source, worst held out first (by the first recipe)."""
     first = next(iter(reports.values()))
-    rows = [("all sources", "pooled", "all sources: pooled nested CV")]
-    for source in sorted(first["per_source"]):
+    rows = [("all sources", "pooled", _label("all sources", "pooled nested CV", first["pooled"]))]
+    held_out = first["source_held_out"]
+    for source in sorted(first["per_source"], key=lambda s: held_out_severity(held_out[s])):
         for key, label in READINGS:
             if any(source in report.get(key, {}) for report in reports.values()):
-                rows.append((source, key, f"{source}: {label}"))
+                block = next(r[key][source] for r in reports.values() if source in r.get(key, {}))
+                rows.append((source, key, _label(source, label, block)))
     return rows
+
+
+def _label(source: str, reading: str, block: dict[str, Any]) -> str:
+    eye = block["eye"]
+    return f"{source}: {reading}\n{eye['n_positive']} diseased, {eye['n_negative']} normal eyes"
 
 
 def _error_bar(value: dict[str, Any]) -> list[list[float]]:
@@ -45,7 +55,7 @@ def draw_sources(reports: dict[str, dict[str, Any]], out: Path) -> Path:
     """Write the picture of one or more recipes' reports (same folds) to ``out`` (PNG)."""
     rows = figure_rows(reports)
     fig, axes = plt.subplots(
-        1, 2, figsize=(11, 0.32 * len(rows) * max(1, len(reports)) + 1.6), sharey=True
+        1, 2, figsize=(12, 0.45 * len(rows) * max(1, len(reports)) ** 0.5 + 1.8), sharey=True
     )
     colours = plt.get_cmap("tab10")
     spread = 0.6 / max(1, len(reports))
@@ -55,7 +65,12 @@ def draw_sources(reports: dict[str, dict[str, Any]], out: Path) -> Path:
             labelled = False
             for i, (source, key, _) in enumerate(rows):
                 block = report["pooled"] if key == "pooled" else report.get(key, {}).get(source)
-                if block is None or not block["eye"][measure]["n"]:
+                if block is None:
+                    continue
+                if not block["eye"][measure]["n"]:
+                    if r == 0:
+                        missing = "normal" if measure == "specificity" else "diseased"
+                        ax.text(0.5, i, f"no {missing} eyes", ha="center", color="grey")
                     continue
                 value = block["eye"][measure]
                 y = i + (r - (len(reports) - 1) / 2) * spread
@@ -67,12 +82,13 @@ def draw_sources(reports: dict[str, dict[str, Any]], out: Path) -> Path:
                     color=colours(r),
                     markersize=4,
                     capsize=2,
-                    label=None if labelled else name,
+                    label=None if labelled else f"recipe: {name}",
                 )
                 labelled = True
         ax.axvline(0.95 if measure == "sensitivity" else TARGET_SPECIFICITY, color="grey", ls=":")
         ax.set_xlim(-0.02, 1.02)
-        ax.set_title(f"dotted: the issue's aim ({'0.95' if column == 0 else '0.85'})", fontsize=9)
+        aim = "0.95" if column == 0 else f"{TARGET_SPECIFICITY:.2f}"
+        ax.set_title(f"dotted line: the aim, {measure} {aim}", fontsize=9)
         ax.set_xlabel(f"referral {measure} per eye (95 % Wilson)")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(rows)), [label for _, _, label in rows])

@@ -71,3 +71,15 @@ def test_a_site_recalibrated_from_its_verified_reads(tmp_path: Path) -> None:
         assert meta["recalibration"]["base_version"] == base.version
         assert meta["operating_point"]["target_sensitivity"] == 0.9
         assert set(meta["calibration"]["temperatures"]) >= set(meta["thresholds"])
+
+
+def test_a_database_without_tables_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A fresh data folder: the command says to run `eyescreen db upgrade` (it used to end in
+    SQLAlchemy's "no such table" traceback)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"), EYESCREEN_DATABASE_URL=url)
+    result = eyescreen(
+        "model", "recalibrate", "--site", SITE, "--out", str(tmp_path / "x.pt"), env=env
+    )
+    assert result.returncode == 1
+    assert "eyescreen db upgrade" in result.stderr and "Traceback" not in result.stderr

@@ -136,7 +136,7 @@ EXTERNAL_HEADER = "file,patient_id,eye,source,labels,label_note\n"
 
 
 def test_external_labels_map_per_source_and_unknown_grade_alone_is_left_out(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The fundus-external words: Vietnamese multi-labels, Mexican DME and DR grade; an
     unknown DR grade with nothing else is neither diseased nor normal, so the row goes."""
@@ -150,8 +150,10 @@ def test_external_labels_map_per_source_and_unknown_grade_alone_is_left_out(
     )
     path = tmp_path / "manifest.csv"
     path.write_text(EXTERNAL_HEADER + body)
-    samples = {s.path.name: s for s in read_manifest(path, tmp_path, load_taxonomy("fundus"))}
+    with caplog.at_level("INFO", logger="ml.data"):
+        samples = {s.path.name: s for s in read_manifest(path, tmp_path, load_taxonomy("fundus"))}
     assert set(samples) == {"1.jpg", "2.jpg", "3.jpg", "3b.jpg", "5.jpg"}
+    assert "1 row(s) whose labels map to no taxonomy code left out (lines 6;" in caplog.text
     assert samples["1.jpg"].codes == {"F.LENS", "F.LENS.CAT", "F.VRD", "F.VRD.MAC", "F.VRD.RVAS"}
     assert samples["2.jpg"].codes == {"F.NOR", "F.NOR.NOR"}
     assert samples["2.jpg"].note == "normal-from-other-source"

@@ -23,7 +23,12 @@ def _proportion(successes: int, n: int) -> dict[str, Any]:
 
 
 def _block(sens: tuple[int, int], spec: tuple[int, int]) -> dict[str, Any]:
-    eye = {"sensitivity": _proportion(*sens), "specificity": _proportion(*spec)}
+    eye = {
+        "sensitivity": _proportion(*sens),
+        "specificity": _proportion(*spec),
+        "n_positive": sens[1],
+        "n_negative": spec[1],
+    }
     return {"eye": eye, "patient": eye}
 
 
@@ -39,16 +44,19 @@ def _report(held_out_specificity: int) -> dict[str, Any]:
     }
 
 
-def test_rows_follow_the_readings_each_source_has() -> None:
+def test_rows_follow_the_readings_each_source_has_worst_source_first() -> None:
     rows = figure_rows({"frozen": _report(4)})
     assert [(s, k) for s, k, _ in rows] == [
         ("all sources", "pooled"),
-        ("eyepacs", "per_source"),
-        ("eyepacs", "source_held_out"),  # all diseased: never recalibrated at the site
-        ("odir", "per_source"),
+        ("odir", "per_source"),  # held out: specificity 4/97, worse than eyepacs' 25/102
         ("odir", "source_held_out"),
         ("odir", "site_recalibrated"),
+        ("eyepacs", "per_source"),
+        ("eyepacs", "source_held_out"),  # all diseased: never recalibrated at the site
     ]
+    assert "48 diseased, 97 normal eyes" in rows[2][2]
+    later = figure_rows({"frozen": _report(60)})  # odir held out now better than eyepacs
+    assert [s for s, _, _ in later][1] == "eyepacs"
 
 
 def test_two_recipes_in_one_picture(tmp_path: Path) -> None:
