@@ -12,6 +12,7 @@ from eyescreen.backup_commands import backup_group
 from eyescreen.cli_common import settings_or_exit as _settings
 from eyescreen.drift_commands import drift_group
 from eyescreen.generalisation_commands import cross_validate_sources
+from eyescreen.last_block_commands import train_last_block
 from eyescreen.model_commands import model_group
 from eyescreen.report_commands import reports_group
 from eyescreen.stats_commands import stats_group
@@ -518,6 +519,7 @@ def evaluate(
 main.add_command(reports_group)
 main.add_command(model_group)
 main.add_command(cross_validate_sources)
+main.add_command(train_last_block)
 main.add_command(drift_group)
 main.add_command(users_group)
 main.add_command(stats_group)

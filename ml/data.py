@@ -226,3 +226,21 @@ def patients_per_source(samples: list[Sample], photographs: int, seed: int = 0) 
             chosen.add((source, patients[i]))
             taken += counts[patients[i]]
     return [s for s in samples if (s.source, s.patient_id) in chosen]
+
+
+def held_out_patients(
+    samples: list[Sample], fraction: float, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """A seeded split of whole patients, ``fraction`` of each source's patients held out:
+    (trained on, held out), each in the samples' order. A source's photographs stay in
+    both parts, so the held-out part measures new patients of every camera."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the fraction held out must lie between 0 and 1, not {fraction}")
+    rng = np.random.default_rng(seed)
+    held: set[tuple[str, str]] = set()
+    for source in sorted({s.source for s in samples}):
+        patients = sorted({s.patient_id for s in samples if s.source == source})
+        count = round(len(patients) * fraction)
+        held.update((source, patients[i]) for i in rng.permutation(len(patients))[:count])
+    trained = [s for s in samples if (s.source, s.patient_id) not in held]
+    return trained, [s for s in samples if (s.source, s.patient_id) in held]

@@ -133,8 +133,16 @@ class EfficientNetLite(nn.Module):
         return x
 
     def last_block_input_shape(self, size: int) -> tuple[int, int, int]:
-        with torch.no_grad():
-            return tuple(self.below_last_block(torch.zeros(1, 3, size, size)).shape[1:])  # type: ignore[return-value]
+        # In eval mode: a forward pass in training mode would move every BatchNorm's running
+        # statistics towards those of the blank probe image.
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                probe = self.below_last_block(torch.zeros(1, 3, size, size))
+        finally:
+            self.train(was_training)
+        return tuple(probe.shape[1:])  # type: ignore[return-value]
 
     def top(self) -> nn.Module:
         """The last block and the head convolution, as one module: activations entering the

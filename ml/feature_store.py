@@ -147,9 +147,10 @@ class ActivationStore(_ShardedStore):
             raise ValueError(f"{backbone.name}: last-block activations need an EfficientNet-Lite")
         self.backbone, self.spec, self.net = backbone, spec, backbone.module
         shape = self.net.last_block_input_shape(spec.size)
-        key = hashlib.sha256(
-            f"{backbone.name}|{spec}|{views}|{CameraVariation()}|below-last-block|fp16".encode()
-        ).hexdigest()[:16]
+        # "bn-intact": stores made before the shape probe stopped moving BatchNorm statistics
+        # (2026-12-07) hold activations of a slightly altered network; they are not re-used.
+        identity = f"{backbone.name}|{spec}|{views}|{CameraVariation()}|below-last-block|fp16"
+        key = hashlib.sha256(f"{identity}|bn-intact".encode()).hexdigest()[:16]
         folder = root / f"{backbone.name}-{spec.size}-lower-{key}"
         super().__init__(folder, views, shape, np.float16)
 

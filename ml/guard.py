@@ -127,9 +127,9 @@ def fit_for_checkpoint(
     """``meta["guard"]`` for a checkpoint, fitted on its training photographs (``samples``,
     each with a ``source``), features by the checkpoint's own backbone and pre-processing.
 
-    A checkpoint whose backbone was never unfrozen has the ImageNet backbone (stored in fp16),
-    so the ImageNet features of the per-photograph store serve, computed once for every run;
-    an unfrozen one gets a store of its own, keyed by its weights."""
+    A checkpoint whose backbone was never unfrozen or fine-tuned has the ImageNet backbone
+    (stored in fp16), so the ImageNet features of the per-photograph store serve, computed
+    once for every run; any other gets a store of its own, keyed by its weights."""
     from pathlib import Path
 
     import torch
@@ -137,13 +137,13 @@ def fit_for_checkpoint(
     from ml.backbones import Backbone, build_backbone
     from ml.checkpoint import load_checkpoint
     from ml.feature_store import FeatureStore
+    from ml.last_block_model import backbone_tuned
     from ml.preprocess import Preprocessing
     from services.kernel.storage import file_sha256
 
     meta, model = load_checkpoint(Path(checkpoint))
     spec = Preprocessing.from_dict(meta["preprocessing"])
-    unfrozen = int(((meta.get("training") or {}).get("config") or {}).get("unfreeze_steps") or 0)
-    if unfrozen:
+    if backbone_tuned(meta):
         own = Backbone(
             f"{meta['backbone']}-{file_sha256(Path(checkpoint))[:12]}",
             model.backbone,

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from ml.camera_augment import CameraVariation, vary, view_rng, views_of
-from ml.data import Sample, patients_per_source
+from ml.data import Sample, held_out_patients, patients_per_source
 from ml.efficientnet_lite import VARIANTS, EfficientNetLite
 from ml.last_block import FineTuning, fine_tune, top_features
+from ml.last_block_model import backbone_tuned
 from ml.network import HierarchicalHeads
 from ml.train import TrainConfig
 
@@ -74,6 +75,50 @@ def test_the_subsample_takes_whole_patients_about_n_per_source() -> None:
     assert set(eyes.values()) == {2}
     assert picked == patients_per_source(samples, 30, seed=1)
     assert picked != patients_per_source(samples, 30, seed=2)
+
+
+def test_the_shape_probe_leaves_batchnorm_statistics_alone() -> None:
+    """Asking the activations' shape of a network in training mode (as built) once moved every
+    BatchNorm's running statistics below the last block towards a blank image's, so that the
+    cached activations and the servable checkpoint were not ImageNet's network."""
+    torch.manual_seed(0)
+    net = EfficientNetLite(VARIANTS["efficientnet_lite0"][0])
+    before = copy.deepcopy(net.state_dict())
+    assert net.training
+    net.last_block_input_shape(64)
+    assert net.training  # its mode is given back
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def _two_sources() -> list[Sample]:
+    return [
+        Sample(Path(f"/{src}/{p}-{e}.jpg"), f"{src}{p}", str(e), frozenset(), src)
+        for src, patients in (("a", 100), ("b", 20))
+        for p in range(patients)
+        for e in range(2)
+    ]
+
+
+def test_held_out_patients_are_whole_and_from_every_source() -> None:
+    samples = _two_sources()
+    trained, held = held_out_patients(samples, 0.15, seed=3)
+    assert len(trained) + len(held) == len(samples)
+    assert {s.patient_id for s in trained}.isdisjoint({s.patient_id for s in held})
+    assert len([s for s in held if s.source == "a"]) == 30  # 15 of 100 patients, two eyes
+    assert len([s for s in held if s.source == "b"]) == 6  # 3 of 20
+    assert held == held_out_patients(samples, 0.15, seed=3)[1]
+    assert held != held_out_patients(samples, 0.15, seed=4)[1]
+    for fraction in (0.0, 1.0):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            held_out_patients(samples, fraction)
+
+
+def test_a_fine_tuned_or_unfrozen_backbone_is_not_imagenets() -> None:
+    assert backbone_tuned({"training": {"recipe": "last-block", "config": {}}})
+    assert backbone_tuned({"training": {"config": {"unfreeze_steps": 2}}})
+    assert not backbone_tuned({"training": {"config": {"unfreeze_steps": 0}}})
+    assert not backbone_tuned({})
 
 
 @pytest.fixture

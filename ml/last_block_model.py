@@ -1,0 +1,170 @@
+"""A servable checkpoint of the last-block recipe (``ml.last_block``): the recipe the model
+card's five-source comparison favoured, trained on every photograph given.
+
+The steps are the shipped frozen recipe's, with the backbone's last block fine-tuned:
+
+1. out-of-fold predictions of patient-grouped folds, each fold's model (heads, then the last
+   block) trained on the other folds, read as served (as is and mirrored);
+2. temperatures and the referral operating point chosen on those predictions
+   (``ml.crossval.operating_point``; its nested figures are what new patients should get);
+3. the final model trained the same way on every photograph;
+4. the guard against the unfamiliar fitted on the final model's own features, its threshold
+   on each source held out (``ml.guard``);
+5. one checkpoint: the ImageNet backbone with the tuned last block and head convolution,
+   the heads, the operating point and the guard; the service loads it like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.backbones import Backbone
+from ml.checkpoint import make_meta
+from ml.crossval import assessment, operating_point
+from ml.data import Sample, patient_folds, targets
+from ml.efficientnet_lite import EfficientNetLite
+from ml.generalisation import out_of_fold, train_heads_on
+from ml.guard import fit_with_held_out_threshold
+from ml.last_block import (
+    READ_VIEWS,
+    FineTuning,
+    LastBlockRecipe,
+    fine_tune,
+    imagenet_top,
+    top_features,
+)
+from ml.network import HierarchicalHeads, ScreeningNet
+from ml.pipeline import evaluate_levels, operating_meta
+from ml.preprocess import Preprocessing
+from ml.report import json_text
+from ml.train import TrainConfig, config_dict, summarise_training
+from services.taxonomy.tree import Taxonomy
+
+log = logging.getLogger(__name__)
+
+RECIPE = "last-block"
+
+
+def cross_validated_meta(
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    recipe: LastBlockRecipe,
+    folds: int,
+    target: float,
+    min_positive: int,
+) -> dict[str, Any]:
+    """A cross-validation summary of the recipe in the shape ``cross-validate`` writes, so
+    that ``ml.pipeline.operating_meta`` reads its operating point."""
+    y = targets(samples, taxonomy)
+    fold_of = patient_folds(samples, taxonomy, folds, recipe.config.seed)
+    assessed = assessment(samples, taxonomy, min_positive)
+    not_assessed = frozenset(assessed["not_assessed"])
+    log.info("%d-fold out-of-fold predictions of the last-block recipe", folds)
+    oof = out_of_fold(recipe, y, fold_of)
+    point = operating_point(taxonomy, samples, oof, fold_of, not_assessed, target)
+    result = evaluate_levels(taxonomy, y, oof, not_assessed=not_assessed)
+    result["referral"] = point["cross_validated"]
+    summary = {
+        "folds": folds,
+        "split": "cross-validation by patient, multi-label stratified",
+        "recipe": RECIPE,
+        "samples": len(samples),
+        "patients": len({s.patient_id for s in samples}),
+        "assessment": assessed,
+        # Read as served (as is and mirrored): the flip-TTA operating point.
+        "operating_point": point,
+        "operating_points": {"hierarchical_flip_tta": point},
+        "results": {"hierarchical_flip_tta": result},
+    }
+    # As a cross-validation's metrics.json reads back: plain values a checkpoint may hold.
+    return dict(json.loads(json_text(summary)))
+
+
+def fit_final(
+    taxonomy: Taxonomy, recipe: LastBlockRecipe, y: list[np.ndarray], seed: int
+) -> tuple[nn.Module, HierarchicalHeads, list[float]]:
+    """Heads on frozen features of every photograph, then the last block joins."""
+    heads = train_heads_on(taxonomy, recipe.config, recipe.frozen, y, seed)
+    top = copy.deepcopy(recipe.imagenet_top)
+    torch.manual_seed(seed)
+    history = fine_tune(top, heads, recipe.lower, y, recipe.config, recipe.tuning, seed)
+    return top, heads.eval(), history
+
+
+def with_tuned_top(backbone: Backbone, top: nn.Module) -> nn.Module:
+    """The backbone with its last block, head convolution and its BatchNorm replaced by the
+    tuned ones (``EfficientNetLite.top`` holds the same three modules)."""
+    net = copy.deepcopy(backbone.module)
+    if not isinstance(net, EfficientNetLite):
+        raise ValueError(f"{backbone.name}: a last-block model needs an EfficientNet-Lite")
+    net._blocks[-1] = top.block  # type: ignore[assignment]
+    net._conv_head = top.conv_head  # type: ignore[assignment]
+    net._bn1 = top.bn  # type: ignore[assignment]
+    return net.eval()
+
+
+def train_last_block_model(
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    tuning: FineTuning,
+    backbone: Backbone,
+    preprocessing: Preprocessing,
+    lower: np.ndarray,
+    *,
+    version: str,
+    folds: int = 5,
+    target: float = 0.95,
+    min_positive: int = 30,
+) -> tuple[dict[str, Any], ScreeningNet]:
+    """Checkpoint metadata and model of the recipe trained on ``samples`` whose cached
+    activations below the last block are ``lower`` (views, n, C, H, W)."""
+    recipe = LastBlockRecipe(taxonomy, config, lower, imagenet_top(backbone), tuning)
+    cv = cross_validated_meta(samples, taxonomy, recipe, folds, target, min_positive)
+    log.info("final last-block model on %d photographs", len(samples))
+    y = targets(samples, taxonomy)
+    top, heads, history = fit_final(taxonomy, recipe, y, config.seed)
+    model = ScreeningNet(with_tuned_top(backbone, top), heads).eval()
+    features = top_features(top, lower[:1])[0]  # as served: the photograph as it is
+    sources = np.array([s.source or "unknown" for s in samples])
+    guard, facts = fit_with_held_out_threshold(features, sources)
+    meta = make_meta(
+        name=f"eyescreen-{taxonomy.name}",
+        version=version,
+        route=taxonomy.name,
+        backbone=config.backbone,
+        taxonomy=taxonomy,
+        preprocessing=preprocessing,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        flat=config.flat,
+    )
+    meta |= operating_meta(cv, flip_tta=True)
+    meta["inference"] = {"flip_tta": READ_VIEWS == 2}
+    meta["training"] = summarise_training(samples, taxonomy) | {
+        "recipe": RECIPE,
+        "config": config_dict(config),
+        "fine_tuning": asdict(tuning) | {"views": int(lower.shape[0])},
+        "sources": sorted({str(s) for s in sources}),
+        "loss": history,
+    }
+    meta["guard"] = guard.to_meta(
+        **facts, photographs=len(samples), sources=sorted({str(s) for s in sources})
+    )
+    return meta, model
+
+
+def backbone_tuned(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's backbone differs from ImageNet's (its features must come from
+    its own weights, not the shared ImageNet feature store)."""
+    training = meta.get("training") or {}
+    unfrozen = int((training.get("config") or {}).get("unfreeze_steps") or 0)
+    return bool(unfrozen) or training.get("recipe") == RECIPE

@@ -1,0 +1,113 @@
+"""``eyescreen train-last-block`` end to end on generated photographs: a checkpoint the
+service can load, its last block tuned and everything below it ImageNet's, an operating point
+and a guard, and manifests of the patients held out that ``eyescreen evaluate`` reads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ml.checkpoint import load_checkpoint
+from ml.efficientnet_lite import efficientnet_lite
+from ml.last_block_model import backbone_tuned
+from ml.predictor import Predictor
+from ml.preprocess import load_rgb
+from tests.service_harness import eyescreen
+
+pytestmark = pytest.mark.slow
+
+TONES = {"glaucoma": (150, 60, 40), "normal": (60, 90, 150)}
+
+
+def _photographs(folder: Path, count: int) -> Path:
+    """Two sources; both eyes of a patient alike; glaucoma and normal differ in colour."""
+    rng = np.random.default_rng(2)
+    rows = ["file,patient_id,eye,source,folder_label,odir_keywords"]
+    for i in range(count):
+        source = ("odir", "eyepacs")[i % 2]
+        label = ("glaucoma", "normal")[(i // 4) % 2]
+        pixels = np.clip(rng.normal(TONES[label], 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{source}{i // 4},{(i // 2) % 2},{source},{label},")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
+    manifest = _photographs(tmp_path, 64)
+    out = tmp_path / "model.pt"
+    args = [
+        "train-last-block",
+        "--manifest", str(manifest),
+        "--backbone", "efficientnet_lite0",
+        "--image-size", "64",
+        "--camera-views", "2",
+        "--head-epochs", "15",
+        "--finetune-epochs", "2",
+        "--folds", "2",
+        "--min-positive", "5",
+        "--target-sensitivity", "0.9",
+        "--hold-out", "0.25",
+        "--held-out-manifests", str(tmp_path / "held"),
+        "--features", str(tmp_path / "features"),
+        "--threads", "1",
+        "--version", "9.9",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"))
+    result = eyescreen(*args, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert summary["photographs"] == 48 and summary["patients"] == 24  # 4 of 16 per source held
+    assert set(summary["nested_referral_by_source"]) == {"odir", "eyepacs"}
+
+    meta, model = load_checkpoint(out)
+    assert meta["version"] == "9.9" and meta["training"]["recipe"] == "last-block"
+    assert backbone_tuned(meta) and meta["inference"]["flip_tta"] is True
+    assert meta["thresholds"] and meta["calibration"]["temperatures"]
+    assert set(meta["guard"]["fired_on_held_out_sources"]) == {"odir", "eyepacs"}
+    imagenet = efficientnet_lite("efficientnet_lite0").state_dict()
+    served = model.backbone.state_dict()
+    assert served.keys() == imagenet.keys()
+    below = [k for k in served if not k.startswith(("_blocks.15.", "_conv_head", "_bn1", "_fc"))]
+    for key in below:  # the frozen layers are ImageNet's (stored in fp16)
+        assert torch.equal(served[key], imagenet[key].half().float()), key
+    tuned = [k for k in served if k.startswith("_blocks.15.") and served[k].is_floating_point()]
+    assert any(not torch.equal(served[k], imagenet[k].half().float()) for k in tuned)
+
+    held = sorted((tmp_path / "held").glob("*.csv"))
+    assert len(held) == 1
+    with held[0].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 and all(Path(r["file"]).is_absolute() for r in rows)
+    trained = {f"{i}.png" for i in range(64)} - {Path(r["file"]).name for r in rows}
+    assert len(trained) == 48
+
+    # The service's predictor reads the tuned model: glaucoma photographs of patients it never
+    # saw score above the normal ones.
+    predictor = Predictor.load(out, "cpu")
+    scores = {
+        label: [
+            predictor.predict([load_rgb(r["file"])])[0]["F.GLAU"]
+            for r in rows
+            if r["folder_label"] == label
+        ]
+        for label in TONES
+    }
+    assert min(scores["glaucoma"]) > max(scores["normal"])
+
+    evaluated = eyescreen(
+        "evaluate", "--checkpoint", str(out), "--manifest", str(held[0]), "--no-figures",
+        "--out", str(tmp_path / "evaluation"), env=env,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    figures = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    referral = figures["results"]["checkpoint"]["referral"]["eye"]
+    assert referral["sensitivity"]["n"] == 8 and referral["specificity"]["n"] == 8
