@@ -197,6 +197,13 @@ def _referral_lines(summary: dict[str, Any]) -> list[str]:
         for unit, fig in result.get("referral", {}).items():
             cells = [_proportion(fig[m]) for m in ("sensitivity", "specificity", "ppv", "npv")]
             lines.append(f"| {model} | {unit} | " + " | ".join(cells) + " |")
+    for model, result in summary["results"].items():
+        guard = result.get("guard")
+        if guard and guard["present"]:
+            lines.append(
+                f"\n{model}: the guard called {guard['fired']} of {summary['samples']} "
+                "photographs not assessable by this model (referred, as the service does)."
+            )
     by_source = (point or {}).get("cross_validated_by_source", {})
     if len(by_source) > 1:
         lines += ["", "Hierarchical model, per source (eyes):", ""]
@@ -282,6 +289,7 @@ def evaluate_checkpoint(
     from ml.predictor import Predictor
     from ml.preprocess import load_rgb
     from services.screening.decision import decide
+    from services.screening.quality import GRADABLE, Quality
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(path, device)
@@ -290,11 +298,17 @@ def evaluate_checkpoint(
     y = targets(samples, taxonomy)
     raw = [np.zeros_like(t) for t in y]
     referred = np.zeros(len(samples), dtype=bool)
+    unfamiliar = np.zeros(len(samples), dtype=bool)
     for start in tqdm(range(0, len(samples), 16), desc="evaluate", unit="batch"):
         chunk = samples[start : start + 16]
-        rows = predictor.predict([load_rgb(str(s.path)) for s in chunk])
-        for i, row in enumerate(rows):
-            referred[start + i] = decide(taxonomy, row, point).referral
+        reads = predictor.read([load_rgb(str(s.path)) for s in chunk])
+        rows = [read.probabilities for read in reads]
+        for i, read in enumerate(reads):
+            # As the service decides: a photograph beyond the guard is not assessable by
+            # this model, hence ungradable and referred.
+            quality = Quality.UNFAMILIAR if read.unfamiliar else GRADABLE
+            referred[start + i] = decide(taxonomy, read.probabilities, point, quality).referral
+            unfamiliar[start + i] = read.unfamiliar
         for lvl in range(1, taxonomy.depth + 1):
             codes = taxonomy.level_codes(lvl)
             raw[lvl - 1][start : start + len(chunk)] = [[r[c] for c in codes] for r in rows]
@@ -311,6 +325,16 @@ def evaluate_checkpoint(
             [s.patient_id for s in samples if s.source == source],
         )
         for source in np.unique(sources)
+    }
+    result["guard"] = {  # how often the guard called a photograph not assessable
+        "present": predictor.guard is not None,
+        "fired": int(unfamiliar.sum()),
+        "fired_by_source": {
+            str(source): int(unfamiliar[sources == source].sum()) for source in np.unique(sources)
+        },
+        "photographs_by_source": {
+            str(source): int((sources == source).sum()) for source in np.unique(sources)
+        },
     }
     summary = {
         "checkpoint": str(path),

@@ -111,3 +111,23 @@ def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
     figures = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     referral = figures["results"]["checkpoint"]["referral"]["eye"]
     assert referral["sensitivity"]["n"] == 8 and referral["specificity"]["n"] == 8
+    guard = figures["results"]["checkpoint"]["guard"]
+    assert guard["present"] and sum(guard["photographs_by_source"].values()) == 16
+
+    # Photographs unlike any it learnt from: the guard calls them not assessable, and the
+    # evaluation refers them as the service does, whatever the heads say.
+    strange = ["file,patient_id,eye,source,folder_label,odir_keywords"]
+    for i in range(4):
+        board = (np.indices((48, 48)).sum(axis=0) // (3 + i) % 2 * 255).astype(np.uint8)
+        Image.fromarray(np.stack([board] * 3, axis=-1)).save(tmp_path / f"board{i}.png")
+        strange.append(f"board{i}.png,s{i},0,scanner,normal,")
+    (tmp_path / "strange.csv").write_text("\n".join(strange) + "\n")
+    evaluated = eyescreen(
+        "evaluate", "--checkpoint", str(out), "--manifest", str(tmp_path / "strange.csv"),
+        "--no-figures", "--out", str(tmp_path / "strange"), env=env,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    result = json.loads((tmp_path / "strange" / "metrics.json").read_text())["results"]
+    assert result["checkpoint"]["guard"]["fired"] == 4
+    assert result["checkpoint"]["referral"]["eye"]["specificity"]["successes"] == 0
+    assert "the guard called 4 of 4 photographs not assessable" in evaluated.stdout
