@@ -159,6 +159,7 @@ def _summary(cv: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "not_assessed": cv["assessment"]["not_assessed"],
         "nested_referral": point["cross_validated"],
         "nested_referral_by_source": point["cross_validated_by_source"],
+        "nested_referral_with_the_sources_own_operating_point": cv["site_operating_points"],
         "guard_fired_on_held_out_sources": meta["guard"]["fired_on_held_out_sources"],
     }
 

@@ -308,7 +308,7 @@ def source_report(
             level_auc(labels[held], raw, deep),
         ) | {"samples": int(held.sum())}
         if problem.diseased[held].any() and not problem.diseased[held].all():
-            report["site_recalibrated"][source] = _site_recalibrated(
+            report["site_recalibrated"][source] = site_recalibrated(
                 taxonomy,
                 labels[held],
                 raw,
@@ -321,7 +321,7 @@ def source_report(
     return report
 
 
-def _site_recalibrated(
+def site_recalibrated(
     taxonomy: Taxonomy,
     labels: np.ndarray,
     raw: np.ndarray,

@@ -28,10 +28,10 @@ from torch import nn
 
 from ml.backbones import Backbone
 from ml.checkpoint import make_meta
-from ml.crossval import assessment, operating_point
+from ml.crossval import assessment, flat_levels, operating_point
 from ml.data import Sample, patient_folds, targets
 from ml.efficientnet_lite import EfficientNetLite
-from ml.generalisation import out_of_fold, train_heads_on
+from ml.generalisation import out_of_fold, site_recalibrated, train_heads_on
 from ml.guard import fit_with_held_out_threshold
 from ml.last_block import (
     READ_VIEWS,
@@ -42,6 +42,7 @@ from ml.last_block import (
     top_features,
 )
 from ml.network import HierarchicalHeads, ScreeningNet
+from ml.operating_point import diseased_eyes
 from ml.pipeline import evaluate_levels, operating_meta
 from ml.preprocess import Preprocessing
 from ml.report import json_text
@@ -72,6 +73,7 @@ def cross_validated_meta(
     point = operating_point(taxonomy, samples, oof, fold_of, not_assessed, target)
     result = evaluate_levels(taxonomy, y, oof, not_assessed=not_assessed)
     result["referral"] = point["cross_validated"]
+    site_points = own_operating_points(samples, taxonomy, oof, fold_of, not_assessed, target)
     summary = {
         "folds": folds,
         "split": "cross-validation by patient, multi-label stratified",
@@ -83,9 +85,37 @@ def cross_validated_meta(
         "operating_point": point,
         "operating_points": {"hierarchical_flip_tta": point},
         "results": {"hierarchical_flip_tta": result},
+        "site_operating_points": site_points,
     }
     # As a cross-validation's metrics.json reads back: plain values a checkpoint may hold.
     return dict(json.loads(json_text(summary)))
+
+
+def own_operating_points(
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    oof: list[np.ndarray],
+    folds: np.ndarray,
+    not_assessed: frozenset[str],
+    target: float,
+) -> dict[str, Any]:
+    """Per source with diseased and normal eyes: the nested referral with temperatures and
+    thresholds of its own (each fold referred with them fitted on the source's other folds),
+    what ``eyescreen model recalibrate`` gives a site whose verified reads look like these."""
+    labels = flat_levels(targets(samples, taxonomy))
+    raw = flat_levels(oof)
+    sources = np.array([s.source for s in samples])
+    points = {}
+    for source in sorted(set(sources)):
+        rows = sources == source
+        diseased = diseased_eyes(taxonomy, labels[rows])
+        if diseased.all() or not diseased.any():
+            continue  # no operating point without both kinds of eye
+        patients = [s.patient_id for s, r in zip(samples, rows, strict=True) if r]
+        points[source] = site_recalibrated(
+            taxonomy, labels[rows], raw[rows], folds[rows], not_assessed, target, patients
+        ) | {"samples": int(rows.sum())}
+    return points
 
 
 def fit_final(

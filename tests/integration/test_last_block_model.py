@@ -67,6 +67,9 @@ def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
     summary = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert summary["photographs"] == 48 and summary["patients"] == 24  # 4 of 16 per source held
     assert set(summary["nested_referral_by_source"]) == {"odir", "eyepacs"}
+    own = summary["nested_referral_with_the_sources_own_operating_point"]
+    assert set(own) == {"odir", "eyepacs"}
+    assert all(block["eye"]["sensitivity"]["n"] == 12 for block in own.values())
 
     meta, model = load_checkpoint(out)
     assert meta["version"] == "9.9" and meta["training"]["recipe"] == "last-block"
