@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from tests.service_harness import eyescreen
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 TONES = {"glaucoma": (150, 60, 40), "normal": (60, 90, 150)}
 
 
@@ -134,3 +137,11 @@ def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
     assert result["checkpoint"]["guard"]["fired"] == 4
     assert result["checkpoint"]["referral"]["eye"]["specificity"]["successes"] == 0
     assert "the guard called 4 of 4 photographs not assessable" in evaluated.stdout
+
+    rates = subprocess.run(
+        [sys.executable, "scripts/guard_rates.py", str(out), f"{tmp_path / 'strange.csv'}:3"],
+        cwd=REPO, capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    assert json.loads(rates.stdout)["manifests"][str(tmp_path / "strange.csv")] == {
+        "scanner": {"fired": 3, "photographs": 3, "rate": 1.0}
+    }
