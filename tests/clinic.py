@@ -23,6 +23,7 @@ from services.db.session import transaction
 from services.intake.ingest import IngestService
 from services.kernel.settings import Settings
 from tests.dicom_files import received_dataset
+from tests.shipped_models import unguarded_fundus
 from tests.synthetic_photos import generated_fundus_photos
 from webapp.app import create_app
 from worker.runtime import WorkerRuntime
@@ -109,11 +110,17 @@ def other_read(model, eyes: str = "RL") -> dict:  # type: ignore[no-untyped-def]
 @contextmanager
 def open_clinic(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[Clinic]:
     """A clinic on a fresh database; ``settings`` override the defaults (no QC draw, no
-    heatmaps or PDFs: these tests are about people, not pictures)."""
+    heatmaps or PDFs, the shipped fundus model without its guard: these tests are about
+    people, not pictures)."""
     from eyescreen.database import upgrade
 
     upgrade(database_url)
-    chosen: dict[str, Any] = dict(qc_sample_rate=0.0, heatmaps=False, pdf_reports=False)
+    chosen: dict[str, Any] = dict(
+        qc_sample_rate=0.0,
+        heatmaps=False,
+        pdf_reports=False,
+        fundus_checkpoint=unguarded_fundus(),  # drawn pictures: the model's read, not its guard
+    )
     chosen.update(settings)
     config = Settings(data_dir=tmp_path / "var", database_url=database_url, **chosen)
     config.ensure_dirs()

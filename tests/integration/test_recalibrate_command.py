@@ -15,9 +15,9 @@ from services.db.models import AuditEvent, ModelVersion
 from services.screening import registry
 from tests.clinic import OTHER_SITE, SITE, open_clinic, read_form
 from tests.service_harness import eyescreen
+from tests.shipped_models import unguarded_fundus
 
 pytestmark = pytest.mark.integration
-SHIPPED = Path(__file__).resolve().parents[2] / "ml" / "models" / "fundus.pt"
 
 
 def _agree(client, csrf: str, case: int, model) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +30,7 @@ def test_a_site_recalibrated_from_its_verified_reads(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     env = dict(os.environ, EYESCREEN_DATA_DIR=str(tmp_path / "var"), EYESCREEN_DATABASE_URL=url)
     with open_clinic(url, tmp_path) as clinic:
-        registered = eyescreen("model", "register", str(SHIPPED), env=env)
+        registered = eyescreen("model", "register", str(unguarded_fundus()), env=env)
         assert registered.returncode == 0, registered.stderr[-2000:]
         with clinic.runtime.sessions() as session:
             base = session.scalars(select(ModelVersion)).one()
