@@ -20,6 +20,7 @@ from services.kernel.storage import file_sha256
 from services.taxonomy.tree import Taxonomy, parse_taxonomy
 
 FORMAT = "eyescreen-checkpoint/1"
+LAST_BLOCK_RECIPE = "last-block"  # ``meta["training"]["recipe"]`` of ``ml.last_block_model``
 
 
 def build_model(meta: dict[str, Any], backbone_weights: str | Path | None = None) -> ScreeningNet:
@@ -88,3 +89,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], ScreeningNet]:
     model = build_model(payload, backbone_weights=None)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return payload, model.eval()
+
+
+def backbone_tuned(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's backbone differs from ImageNet's (its features must come from
+    its own weights, not the shared ImageNet feature store)."""
+    training = meta.get("training") or {}
+    unfrozen = int((training.get("config") or {}).get("unfreeze_steps") or 0)
+    return bool(unfrozen) or training.get("recipe") == LAST_BLOCK_RECIPE

@@ -135,9 +135,8 @@ def fit_for_checkpoint(
     import torch
 
     from ml.backbones import Backbone, build_backbone
-    from ml.checkpoint import load_checkpoint
+    from ml.checkpoint import backbone_tuned, load_checkpoint
     from ml.feature_store import FeatureStore
-    from ml.last_block_model import backbone_tuned
     from ml.preprocess import Preprocessing
     from services.kernel.storage import file_sha256
 

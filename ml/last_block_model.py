@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ml.backbones import Backbone
+from ml.checkpoint import LAST_BLOCK_RECIPE as RECIPE
 from ml.checkpoint import make_meta
 from ml.crossval import assessment, flat_levels, operating_point
 from ml.data import Sample, patient_folds, targets
@@ -50,8 +51,6 @@ from ml.train import TrainConfig, config_dict, summarise_training
 from services.taxonomy.tree import Taxonomy
 
 log = logging.getLogger(__name__)
-
-RECIPE = "last-block"
 
 
 def cross_validated_meta(
@@ -190,11 +189,3 @@ def train_last_block_model(
         **facts, photographs=len(samples), sources=sorted({str(s) for s in sources})
     )
     return meta, model
-
-
-def backbone_tuned(meta: dict[str, Any]) -> bool:
-    """Whether a checkpoint's backbone differs from ImageNet's (its features must come from
-    its own weights, not the shared ImageNet feature store)."""
-    training = meta.get("training") or {}
-    unfrozen = int((training.get("config") or {}).get("unfreeze_steps") or 0)
-    return bool(unfrozen) or training.get("recipe") == RECIPE

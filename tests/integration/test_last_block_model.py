@@ -16,9 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ml.checkpoint import load_checkpoint
+from ml.checkpoint import backbone_tuned, load_checkpoint
 from ml.efficientnet_lite import efficientnet_lite
-from ml.last_block_model import backbone_tuned
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb
 from tests.service_harness import eyescreen

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from ml.camera_augment import CameraVariation, vary, view_rng, views_of
+from ml.checkpoint import backbone_tuned
 from ml.data import Sample, held_out_patients, patients_per_source
 from ml.efficientnet_lite import VARIANTS, EfficientNetLite
 from ml.last_block import FineTuning, fine_tune, top_features
-from ml.last_block_model import backbone_tuned
 from ml.network import HierarchicalHeads
 from ml.train import TrainConfig
 
