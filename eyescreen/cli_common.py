@@ -1,6 +1,9 @@
-"""What every ``eyescreen`` command shares: reading the settings with readable errors."""
+"""What ``eyescreen`` commands share: reading the settings with readable errors, and the options
+that name a training set (manifests of several sources, a label map, a taxonomy)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
@@ -16,3 +19,23 @@ def settings_or_exit() -> Settings:
             f"  EYESCREEN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         ]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+
+
+# Options reused by the commands that read manifests of several sources.
+manifests_option = click.option(
+    "--manifest",
+    "manifests",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    multiple=True,
+    help="manifest CSV (repeat for each collection; each needs a 'source' column)",
+)
+label_map_option = click.option(
+    "--label-map",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="JSON mapping label words to taxonomy codes (default: the shipped one)",
+)
+taxonomy_option = click.option(
+    "--taxonomy", "taxonomy_name", default="fundus", help="fundus or anterior"
+)

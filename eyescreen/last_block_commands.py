@@ -13,25 +13,15 @@ from typing import Any
 
 import click
 
+from eyescreen.cli_common import label_map_option, manifests_option, taxonomy_option
+
 log = logging.getLogger(__name__)
 
 
 @click.command("train-last-block", context_settings={"show_default": True})
-@click.option(
-    "--manifest",
-    "manifests",
-    type=click.Path(exists=True, path_type=Path),
-    required=True,
-    multiple=True,
-    help="manifest CSV (repeat for each collection; each row's source counts for the guard)",
-)
-@click.option(
-    "--label-map",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="JSON mapping label words to taxonomy codes (default: the shipped one)",
-)
-@click.option("--taxonomy", "taxonomy_name", default="fundus", help="fundus or anterior")
+@manifests_option
+@label_map_option
+@taxonomy_option
 @click.option("--backbone", default="efficientnet_lite2", help="an EfficientNet-Lite")
 @click.option("--image-size", type=int, default=320, help="input pixels")
 @click.option(
