@@ -39,3 +39,12 @@ label_map_option = click.option(
 taxonomy_option = click.option(
     "--taxonomy", "taxonomy_name", default="fundus", help="fundus or anterior"
 )
+target_sensitivity_option = click.option(
+    "--target-sensitivity", type=float, default=0.95, help="referral sensitivity per eye"
+)
+min_positive_option = click.option(
+    "--min-positive",
+    type=int,
+    default=30,
+    help="classes with fewer positive eyes are not assessed (no threshold, no referral)",
+)

@@ -13,7 +13,13 @@ from typing import Any
 
 import click
 
-from eyescreen.cli_common import label_map_option, manifests_option, taxonomy_option
+from eyescreen.cli_common import (
+    label_map_option,
+    manifests_option,
+    min_positive_option,
+    target_sensitivity_option,
+    taxonomy_option,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +46,8 @@ log = logging.getLogger(__name__)
 @click.option("--folds", type=int, default=5, help="patient-grouped folds for the operating point")
 @click.option("--head-epochs", type=int, default=60, help="epochs of the heads")
 @click.option("--finetune-epochs", type=int, default=8, help="last-block epochs after the heads")
-@click.option("--target-sensitivity", type=float, default=0.95, help="referral sensitivity per eye")
-@click.option(
-    "--min-positive",
-    type=int,
-    default=30,
-    help="classes with fewer positive eyes are not assessed (no threshold, no referral)",
-)
+@target_sensitivity_option
+@min_positive_option
 @click.option(
     "--hold-out",
     type=float,

@@ -28,7 +28,6 @@ from torch import nn
 
 from ml.backbones import Backbone
 from ml.checkpoint import LAST_BLOCK_RECIPE as RECIPE
-from ml.checkpoint import make_meta
 from ml.crossval import assessment, flat_levels, operating_point
 from ml.data import Sample, patient_folds, targets
 from ml.efficientnet_lite import EfficientNetLite
@@ -44,7 +43,7 @@ from ml.last_block import (
 )
 from ml.network import HierarchicalHeads, ScreeningNet
 from ml.operating_point import diseased_eyes
-from ml.pipeline import evaluate_levels, operating_meta
+from ml.pipeline import evaluate_levels, model_meta, operating_meta
 from ml.preprocess import Preprocessing
 from ml.report import json_text
 from ml.train import TrainConfig, config_dict, summarise_training
@@ -165,27 +164,16 @@ def train_last_block_model(
     features = top_features(top, lower[:1])[0]  # as served: the photograph as it is
     sources = np.array([s.source or "unknown" for s in samples])
     guard, facts = fit_with_held_out_threshold(features, sources)
-    meta = make_meta(
-        name=f"eyescreen-{taxonomy.name}",
-        version=version,
-        route=taxonomy.name,
-        backbone=config.backbone,
-        taxonomy=taxonomy,
-        preprocessing=preprocessing,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        flat=config.flat,
-    )
+    names = sorted({str(s) for s in sources})
+    meta = model_meta(taxonomy, config, preprocessing, version)
     meta |= operating_meta(cv, flip_tta=True)
     meta["inference"] = {"flip_tta": READ_VIEWS == 2}
     meta["training"] = summarise_training(samples, taxonomy) | {
         "recipe": RECIPE,
         "config": config_dict(config),
         "fine_tuning": asdict(tuning) | {"views": int(lower.shape[0])},
-        "sources": sorted({str(s) for s in sources}),
+        "sources": names,
         "loss": history,
     }
-    meta["guard"] = guard.to_meta(
-        **facts, photographs=len(samples), sources=sorted({str(s) for s in sources})
-    )
+    meta["guard"] = guard.to_meta(**facts, photographs=len(samples), sources=names)
     return meta, model

@@ -21,6 +21,7 @@ from ml.metrics import (
 )
 from ml.network import ScreeningNet
 from ml.predictor import pick_device
+from ml.preprocess import Preprocessing
 from ml.train import (
     TrainConfig,
     extract_features,
@@ -223,6 +224,28 @@ def _proportion(value: dict[str, Any]) -> str:
     )
 
 
+def model_meta(
+    taxonomy: Taxonomy,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    version: str,
+    route: str | None = None,
+) -> dict[str, Any]:
+    """A checkpoint's metadata for heads of ``config``'s shape on its backbone."""
+    route = route or taxonomy.name
+    return make_meta(
+        name=f"eyescreen-{route}",
+        version=version,
+        route=route,
+        backbone=config.backbone,
+        taxonomy=taxonomy,
+        preprocessing=preprocessing,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        flat=config.flat,
+    )
+
+
 def train_final(
     samples: list[Sample],
     taxonomy: Taxonomy,
@@ -257,17 +280,7 @@ def train_final(
         history = train_unfreezing(
             model, backbone, samples, y, spec, config, device, history, resume_path, resume
         )
-    meta = make_meta(
-        name=f"eyescreen-{route}",
-        version=version,
-        route=route,
-        backbone=config.backbone,
-        taxonomy=taxonomy,
-        preprocessing=spec,
-        hidden=config.hidden,
-        dropout=config.dropout,
-        flat=config.flat,
-    )
+    meta = model_meta(taxonomy, config, spec, version, route)
     meta["training"] = summarise_training(samples, taxonomy) | {
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "loss": history,
