@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 @click.option("--head-epochs", type=int, default=60, help="epochs of the heads")
 @click.option("--finetune-epochs", type=int, default=8, help="last-block epochs after the heads")
 @target_sensitivity_option
+@click.option(
+    "--source-sensitivity-floor",
+    type=float,
+    default=None,
+    help="referral sensitivity every source must reach at the operating point too "
+    "(none: the pooled target only)",
+)
 @min_positive_option
 @click.option(
     "--hold-out",
@@ -77,6 +84,7 @@ def train_last_block(
     head_epochs: int,
     finetune_epochs: int,
     target_sensitivity: float,
+    source_sensitivity_floor: float | None,
     min_positive: int,
     hold_out: float,
     held_out_manifests: Path | None,
@@ -87,7 +95,9 @@ def train_last_block(
 ) -> None:
     """Train the last-block recipe on the manifests and write a checkpoint with its
     operating point (chosen on out-of-fold predictions) and its guard (thresholds on each
-    source held out). Register and activate it with ``eyescreen model``."""
+    source held out). Register and activate it with ``eyescreen model``. The out-of-fold
+    predictions go beside the checkpoint (``.oof.npz``), for
+    ``scripts/operating_point_floors.py``."""
     import torch
 
     from eyescreen.logging_setup import configure_logging
@@ -132,6 +142,8 @@ def train_last_block(
         folds=folds,
         target=target_sensitivity,
         min_positive=min_positive,
+        floor=source_sensitivity_floor,
+        oof_out=out.with_suffix(".oof.npz"),
     )
     sha = save_checkpoint(out, meta, model)
     if held_out_manifests:
@@ -148,11 +160,12 @@ def _summary(cv: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "photographs": cv["samples"],
         "patients": cv["patients"],
         "not_assessed": cv["assessment"]["not_assessed"],
+        "source_sensitivity_floor": point.get("source_sensitivity_floor"),
         "nested_referral": point["cross_validated"],
         "nested_referral_by_source": point["cross_validated_by_source"],
         "nested_referral_with_the_sources_own_operating_point": cv["site_operating_points"],
         "guard_fired_on_held_out_sources": meta["guard"]["fired_on_held_out_sources"],
-    }
+    } | {k: v for k, v in point.items() if k.endswith("without_the_floor")}
 
 
 def _write_held_out(folder: Path, manifests: tuple[Path, ...], chosen: list[Any]) -> None:

@@ -135,20 +135,47 @@ def operating_point(
     folds: np.ndarray,
     not_assessed: frozenset[str],
     target: float,
+    floor: float | None = None,
 ) -> dict[str, Any]:
     """Temperatures, thresholds (calibrated scale) and referral figures of one model's OOF.
 
     The thresholds shipped are chosen on all out-of-fold predictions calibrated with the
     temperatures fitted on all folds; the figures reported are nested: each fold referred with
-    temperatures and thresholds chosen on the other folds."""
-    labels = flat_levels(targets(samples, taxonomy))
-    raw_flat = flat_levels(raw)
+    temperatures and thresholds chosen on the other folds. With a ``floor``, every source's
+    sensitivity must reach it as well (``ml.operating_point``); the nested figures of the
+    pooled target alone are kept beside, to show what the floor costs."""
+    return point_from_predictions(
+        taxonomy,
+        flat_levels(targets(samples, taxonomy)),
+        flat_levels(raw),
+        folds,
+        [s.patient_id for s in samples],
+        [s.source for s in samples],
+        not_assessed,
+        target,
+        floor,
+    )
+
+
+def point_from_predictions(
+    taxonomy: Taxonomy,
+    labels: np.ndarray,
+    raw_flat: np.ndarray,
+    folds: np.ndarray,
+    patients: list[str],
+    eye_sources: list[str],
+    not_assessed: frozenset[str],
+    target: float,
+    floor: float | None = None,
+) -> dict[str, Any]:
+    """``operating_point`` on flat labels and out-of-fold predictions (codes in taxonomy
+    order) with each eye's patient and source: what a saved out-of-fold file holds."""
     crossfit, temperatures = cross_fitted_temperatures(labels, raw_flat, folds)
-    patients = [s.patient_id for s in samples]
+    sources = np.asarray(eye_sources)
 
     def problem(matrix: np.ndarray) -> ReferralProblem:
         probs = flat_levels(constrained(split_levels(matrix, taxonomy), taxonomy, not_assessed))
-        return referral_problem(taxonomy, probs, labels, not_assessed)
+        return referral_problem(taxonomy, probs, labels, not_assessed).with_sources(sources)
 
     def problem_fitted_on(train: np.ndarray) -> ReferralProblem:
         fitted = [
@@ -157,21 +184,34 @@ def operating_point(
         return problem(apply_temperatures(raw_flat, fitted))
 
     selection = problem(apply_temperatures(raw_flat, temperatures))
-    cuts = search_cuts(selection, target)
-    nested = nested_referral(problem_fitted_on, folds, target)
+    cuts = search_cuts(selection, target, floor)
+    nested = nested_referral(problem_fitted_on, folds, target, floor)
     diseased = selection.diseased
-    sources = np.array([s.source for s in samples])
-    by_source = {
-        str(source): referral_figures(nested[sources == source], diseased[sources == source])["eye"]
-        for source in np.unique(sources)
-    }
+
+    def by_source(referred: np.ndarray) -> dict[str, Any]:
+        return {
+            str(source): referral_figures(referred[sources == source], diseased[sources == source])[
+                "eye"
+            ]
+            for source in np.unique(sources)
+        }
+
+    without_floor = {}
+    if floor is not None:
+        pooled_only = nested_referral(problem_fitted_on, folds, target)
+        without_floor = {
+            "cross_validated_without_the_floor": referral_figures(pooled_only, diseased, patients),
+            "cross_validated_by_source_without_the_floor": by_source(pooled_only),
+        }
     return {
         "target_sensitivity": target,
+        "source_sensitivity_floor": floor,
         "scale": ProbabilityScale.CALIBRATED.value,
         "temperatures": dict(zip(taxonomy.codes, temperatures, strict=True)),
         "thresholds": cuts_to_thresholds(taxonomy, selection, cuts, not_assessed),
         "cross_validated": referral_figures(nested, diseased, patients),
-        "cross_validated_by_source": by_source,
+        "cross_validated_by_source": by_source(nested),
+        **without_floor,
         "on_selection_set": referral_figures(
             refer(selection.scores, cuts), selection.diseased, patients
         ),

@@ -276,9 +276,7 @@ def source_report(
     }
     for source in sorted(set(sources)):
         rows = sources == source
-        sub = ReferralProblem(
-            pooled_problem.scores[rows], pooled_problem.diseased[rows], pooled_problem.rules
-        )
+        sub = pooled_problem.rows(rows)
         report["per_source"][source] = _block(
             nested[rows],
             sub,
@@ -294,13 +292,11 @@ def source_report(
             basis = flat_levels(out_of_fold(recipe, y, folds, others))
         temperatures = ref.temperatures(basis, others)
         chosen = ref.problem(basis, temperatures)
-        cuts = search_cuts(
-            ReferralProblem(chosen.scores[others], chosen.diseased[others], chosen.rules), target
-        )
+        cuts = search_cuts(chosen.rows(others), target)
         full = np.zeros_like(oof)
         full[held] = raw
         problem = ref.problem(full, temperatures)
-        sub = ReferralProblem(problem.scores[held], problem.diseased[held], problem.rules)
+        sub = problem.rows(held)
         report["source_held_out"][source] = _block(
             refer(sub.scores, cuts),
             sub,

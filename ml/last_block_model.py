@@ -20,6 +20,7 @@ import copy
 import json
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from ml.last_block import (
     top_features,
 )
 from ml.network import HierarchicalHeads, ScreeningNet
+from ml.oof_file import save_out_of_fold
 from ml.operating_point import diseased_eyes
 from ml.pipeline import evaluate_levels, model_meta, operating_meta
 from ml.preprocess import Preprocessing
@@ -59,16 +61,22 @@ def cross_validated_meta(
     folds: int,
     target: float,
     min_positive: int,
+    floor: float | None = None,
+    oof_out: Path | None = None,
 ) -> dict[str, Any]:
     """A cross-validation summary of the recipe in the shape ``cross-validate`` writes, so
-    that ``ml.pipeline.operating_meta`` reads its operating point."""
+    that ``ml.pipeline.operating_meta`` reads its operating point. ``oof_out`` keeps the
+    out-of-fold predictions (``ml.oof_file``), so that operating points can be compared
+    again without training."""
     y = targets(samples, taxonomy)
     fold_of = patient_folds(samples, taxonomy, folds, recipe.config.seed)
     assessed = assessment(samples, taxonomy, min_positive)
     not_assessed = frozenset(assessed["not_assessed"])
     log.info("%d-fold out-of-fold predictions of the last-block recipe", folds)
     oof = out_of_fold(recipe, y, fold_of)
-    point = operating_point(taxonomy, samples, oof, fold_of, not_assessed, target)
+    if oof_out is not None:
+        save_out_of_fold(oof_out, samples, taxonomy, oof, fold_of, not_assessed)
+    point = operating_point(taxonomy, samples, oof, fold_of, not_assessed, target, floor)
     result = evaluate_levels(taxonomy, y, oof, not_assessed=not_assessed)
     result["referral"] = point["cross_validated"]
     site_points = own_operating_points(samples, taxonomy, oof, fold_of, not_assessed, target)
@@ -152,11 +160,17 @@ def train_last_block_model(
     folds: int = 5,
     target: float = 0.95,
     min_positive: int = 30,
+    floor: float | None = None,
+    oof_out: Path | None = None,
 ) -> tuple[dict[str, Any], ScreeningNet]:
     """Checkpoint metadata and model of the recipe trained on ``samples`` whose cached
-    activations below the last block are ``lower`` (views, n, C, H, W)."""
+    activations below the last block are ``lower`` (views, n, C, H, W); ``floor``: the
+    referral sensitivity every source must reach at the operating point, beside the pooled
+    ``target``."""
     recipe = LastBlockRecipe(taxonomy, config, lower, imagenet_top(backbone), tuning)
-    cv = cross_validated_meta(samples, taxonomy, recipe, folds, target, min_positive)
+    cv = cross_validated_meta(
+        samples, taxonomy, recipe, folds, target, min_positive, floor, oof_out
+    )
     log.info("final last-block model on %d photographs", len(samples))
     y = targets(samples, taxonomy)
     top, heads, history = fit_final(taxonomy, recipe, y, config.seed)

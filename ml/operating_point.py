@@ -8,6 +8,11 @@ look for the highest specificity that keeps referral sensitivity at the target:
    referred diseased eyes per referred normal eye, until the target is reached;
 2. then raise each threshold as far as the target allows, until nothing moves.
 
+With a floor, every source (camera, hospital) must reach it too: one pooled target can be met
+while a source whose disease the model reads worse stays far below it. The greedy path then
+goes on, counting only the diseased eyes of the sources still below their floor, and no
+threshold is raised past what any source's floor allows.
+
 Each rule is a column "refer if score >= cut": a disease class's probability, or minus the
 normal probability (normal classes share one threshold; with the max-constraint a normal
 parent's probability is at least its children's). Thresholds chosen on one set of patients
@@ -36,6 +41,47 @@ class ReferralProblem:
     scores: np.ndarray  # (n_eyes, n_rules)
     diseased: np.ndarray  # (n_eyes,) bool
     rules: tuple[str, ...]  # disease codes, then "normal" if the taxonomy has normal classes
+    sources: np.ndarray | None = None  # (n_eyes,) where each eye was photographed, for floors
+
+    def rows(self, chosen: np.ndarray) -> ReferralProblem:
+        """The same problem on some eyes only (a boolean mask or indices)."""
+        sources = None if self.sources is None else self.sources[chosen]
+        return ReferralProblem(self.scores[chosen], self.diseased[chosen], self.rules, sources)
+
+    def with_sources(self, sources: Sequence[str] | np.ndarray) -> ReferralProblem:
+        return ReferralProblem(self.scores, self.diseased, self.rules, np.asarray(sources))
+
+
+@dataclass(frozen=True)
+class _Requirement:
+    """Referred diseased eyes needed: ``count`` of those where ``members`` holds."""
+
+    members: np.ndarray  # (n_eyes,) bool, diseased eyes of this pool only
+    count: int
+
+    def missing(self, referred: np.ndarray) -> int:
+        return self.count - int(np.sum(referred & self.members))
+
+
+def _requirements(
+    problem: ReferralProblem, target: float, floor: float | None
+) -> list[_Requirement]:
+    """The pooled target, and with a floor one requirement per source with diseased eyes."""
+    diseased = problem.diseased
+    needed = [_Requirement(diseased, _count(target, int(diseased.sum())))]
+    if floor is None:
+        return needed
+    if problem.sources is None:
+        raise ValueError("a per-source sensitivity floor needs each eye's source")
+    for source in np.unique(problem.sources):
+        members = diseased & (problem.sources == source)
+        if members.any():
+            needed.append(_Requirement(members, _count(floor, int(members.sum()))))
+    return needed
+
+
+def _count(fraction: float, n: int) -> int:
+    return int(np.ceil(fraction * n - 1e-9))
 
 
 def diseased_eyes(taxonomy: Taxonomy, labels: np.ndarray) -> np.ndarray:
@@ -67,25 +113,25 @@ def refer(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return np.any(scores >= cuts[None, :], axis=1)
 
 
-def _sensitivity(referred: np.ndarray, diseased: np.ndarray) -> float:
-    return float(referred[diseased].mean()) if diseased.any() else 1.0
-
-
 def _best_step(
-    scores: np.ndarray, diseased: np.ndarray, referred: np.ndarray, cuts: np.ndarray
+    scores: np.ndarray,
+    diseased: np.ndarray,
+    wanted: np.ndarray,
+    referred: np.ndarray,
+    cuts: np.ndarray,
 ) -> tuple[int, float] | None:
-    """The (rule, new cut) adding the most diseased eyes per normal eye (ties: more eyes)."""
+    """The (rule, new cut) adding the most wanted diseased eyes per normal eye (ties: more)."""
     best: tuple[float, int, int, float] | None = None
     waiting = ~referred
     for j in range(scores.shape[1]):
-        s, d = scores[waiting, j], diseased[waiting]
+        s, d, w = scores[waiting, j], diseased[waiting], wanted[waiting]
         keep = s < cuts[j]
-        s, d = s[keep], d[keep]
+        s, d, w = s[keep], d[keep], w[keep]
         if s.size == 0:
             continue
         order = np.argsort(-s, kind="stable")
-        s, d = s[order], d[order]
-        gained, cost = np.cumsum(d), np.cumsum(~d)
+        s, d, w = s[order], d[order], w[order]
+        gained, cost = np.cumsum(w), np.cumsum(~d)
         last_of_value = np.r_[s[1:] != s[:-1], True]  # a cut takes every tied eye
         idx = np.flatnonzero(last_of_value & (gained > 0))
         if idx.size == 0:
@@ -98,39 +144,48 @@ def _best_step(
     return None if best is None else (best[2], best[3])
 
 
-def _raise_cuts(scores: np.ndarray, diseased: np.ndarray, cuts: np.ndarray, target: float) -> None:
-    """Raise each cut to the highest value that keeps sensitivity >= target (in place)."""
-    required = int(np.ceil(target * diseased.sum() - 1e-9))
+def _raise_cuts(scores: np.ndarray, cuts: np.ndarray, needed: list[_Requirement]) -> None:
+    """Raise each cut to the highest value that keeps every requirement met (in place)."""
     moved = True
     while moved:
         moved = False
         for j in range(scores.shape[1]):
             if cuts[j] == OFF:
                 continue
-            base = refer(np.delete(scores, j, axis=1), np.delete(cuts, j)) & diseased
-            need = required - int(base.sum())
-            if need <= 0:
-                highest = OFF  # the other rules reach the target alone
-            else:
-                alone = np.sort(scores[diseased & ~base, j])[::-1]
-                highest = float(alone[need - 1]) if need <= alone.size else cuts[j]
+            base = refer(np.delete(scores, j, axis=1), np.delete(cuts, j))
+            highest = min(_highest_cut(scores[:, j], base, r, cuts[j]) for r in needed)
             if highest > cuts[j]:
                 cuts[j], moved = highest, True
 
 
-def search_cuts(problem: ReferralProblem, target: float) -> np.ndarray:
-    """Cuts per rule (``OFF``: rule unused) reaching ``target`` sensitivity, specificity high."""
+def _highest_cut(column: np.ndarray, base: np.ndarray, need: _Requirement, current: float) -> float:
+    """The highest cut of one rule that still meets ``need``, given the eyes the other rules
+    refer (``base``); ``OFF`` when they meet it alone."""
+    missing = need.missing(base)
+    if missing <= 0:
+        return OFF
+    alone = np.sort(column[need.members & ~base])[::-1]
+    return float(alone[missing - 1]) if missing <= alone.size else current
+
+
+def search_cuts(problem: ReferralProblem, target: float, floor: float | None = None) -> np.ndarray:
+    """Cuts per rule (``OFF``: rule unused) reaching ``target`` sensitivity, and ``floor`` in
+    every source if given, with specificity high."""
     scores, diseased = problem.scores, problem.diseased
+    needed = _requirements(problem, target, floor)
     cuts = np.full(scores.shape[1], OFF)
     referred = np.zeros(len(diseased), dtype=bool)
-    while _sensitivity(referred, diseased) < target:
-        step = _best_step(scores, diseased, referred, cuts)
+    while short := [r for r in needed if r.missing(referred) > 0]:
+        # the pooled target first; then only the diseased eyes of sources below their floor
+        pooled_first = short[0] is needed[0]
+        wanted = short[0].members if pooled_first else np.any([r.members for r in short], axis=0)
+        step = _best_step(scores, diseased, wanted, referred, cuts)
         if step is None:
             break
         j, value = step
         cuts[j] = value
         referred = refer(scores, cuts)
-    _raise_cuts(scores, diseased, cuts, target)
+    _raise_cuts(scores, cuts, needed)
     _report_unused(scores, cuts)
     return cuts
 
@@ -195,7 +250,10 @@ def _figures(referred: np.ndarray, diseased: np.ndarray) -> dict[str, Any]:
 
 
 def nested_referral(
-    problem_for: Callable[[np.ndarray], ReferralProblem], folds: np.ndarray, target: float
+    problem_for: Callable[[np.ndarray], ReferralProblem],
+    folds: np.ndarray,
+    target: float,
+    floor: float | None = None,
 ) -> np.ndarray:
     """Each fold referred with cuts chosen on the other folds: an honest referral per eye.
 
@@ -205,6 +263,6 @@ def nested_referral(
     for fold in np.unique(folds):
         test = folds == fold
         problem = problem_for(~test)
-        train = ReferralProblem(problem.scores[~test], problem.diseased[~test], problem.rules)
-        referred[test] = refer(problem.scores[test], search_cuts(train, target))
+        cuts = search_cuts(problem.rows(~test), target, floor)
+        referred[test] = refer(problem.scores[test], cuts)
     return referred

@@ -165,9 +165,8 @@ def operating_meta(cv: dict[str, Any], flip_tta: bool = False) -> dict[str, Any]
         "thresholds": point["thresholds"],
         "calibration": {"temperatures": point["temperatures"], "ece": point.get("ece")},
         "assessment": cv["assessment"],
-        "operating_point": {
-            k: point[k] for k in ("target_sensitivity", "scale", "cross_validated")
-        },
+        "operating_point": {k: point[k] for k in ("target_sensitivity", "scale", "cross_validated")}
+        | {"source_sensitivity_floor": point.get("source_sensitivity_floor")},
         "metrics": {"cross_validation": cv},
     }
 

@@ -52,8 +52,7 @@ def _fit(
 ) -> tuple[list[float], np.ndarray, ReferralProblem]:
     temps = [fit_temperature(labels[rows, j], probs[rows, j]) for j in range(probs.shape[1])]
     problem = _problem(taxonomy, apply_temperatures(probs, temps), labels, not_assessed)
-    chosen = ReferralProblem(problem.scores[rows], problem.diseased[rows], problem.rules)
-    return temps, search_cuts(chosen, target), problem
+    return temps, search_cuts(problem.rows(rows), target), problem
 
 
 def _problem(
