@@ -129,12 +129,12 @@ def test_saved_out_of_fold_predictions_give_the_nested_figures_again(tmp_path: P
     assert point["source_sensitivity_floor"] == 0.9
     assert set(point["cross_validated_by_source"]) == {"easy", "hard"}
     without = point["cross_validated_by_source_without_the_floor"]["hard"]["sensitivity"]
-    assert point["cross_validated_by_source"]["hard"]["sensitivity"]["estimate"] > without[
-        "estimate"
-    ]
+    assert (
+        point["cross_validated_by_source"]["hard"]["sensitivity"]["estimate"] > without["estimate"]
+    )
+    script = ["scripts/operating_point_floors.py", str(path), "--target", "0.9", "--floor", "0.9"]
     result = subprocess.run(
-        [sys.executable, "scripts/operating_point_floors.py", str(path), "--target", "0.9"]
-        + ["--floor", "0.9"],
+        [sys.executable, *script],
         cwd=ROOT,
         capture_output=True,
         text=True,
