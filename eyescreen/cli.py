@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -377,8 +378,6 @@ def train(
     **kw: object,
 ) -> None:
     """Train a hierarchical model on a manifest and write a checkpoint."""
-    import json
-
     from eyescreen.logging_setup import configure_logging
     from ml.pipeline import load_samples, operating_meta, train_final
     from services.taxonomy.tree import load_taxonomy
@@ -484,6 +483,13 @@ def cross_validate_cmd(
     help="default: the model the service uses for --route",
 )
 @click.option("--route", type=click.Choice(["fundus", "anterior"]), default="fundus")
+@click.option(
+    "--paired-with",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="an earlier evaluation's --out folder on the same photographs (another model): "
+    "compare the referrals as paired data (McNemar, Newcombe)",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def evaluate(
     manifests: tuple[Path, ...],
@@ -493,10 +499,11 @@ def evaluate(
     figures: bool,
     checkpoint: Path | None,
     route: str,
+    paired_with: Path | None,
     out: Path,
 ) -> None:
     """Evaluate one checkpoint on a manifest: referral sensitivity and specificity per eye and
-    patient, tables, ROC, confusion, calibration."""
+    patient, tables, ROC, confusion, calibration; each eye's referral in referrals.csv."""
     import shutil
 
     from eyescreen.logging_setup import configure_logging
@@ -504,16 +511,43 @@ def evaluate(
     from ml.predictor import resolve_checkpoint
     from services.taxonomy.tree import load_taxonomy
 
+    if paired_with is not None and not (paired_with / "referrals.csv").is_file():
+        raise click.UsageError(f"{paired_with} holds no referrals.csv of an evaluation")
+
     configure_logging("evaluate")
     settings = _settings()
     path = checkpoint or resolve_checkpoint(
         route, getattr(settings, f"{route}_checkpoint"), settings.data_path / "models"
     )
     samples = load_samples(list(manifests), images, load_taxonomy(route), label_map)
-    evaluate_checkpoint(path, samples, out, settings.device, figures=figures)
+    summary = evaluate_checkpoint(path, samples, out, settings.device, figures=figures)
+    if paired_with is not None:
+        _add_paired_comparison(out, paired_with, summary)
     if json_path is not None:
         shutil.copyfile(out / "metrics.json", json_path)
     click.echo((out / "metrics.md").read_text())
+
+
+def _add_paired_comparison(out: Path, other: Path, summary: dict[str, Any]) -> None:
+    """The referrals of this evaluation against another's on the same photographs, in
+    metrics.json and metrics.md."""
+    from ml import paired_referral
+    from ml.report import write_json
+
+    try:
+        comparison = paired_referral.compare(
+            paired_referral.read_referrals(out / "referrals.csv"),
+            paired_referral.read_referrals(other / "referrals.csv"),
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    other_sha = json.loads((other / "metrics.json").read_text()).get("sha256", "")
+    summary["paired_with"] = {"folder": str(other), "sha256": other_sha} | comparison
+    write_json(out / "metrics.json", summary)
+    this_name = f"this model ({summary['sha256'][:12]})"
+    other_name = f"the other ({other_sha[:12] or other.name})"
+    with (out / "metrics.md").open("a") as handle:
+        handle.write("\n" + paired_referral.markdown(comparison, this_name, other_name))
 
 
 main.add_command(reports_group)

@@ -298,6 +298,7 @@ def evaluate_checkpoint(
     (through ``services.screening.decision.decide``, as the service decides), per eye and
     patient."""
     from ml.operating_point import diseased_eyes, referral_figures
+    from ml.paired_referral import write_referrals
     from ml.predictor import Predictor
     from ml.preprocess import load_rgb
     from services.screening.decision import decide
@@ -360,6 +361,7 @@ def evaluate_checkpoint(
         "results": {"checkpoint": result},
     }
     write_results(out_dir, taxonomy, summary, y, {"hierarchical": raw})
+    write_referrals(out_dir / "referrals.csv", samples, diseased, referred, unfamiliar)
     if figures:
         from ml.figures import gradcam_grid, tsne_map
 

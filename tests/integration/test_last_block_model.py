@@ -18,9 +18,12 @@ from PIL import Image
 
 from ml.checkpoint import backbone_tuned, load_checkpoint
 from ml.efficientnet_lite import efficientnet_lite
+from ml.oof_file import load_out_of_fold
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb
+from services.taxonomy.tree import load_taxonomy
 from tests.service_harness import eyescreen
+from tests.shipped_models import SHIPPED_FUNDUS
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +59,7 @@ def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
         "--folds", "2",
         "--min-positive", "5",
         "--target-sensitivity", "0.9",
+        "--source-sensitivity-floor", "0.9",
         "--hold-out", "0.25",
         "--held-out-manifests", str(tmp_path / "held"),
         "--features", str(tmp_path / "features"),
@@ -72,6 +76,10 @@ def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
     own = summary["nested_referral_with_the_sources_own_operating_point"]
     assert set(own) == {"odir", "eyepacs"}
     assert all(block["eye"]["sensitivity"]["n"] == 12 for block in own.values())
+    assert summary["source_sensitivity_floor"] == 0.9
+    assert set(summary["cross_validated_by_source_without_the_floor"]) == {"odir", "eyepacs"}
+    oof = load_out_of_fold(out.with_suffix(".oof.npz"), load_taxonomy("fundus"))
+    assert len(oof.patients) == 48 and set(oof.folds) == {0, 1}
 
     meta, model = load_checkpoint(out)
     assert meta["version"] == "9.9" and meta["training"]["recipe"] == "last-block"
@@ -136,6 +144,22 @@ def test_train_last_block_writes_a_servable_checkpoint(tmp_path: Path) -> None:
     assert result["checkpoint"]["guard"]["fired"] == 4
     assert result["checkpoint"]["referral"]["eye"]["specificity"]["successes"] == 0
     assert "the guard called 4 of 4 photographs not assessable" in evaluated.stdout
+
+    # Another model on the same photographs, compared as paired data: the shipped model's
+    # guard calls every drawn picture not assessable, so it refers all sixteen.
+    paired = eyescreen(
+        "evaluate", "--checkpoint", str(SHIPPED_FUNDUS), "--manifest", str(held[0]),
+        "--no-figures", "--paired-with", str(tmp_path / "evaluation"),
+        "--out", str(tmp_path / "shipped"), env=env,
+    )  # fmt: skip
+    assert paired.returncode == 0, paired.stderr[-3000:]
+    comparison = json.loads((tmp_path / "shipped" / "metrics.json").read_text())["paired_with"]
+    eyes = comparison["pooled"]["eye (eyes as independent)"]
+    assert eyes["specificity"]["this"] == 0.0 and eyes["sensitivity"]["this"] == 1.0
+    assert eyes["specificity"]["only_other"] == round(8 * eyes["specificity"]["other"])
+    assert eyes["specificity"]["only_this"] == 0
+    assert set(comparison["by_source"]) == {"odir", "eyepacs"}
+    assert "## Paired with" in paired.stdout and "McNemar p" in paired.stdout
 
     rates = subprocess.run(
         [sys.executable, "scripts/guard_rates.py", str(out), f"{tmp_path / 'strange.csv'}:3"],
