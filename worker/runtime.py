@@ -218,12 +218,25 @@ class WorkerRuntime:
                 models[route] = self.predictor(route)
             return models[route]
 
+        def known_elsewhere(route: str, images: list[Any]) -> list[str | None]:
+            """Per photograph, another route whose model's guard finds it familiar."""
+            found: list[str | None] = [None] * len(images)
+            for other in (r for r in ROUTES if r != route):
+                model = model_for(other)
+                if model.predictor.guard is None:
+                    continue
+                for i, read in enumerate(model.read(images)):
+                    if found[i] is None and not read.unfamiliar:
+                        found[i] = other
+            return found
+
         return InferenceService(
             self.sessions,
             self.images,
             self.photo_decoder(),
             model_for,
             lambda route: str(model_for(route).predictor.path),
+            known_elsewhere,
         )
 
     def sender(self):  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from services.db.models import (
     CaseRead,
     Instance,
     InstanceState,
+    Prediction,
     ScreeningCase,
     Triage,
 )
@@ -81,11 +82,11 @@ def model_read(session: Session, case_id: int) -> ModelRead | None:
         return None
     findings: dict[str, set[str]] = {}
     gradable: dict[str, bool] = {}
-    unfamiliar: set[str] = set()
+    unfamiliar: dict[str, str] = {}
     for prediction in predictions:
         eye = eye_of(prediction.instance.laterality)
         if prediction.quality == Quality.UNFAMILIAR:
-            unfamiliar.add(eye)
+            unfamiliar[eye] = _unfamiliar_reason(prediction)
         taxonomy = load_taxonomy(prediction.instance.route)
         codes = findings.setdefault(eye, set())
         is_gradable = prediction.quality == "gradable"
@@ -101,11 +102,17 @@ def model_read(session: Session, case_id: int) -> ModelRead | None:
         ungradable={eye for eye, ok in gradable.items() if not ok},
         referral=any(p.referral for p in predictions),
         reasons={
-            eye: "not assessable by this model: unlike its training photographs"
-            for eye, ok in gradable.items()
-            if not ok and eye in unfamiliar
+            eye: unfamiliar[eye] for eye, ok in gradable.items() if not ok and eye in unfamiliar
         },
     )
+
+
+def _unfamiliar_reason(prediction: Prediction) -> str:
+    """Why the model did not assess the photograph, in the grader's words."""
+    other_route = (prediction.provenance or {}).get("looks_like_route")
+    if other_route:
+        return f"not assessable by this model: it looks like a {other_route} photograph"
+    return "not assessable by this model: unlike its training photographs"
 
 
 def conflict(model: ModelRead, read: CaseRead, rule: Rule) -> Conflict | None:

@@ -155,6 +155,8 @@ class ModelRead:
     probabilities: dict[str, float]
     unfamiliar: bool = False
     distance: float | None = None
+    # another route whose model knows this photograph (a fundus photograph sent as anterior)
+    looks_like: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -97,6 +97,20 @@ def decode_each(decode: Callable[[bytes], np.ndarray]) -> PhotoDecoder:
     return decode_all
 
 
+# Per photograph of a batch sent to a route: another route whose model knows it (its guard
+# finds it familiar), or None. A model without a guard of its own still should not answer a
+# photograph of another modality: the fundus model's guard knows fundus photographs.
+KnownElsewhere = Callable[[str, list[Any]], list[str | None]]
+
+
+def _mark_known_elsewhere(reads: list[ModelRead], elsewhere: list[str | None]) -> list[ModelRead]:
+    """A photograph another route's model knows is not assessable by this one."""
+    return [
+        replace(read, unfamiliar=True, looks_like=other) if other and not read.unfamiliar else read
+        for read, other in zip(reads, elsewhere, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     """How a worker gathers waiting images into one forward pass."""
@@ -132,12 +146,14 @@ class InferenceService:
         decode: PhotoDecoder,
         model_for_route: Callable[[str], Model],
         model_path_for_route: Callable[[str], str],
+        known_elsewhere: KnownElsewhere | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.decode = decode
         self.model_for_route = model_for_route
         self.model_path_for_route = model_path_for_route
+        self.known_elsewhere = known_elsewhere
 
     def infer_batch(
         self, instance_id: int, worker: str, policy: BatchPolicy
@@ -291,7 +307,10 @@ class InferenceService:
     ) -> list[InferenceOutcome]:
         model = self.model_for_route(route)
         started = time.perf_counter()
-        reads = model.read([photo.pixels for _, photo in items])
+        images = [photo.pixels for _, photo in items]
+        reads = model.read(images)
+        if self.known_elsewhere is not None:
+            reads = _mark_known_elsewhere(reads, self.known_elsewhere(route, images))
         elapsed = time.perf_counter() - started
         metrics.INFERENCE_SECONDS.labels(route=route).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(items))
@@ -321,6 +340,8 @@ class InferenceService:
             quality = Quality.UNFAMILIAR
         if read.distance is not None:
             provenance = provenance | {"guard_distance": round(read.distance, 4)}
+        if read.looks_like is not None:
+            provenance = provenance | {"looks_like_route": read.looks_like}
         decision = decide(model.taxonomy, probabilities, model.operating_point, quality)
         received_at = None
         try:

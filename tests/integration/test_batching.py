@@ -20,7 +20,7 @@ from services.db.session import transaction
 from services.intake.ingest import IngestService
 from services.kernel.settings import Settings
 from services.screening.inference import BatchPolicy
-from tests.conftest import FUNDUS, needs_shared_data
+from tests.conftest import ANTERIOR, FUNDUS, needs_shared_data
 from tests.dicom_files import received_photo
 from tests.synthetic_photos import generated_fundus_photos
 from worker.runtime import WorkerRuntime
@@ -212,3 +212,26 @@ def test_one_stand_in_for_every_process(tmp_path: Path) -> None:
     assert len(set(paths)) == 1
     assert [p.name for p in tmp_path.glob("*.pt")] == ["untrained-anterior.pt"]
     assert file_sha256(paths[0]) == file_sha256(tmp_path / "untrained-anterior.pt")
+
+
+def test_a_fundus_photograph_sent_as_anterior_is_not_assessed(runtime: WorkerRuntime) -> None:
+    """The anterior model has no guard of its own (its sources are too unlike each other for
+    one), but the fundus model's guard knows a fundus photograph: on the anterior route that
+    photograph is "not assessable by this model" and referred, and the reason is kept. A real
+    slit-lamp photograph on the same route is read as usual."""
+    from dataclasses import replace
+
+    needs_shared_data()
+    fundus = sorted((FUNDUS / "images" / "normal").glob("*.jpg"))[:2]
+    slit_lamp = sorted((ANTERIOR / "images").glob("*slit-lamp*"))[:2]
+    ingest = IngestService(runtime.sessions, runtime.images)
+    ids = [
+        ingest.accept(replace(received_photo(photo, f"X{n}"), route="anterior")).instance_id
+        for n, photo in enumerate(fundus + slit_lamp)
+    ]
+    runtime.inference().infer_batch(ids[0], "w", BatchPolicy())
+    with runtime.sessions() as session:
+        read = {p.instance_pk: p for p in session.scalars(select(Prediction))}
+    assert [read[i].quality for i in ids] == ["ungradable:unfamiliar"] * 2 + ["gradable"] * 2
+    assert all(read[i].referral for i in ids[:2])
+    assert [read[i].provenance.get("looks_like_route") for i in ids] == ["fundus"] * 2 + [None] * 2

@@ -200,6 +200,33 @@ def test_a_photograph_beyond_the_guard_is_not_assessed_and_referred(world: World
     assert strange.provenance["guard_distance"] == 1.0
 
 
+def test_a_photograph_another_routes_model_knows_is_not_assessed_here(world: World) -> None:
+    """A route's model without a guard of its own: a photograph that another route's model
+    recognises (a fundus photograph sent as anterior) is not assessable here, and says why."""
+
+    def known_elsewhere(route: str, images: list[np.ndarray]) -> list[str | None]:
+        assert route == "fundus"  # the route the photographs were sent to
+        return ["anterior" if np.array_equal(i, PIXELS[GLAUCOMA]) else None for i in images]
+
+    inference = InferenceService(
+        world.sessions,
+        world.ingest.store,
+        decode_each(fake_decode),
+        lambda r: world.model,
+        lambda r: "-",
+        known_elsewhere,
+    )
+    ids = [world.receive(data, f"1.2.4.{i}") for i, data in enumerate((NORMAL, GLAUCOMA))]
+    inference.infer(ids)
+    with world.sessions() as session:
+        predictions = {p.instance_pk: p for p in session.scalars(select(Prediction))}
+    normal, elsewhere = predictions[ids[0]], predictions[ids[1]]
+    assert (normal.quality, normal.referral) == ("gradable", False)
+    assert "looks_like_route" not in normal.provenance
+    assert (elsewhere.quality, elsewhere.referral) == ("ungradable:unfamiliar", True)
+    assert elsewhere.provenance["looks_like_route"] == "anterior"
+
+
 def test_delivery_backs_off_doubling_then_dead_letters(world: World) -> None:
     world.inference.infer([world.receive(NORMAL, "1.2.3.9")])
     with world.sessions() as session:
