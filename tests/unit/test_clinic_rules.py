@@ -128,3 +128,13 @@ def test_every_arbitration_can_be_decided_for_every_quorum_with_one_senior() -> 
     assert after_vote(agreeing=2, voted=2, quorum=3, voters_left=0) == Step.ESCALATED
     assert after_vote(agreeing=1, voted=1, quorum=2, voters_left=1) == Step.WAITING
     assert after_vote(agreeing=2, voted=2, quorum=2, voters_left=1) == Step.DECIDED
+
+
+def test_the_panel_is_told_why_the_model_did_not_assess_a_photograph() -> None:
+    from services.clinic.triage import _unfamiliar_reason
+    from services.db.models import Prediction
+
+    elsewhere = Prediction(provenance={"looks_like_route": "fundus", "guard_distance": 0.1})
+    beyond = Prediction(provenance={"guard_distance": 0.7})
+    assert _unfamiliar_reason(elsewhere).endswith("it looks like a fundus photograph")
+    assert _unfamiliar_reason(beyond).endswith("unlike its training photographs")
