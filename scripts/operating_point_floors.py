@@ -3,8 +3,12 @@ out-of-fold predictions (``eyescreen train-last-block --oof-out``) at the pooled
 and with each floor given, per eye and patient, pooled and per source, Wilson 95 %.
 
 Usage: python scripts/operating_point_floors.py OOF.npz [--target 0.95] [--floor 0.9 ...]
+       [--apply-to CHECKPOINT --version V --out NEW.pt]
 
-Prints JSON, then a Markdown table (the model card's form) on stderr.
+Prints JSON, then a Markdown table (the model card's form) on stderr. With ``--apply-to``, the
+checkpoint of the same run gets the operating point of the last ``--floor`` (none given: the
+pooled target alone) as a new file, its weights untouched: a site can take another operating
+point of a model without training it again (register and activate it with ``eyescreen model``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,31 @@ def figures(path: Path, taxonomy_name: str, target: float, floors: list[float]) 
             "by_source": point["cross_validated_by_source"],
             "thresholds": point["thresholds"],
         }
+        out["_last_point"] = point
     return out
+
+
+def apply_point(checkpoint: Path, point: dict[str, Any], version: str, out: Path) -> str:
+    """A copy of ``checkpoint`` deciding with ``point``; refused unless the out-of-fold file
+    is the checkpoint's own run (its temperatures are the ones the point was chosen with)."""
+    import numpy as np
+
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+
+    meta, model = load_checkpoint(checkpoint)
+    shipped = meta["calibration"]["temperatures"]
+    fitted = point["temperatures"]
+    if shipped.keys() != fitted.keys() or not np.allclose(
+        [shipped[c] for c in fitted], list(fitted.values()), rtol=1e-4
+    ):
+        raise SystemExit(f"{checkpoint}: its temperatures are not this out-of-fold file's run")
+    meta["version"] = version
+    meta["thresholds"] = point["thresholds"]
+    meta["operating_point"] = {
+        key: point[key]
+        for key in ("target_sensitivity", "scale", "cross_validated", "source_sensitivity_floor")
+    }
+    return save_checkpoint(out, meta, model)
 
 
 def _cell(block: dict[str, Any], measure: str) -> str:
@@ -79,8 +107,17 @@ def main() -> None:
     parser.add_argument("--taxonomy", default="fundus")
     parser.add_argument("--target", type=float, default=0.95, help="pooled sensitivity per eye")
     parser.add_argument("--floor", type=float, action="append", default=[], help="per source")
+    parser.add_argument("--apply-to", type=Path, help="the run's checkpoint")
+    parser.add_argument("--version", help="with --apply-to: the new file's model version")
+    parser.add_argument("--out", type=Path, help="with --apply-to: the new checkpoint")
     args = parser.parse_args()
+    if args.apply_to and not (args.version and args.out):
+        parser.error("--apply-to needs --version and --out")
     result = figures(args.oof, args.taxonomy, args.target, args.floor)
+    last = result.pop("_last_point")
+    if args.apply_to:
+        sha = apply_point(args.apply_to, last, args.version, args.out)
+        print(f"{args.out}: sha256 {sha}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     print(markdown(result), file=sys.stderr)
 

@@ -61,3 +61,9 @@ def test_evaluations_of_different_photographs_are_refused(tmp_path: Path) -> Non
 def test_the_file_names_no_folder_of_this_machine(tmp_path: Path) -> None:
     text = _written(tmp_path, "x", [1], [1]).read_text()
     assert "/somewhere" not in text and "0.jpg" in text
+    # a manifest without an eye column: the sample's eye is its file, folder and all
+    unnamed = Sample(Path("/somewhere/else/7.png"), "p7", "/somewhere/else/7.png", frozenset())
+    path = tmp_path / "unnamed.csv"
+    write_referrals(path, [unnamed], np.ones(1, bool), np.ones(1, bool), np.zeros(1, bool))
+    assert "/somewhere" not in path.read_text()
+    assert read_referrals(path).keys == [("", "p7", "", "7.png")]
