@@ -223,14 +223,19 @@ def referral_figures(
     """Sensitivity, specificity, PPV, NPV (Wilson 95 %) per eye, and per patient if given."""
     out = {"eye": _figures(referred, diseased)}
     if patients is not None:
-        ids = np.asarray(patients)
-        unique, index = np.unique(ids, return_inverse=True)
-        per_referred = np.zeros(len(unique), dtype=bool)
-        per_diseased = np.zeros(len(unique), dtype=bool)
-        np.logical_or.at(per_referred, index, referred)
-        np.logical_or.at(per_diseased, index, diseased)
-        out["patient"] = _figures(per_referred, per_diseased)
+        out["patient"] = _figures(*any_eye_per_patient(patients, referred, diseased))
     return out
+
+
+def any_eye_per_patient(patients: Sequence[str], *per_eye: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each per-eye flag per patient: true when it holds for any of the patient's eyes."""
+    unique, index = np.unique(np.asarray(patients), return_inverse=True)
+    merged = []
+    for values in per_eye:
+        flags = np.zeros(len(unique), dtype=bool)
+        np.logical_or.at(flags, index, values)
+        merged.append(flags)
+    return tuple(merged)
 
 
 def _figures(referred: np.ndarray, diseased: np.ndarray) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ml.data import Sample
+from ml.operating_point import any_eye_per_patient
 from services.statistics.paired import mcnemar_exact, newcombe_paired
 
 FIELDS = ("source", "patient_id", "eye", "photograph", "diseased", "referred", "not_assessable")
@@ -111,20 +112,10 @@ def _unit(diseased: np.ndarray, this: np.ndarray, other: np.ndarray) -> dict[str
     }
 
 
-def _per_patient(patients: list[tuple[str, str]], *per_eye: np.ndarray) -> tuple[np.ndarray, ...]:
-    unique, index = np.unique(np.array([f"{s}\x1f{p}" for s, p in patients]), return_inverse=True)
-    out = []
-    for values in per_eye:
-        merged = np.zeros(len(unique), dtype=bool)
-        np.logical_or.at(merged, index, values)
-        out.append(merged)
-    return tuple(out)
-
-
 def compare(this: Referrals, other: Referrals) -> dict[str, Any]:
     """This evaluation's referral against another's on the same photographs."""
     this, other_referred = aligned(this, other)
-    patients = [(k[0], k[1]) for k in this.keys]
+    patients = [f"{k[0]}\x1f{k[1]}" for k in this.keys]  # a patient id is unique per source
     sources = np.array([k[0] for k in this.keys])
 
     def block(rows: np.ndarray) -> dict[str, Any]:
@@ -132,7 +123,7 @@ def compare(this: Referrals, other: Referrals) -> dict[str, Any]:
         chosen = [p for p, r in zip(patients, rows, strict=True) if r]
         return {
             "eye (eyes as independent)": _unit(*eyes),
-            "patient": _unit(*_per_patient(chosen, *eyes)),
+            "patient": _unit(*any_eye_per_patient(chosen, *eyes)),
         }
 
     everything = np.ones(len(this.keys), dtype=bool)
