@@ -175,21 +175,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def judge_study(features_file: Path, referrals: Path, out: Path) -> None:
-    """Out-of-fold on the training patients (grouped by patient), then the held-out eyes:
-    glaucoma AUCs of the disc reader, of 1.4, and of the two together; and 1.4's referral with
-    "or the disc reader flags glaucoma" added, paired against 1.4 on the same eyes."""
+def linear_reader(data: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A logistic regression on 1.4's backbone features of the disc crop: out of fold on the
+    training patients (5 patient-grouped folds, the regularisation chosen there), then fitted
+    on them all and read on the held-out eyes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ml.operating_point import referral_figures
-    from ml.paired_referral import Referrals, compare, markdown, read_referrals
-
-    data = np.load(features_file)
     x, truth, held = data["features"], data["glaucoma"], data["held_out"]
-    source, patient = data["source"], data["patient"]
     train = ~held
 
     def reader(c: float) -> Any:
@@ -197,7 +192,7 @@ def judge_study(features_file: Path, referrals: Path, out: Path) -> None:
             StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
         )
 
-    groups = np.array([f"{s}/{p}" for s, p in zip(source, patient, strict=True)])
+    groups = np.array([f"{s}/{p}" for s, p in zip(data["source"], data["patient"], strict=True)])
     oof: dict[float, np.ndarray] = {}
     for c in (0.001, 0.01, 0.1):
         scores = np.zeros(int(train.sum()))
@@ -207,15 +202,71 @@ def judge_study(features_file: Path, referrals: Path, out: Path) -> None:
         oof[c] = scores
         log.info("C %s: out-of-fold glaucoma AUC %s", c, _auc(scores, truth[train]))
     best = max(oof, key=lambda c: _auc(oof[c], truth[train]) or 0.0)
-    disc = reader(best).fit(x[train], truth[train]).predict_proba(x[held])[:, 1]
+    held_scores = reader(best).fit(x[train], truth[train]).predict_proba(x[held])[:, 1]
+    return oof[best], held_scores, {"reader": "logistic regression", "regularisation_C": best}
+
+
+@torch.inference_mode()
+def model_reader(
+    data: Any, checkpoint: Path, crops_dir: Path
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A network trained on the disc crops alone (``train-last-block`` on the crop manifests):
+    its calibrated glaucoma probability out of fold (the run's ``.oof.npz``) and on the
+    held-out crops."""
+    from ml.oof_file import load_out_of_fold
+
+    taxonomy = load_taxonomy("fundus")
+    samples = load_samples(
+        [crops_dir / "fundus.csv", crops_dir / "fundus-external.csv"], None, taxonomy
+    )
+    trained, held = held_out_patients(samples, 0.15, 0)
+    held_mask = data["held_out"]
+    if [s.patient_id for s in held] != [str(p) for p in data["patient"][held_mask]]:
+        raise ValueError("the crops' split is not the photographs' split")
+    predictor = Predictor.load(checkpoint, device="cpu")
+    temperature = float(predictor.meta["calibration"]["temperatures"][GLAUCOMA])
+    oof = load_out_of_fold(checkpoint.with_suffix(".oof.npz"), taxonomy)
+    if len(oof.patients) != len(trained):
+        raise ValueError("the out-of-fold file is not of the crops' training patients")
+    raw = np.clip(oof.raw[:, list(oof.codes).index(GLAUCOMA)], 1e-6, 1 - 1e-6)
+    oof_scores = 1 / (1 + np.exp(-_logit(raw) / temperature))
+    held_scores = []
+    for start in tqdm(range(0, len(held), 16), desc="held-out crops", mininterval=10):
+        batch = [load_rgb(str(s.path)) for s in held[start : start + 16]]
+        held_scores += [row[GLAUCOMA] for row in predictor.predict(batch)]
+    about = {"reader": f"network {predictor.version} on disc crops", "checkpoint": checkpoint.name}
+    return oof_scores, np.array(held_scores), about
+
+
+def judge_study(
+    features_file: Path,
+    referrals: Path,
+    out: Path,
+    disc_model: Path | None = None,
+    crops_dir: Path | None = None,
+) -> None:
+    """Out of fold on the training patients, then the held-out eyes: glaucoma AUCs of the
+    disc reader, of 1.4, and of the two together; and 1.4's referral with "or the disc reader
+    flags glaucoma" added, paired against 1.4 on the same eyes."""
+    from ml.operating_point import referral_figures
+    from ml.paired_referral import Referrals, compare, markdown, read_referrals
+
+    data = np.load(features_file)
+    truth, held = data["glaucoma"], data["held_out"]
+    source, patient = data["source"], data["patient"]
+    train = ~held
+    if disc_model is None:
+        oof_scores, disc, about = linear_reader(data)
+    else:
+        oof_scores, disc, about = model_reader(data, disc_model, crops_dir or Path("."))
     whole = data["whole_glaucoma"][held]
     together = 1 / (1 + np.exp(-(_logit(disc) + _logit(whole)) / 2))
     normal_train = data["normal"][train]
     result: dict[str, Any] = {
-        "regularisation_C": best,
+        **about,
         "training_eyes": int(train.sum()),
         "training_glaucoma": int(truth[train].sum()),
-        "out_of_fold_auc": _aucs(oof[best], truth[train], source[train]),
+        "out_of_fold_auc": _aucs(oof_scores, truth[train], source[train]),
         "held_out_auc": {
             "disc_reader": _aucs(disc, truth[held], source[held]),
             "model_1.4_whole_photograph": _aucs(whole, truth[held], source[held]),
@@ -234,7 +285,7 @@ def judge_study(features_file: Path, referrals: Path, out: Path) -> None:
     order = np.array([index[k] for k in base.keys])
     reports = []
     for budget in BUDGETS:
-        cut = float(np.quantile(oof[best][normal_train], 1 - budget))
+        cut = float(np.quantile(oof_scores[normal_train], 1 - budget))
         flagged = disc[order] >= cut
         referred = base.referred | flagged
         variant = Referrals(base.keys, base.diseased, referred)
@@ -280,6 +331,8 @@ def main() -> None:
     judge.add_argument("features", type=Path)
     judge.add_argument("--referrals", type=Path)
     judge.add_argument("--out", type=Path, required=True)
+    judge.add_argument("--disc-model", type=Path, help="a checkpoint trained on the crops")
+    judge.add_argument("--crops-dir", type=Path, help="where `crops` wrote them")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     if args.command == "contact-sheet":
@@ -289,7 +342,13 @@ def main() -> None:
     elif args.command == "features":
         features(args.out)
     else:
-        judge_study(args.features, args.referrals or REFERRALS_1_4, args.out)
+        judge_study(
+            args.features,
+            args.referrals or REFERRALS_1_4,
+            args.out,
+            args.disc_model,
+            args.crops_dir,
+        )
 
 
 if __name__ == "__main__":
