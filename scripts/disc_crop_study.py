@@ -238,6 +238,21 @@ def model_reader(
     return oof_scores, np.array(held_scores), about
 
 
+def _write_referrals(path: Path, base: Path, referred: np.ndarray) -> None:
+    """1.4's referrals file with the combined rule's referral in place of 1.4's (rows in the
+    same order), so that the paired figures can be checked with other tools (R)."""
+    import csv
+
+    with base.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        for row, sent in zip(rows, referred, strict=True):
+            writer.writerow(row | {"referred": int(sent)})
+
+
 def judge_study(
     features_file: Path,
     referrals: Path,
@@ -289,6 +304,9 @@ def judge_study(
         flagged = disc[order] >= cut
         referred = base.referred | flagged
         variant = Referrals(base.keys, base.diseased, referred)
+        _write_referrals(
+            out.with_name(f"{out.stem}-referrals-{round(budget * 100)}pct.csv"), variant
+        )
         patients = [f"{k[0]}/{k[1]}" for k in base.keys]
         by_source = {}
         for name in sorted({k[0] for k in base.keys}):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from eyescreen.processes import SWEEP_EVERY_S
 from services.db.models import DeliveryState, ReportDelivery
 from tests.conftest import fresh_postgres_database
 from tests.running_service import Service
@@ -78,8 +79,9 @@ def test_backup_while_running_restores_to_the_same_export_and_resends_nothing(
 
         again = Service(restored_url, broker, second, **destination)
         try:
-            # Sweeps run every 10 s and re-send unsent outbox rows after 2 s: wait for three.
-            time.sleep(35)
+            # The gateway sweeps every SWEEP_EVERY_S (5 s) and re-sends an unsent outbox row
+            # after 2 s: three sweeps and a start-up's margin.
+            time.sleep(3 * SWEEP_EVERY_S + 3)
             assert sorted(p.name for p in inbox.iterdir()) == sent_before  # nothing twice
             assert again.predictions_per_instance() == [1] * 4
             (second / "new").mkdir()
