@@ -304,9 +304,9 @@ def judge_study(
         flagged = disc[order] >= cut
         referred = base.referred | flagged
         variant = Referrals(base.keys, base.diseased, referred)
-        _write_referrals(
-            out.with_name(f"{out.stem}-referrals-{round(budget * 100)}pct.csv"), variant
-        )
+        name = f"{out.stem}-referrals-{round(budget * 100)}pct.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_referrals(out.with_name(name), referrals, referred)
         patients = [f"{k[0]}/{k[1]}" for k in base.keys]
         by_source = {}
         for name in sorted({k[0] for k in base.keys}):
