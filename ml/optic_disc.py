@@ -4,10 +4,12 @@ Glaucoma is read off the disc (the cup's size against the rim's), which covers a
 the fundus's width: at the network's 320-px view of the whole fundus it is some 30 px across.
 A crop of the disc's neighbourhood gives the same network ten times the pixels there.
 
-The disc is found the way a reader finds it first: the brightest round patch inside the fundus.
-The image is shrunk, its luminance smoothed by a box about a disc wide (so a bright vessel
-crossing or a speck of dust does not win), the rim of the fundus disc masked (camera flare sits
-there), and the maximum taken. Numpy and Pillow only, no learning: it runs where the model runs.
+The disc is found the way a reader finds it first: the round patch brightest against its
+surroundings inside the fundus. The image is shrunk; each pixel scores the mean luminance of a
+disc-wide box around it less that of a box three times as wide (a bright vessel crossing or a
+speck of dust is too small to win, a broad glow too even), both over lit pixels only; the
+fundus's rim is left out (camera flare sits there) and the best score taken. No learning:
+numpy, SciPy's filters and Pillow, wherever the model runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import distance_transform_edt, uniform_filter
 
+from ml.geometry import DARK
 from ml.preprocess import crop_to_content
 
 WORK_WIDTH = 256  # the shrunk image the search runs on
@@ -56,17 +59,17 @@ def locate_disc(rgb: np.ndarray) -> tuple[float, float]:
     box = max(3, round(min(sh, sw) * DISC_FRACTION))
     # The fundus is the lit area; a rim as wide as half a disc is left out (flare sits there,
     # and the photograph's own edge where the camera cut the fundus).
-    lit = small.max(axis=2) > 12
+    lit = small.max(axis=2) > DARK
     depth = distance_transform_edt(np.pad(lit, 1))[1:-1, 1:-1]
     usable = depth > max(2.0, RIM_FRACTION * min(sh, sw))
+    if not usable.any():
+        return 0.5, 0.5
     # A disc-sized patch brighter than its own surroundings: a broad glow or an evenly lit
     # side of the photograph does not stand out against its neighbourhood, the disc does.
     # Means are over lit pixels only, so the black frame does not make the fundus's edge shine.
     contrast = _lit_mean(luminance, lit, box) - _lit_mean(luminance, lit, 3 * box)
-    if not usable.any():
-        return 0.5, 0.5
-    smoothed = np.where(usable, contrast, -np.inf)
-    y, x = np.unravel_index(int(np.argmax(smoothed)), smoothed.shape)
+    scores = np.where(usable, contrast, -np.inf)
+    y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
     return (x + 0.5) / sw, (y + 0.5) / sh
 
 

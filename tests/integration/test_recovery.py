@@ -137,9 +137,8 @@ def test_killed_at_each_point_work_resumes_within_a_minute_one_sr_per_report(
     lease, and the two wait side by side."""
     for profile in PROFILES:
         (tmp_path / profile).mkdir()
-    if "postgres-redis" in PROFILES:
-        request.getfixturevalue("redis_broker")  # fixtures are set up here, not in a thread
-        request.getfixturevalue("postgres_url")
+    request.getfixturevalue("redis_broker")  # fixtures are set up here, not in a thread
+    request.getfixturevalue("postgres_url")
     with ThreadPoolExecutor(len(PROFILES)) as pool:
         runs = [
             pool.submit(_killed_and_recovered, kill, profile, request, tmp_path / profile)
