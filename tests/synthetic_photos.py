@@ -10,6 +10,7 @@ arguments give the same pixels.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,10 @@ def slit_lamp_rgb(width: int = 640, height: int = 480, seed: int = 0) -> np.ndar
 def write_photo(rgb: np.ndarray, path: Path) -> Path:
     """Save as a camera would: JPEG, quality 92."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path, format="JPEG", quality=92)
+    # Written aside and renamed: a reader in another thread sees the whole file or none.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    Image.fromarray(rgb).save(partial, format="JPEG", quality=92)
+    os.replace(partial, path)
     return path
 
 
