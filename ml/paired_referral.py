@@ -48,11 +48,11 @@ def write_referrals(
         writer = csv.writer(handle)
         writer.writerow(FIELDS)
         for sample, sick, sent, odd in zip(samples, diseased, referred, unfamiliar, strict=True):
-            where = (sample.source, sample.patient_id, _eye(sample), sample.path.name)
+            where = (sample.source, sample.patient_id, eye_label(sample), sample.path.name)
             writer.writerow([*where, int(sick), int(sent), int(odd)])
 
 
-def _eye(sample: Sample) -> str:
+def eye_label(sample: Sample) -> str:
     """The eye as the manifest named it; blank where it named none (the sample then carries
     its file as the eye, which may be a folder of this machine)."""
     return "" if Path(sample.eye).name == sample.path.name else sample.eye

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.data import Sample, held_out_patients
 from ml.optic_disc import disc_crop
+from ml.paired_referral import eye_label
 from ml.pipeline import load_samples
 from ml.predictor import Predictor
 from ml.preprocess import load_rgb, prepare
@@ -45,19 +46,22 @@ BUDGETS = (0.02, 0.05)  # share of normal training eyes (out of fold) the disc r
 log = logging.getLogger("disc_crop_study")
 
 
-def _samples() -> tuple[list[Sample], list[Sample]]:
-    shared = Path(os.environ.get("EYESCREEN_SHARED", "../shared"))
-    manifests = [
-        shared / "data" / "fundus" / "manifest.csv",
-        shared / "data" / "fundus-external" / "manifest.csv",
-    ]
+def _split(manifests: list[Path] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """1.4's split (--hold-out 0.15, seed 0) of the photographs' manifests, or of manifests
+    with the same rows (the crops')."""
+    if manifests is None:
+        shared = Path(os.environ.get("EYESCREEN_SHARED", "../shared"))
+        manifests = [
+            shared / "data" / "fundus" / "manifest.csv",
+            shared / "data" / "fundus-external" / "manifest.csv",
+        ]
     samples = load_samples(manifests, None, load_taxonomy("fundus"))
-    return held_out_patients(samples, 0.15, 0)  # 1.4's split: --hold-out 0.15, seed 0
+    return held_out_patients(samples, 0.15, 0)
 
 
 def contact_sheet(out: Path, count: int = 48) -> None:
     """Random crops of every source side by side: does the locator find the disc?"""
-    trained, held = _samples()
+    trained, held = _split()
     everyone = trained + held
     rng = np.random.default_rng(1)
     chosen = [everyone[i] for i in rng.choice(len(everyone), count, replace=False)]
@@ -108,9 +112,10 @@ def features(out: Path, batch: int = 16) -> None:
     """Per photograph: the backbone's features of its disc crop; and for held-out photographs
     1.4's calibrated glaucoma probability of the whole photograph, as the service reads it."""
     torch.set_num_threads(2)
-    trained, held = _samples()
+    trained, held = _split()
     everyone = trained + held
     predictor = Predictor.load(SHIPPED, device="cpu")
+    normal_codes = {n.code for n in predictor.taxonomy.nodes if n.normal}
     spec = predictor.preprocessing
     backbone = predictor.model.backbone.eval()
     crops: list[np.ndarray] = []
@@ -142,11 +147,11 @@ def features(out: Path, batch: int = 16) -> None:
         whole_glaucoma=np.array(whole),
         held_out=np.array([s.path in held_paths for s in everyone]),
         glaucoma=np.array([GLAUCOMA in s.codes for s in everyone]),
-        normal=np.array([s.codes <= {"F.NOR", "F.NOR.NOR"} for s in everyone]),
+        normal=np.array([s.codes <= normal_codes for s in everyone]),
         source=np.array([s.source for s in everyone]),
         patient=np.array([s.patient_id for s in everyone]),
         photograph=np.array([s.path.name for s in everyone]),
-        eye=np.array(["" if Path(s.eye).name == s.path.name else s.eye for s in everyone]),
+        eye=np.array([eye_label(s) for s in everyone]),
     )
     print(out)
 
@@ -216,10 +221,7 @@ def model_reader(
     from ml.oof_file import load_out_of_fold
 
     taxonomy = load_taxonomy("fundus")
-    samples = load_samples(
-        [crops_dir / "fundus.csv", crops_dir / "fundus-external.csv"], None, taxonomy
-    )
-    trained, held = held_out_patients(samples, 0.15, 0)
+    trained, held = _split([crops_dir / "fundus.csv", crops_dir / "fundus-external.csv"])
     held_mask = data["held_out"]
     if [s.patient_id for s in held] != [str(p) for p in data["patient"][held_mask]]:
         raise ValueError("the crops' split is not the photographs' split")
