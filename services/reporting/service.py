@@ -2,7 +2,8 @@
 
 One report covers every read image of a visit (both eyes). It is built when no image of the
 case is still waiting to be read; a later image or an arbitration decision makes a revision
-that points at its predecessor. Building the same content twice is a no-op (``content_key``).
+that points at its predecessor. Building the same content twice is a no-op (``content_key``);
+what the content is comes from ``gathering``.
 
 The SR encoder, the document renderer and the sender are injected (highdicom, jinja2/WeasyPrint
 and pynetdicom live in ``reports`` and ``dicom_gateway``). Each (report, destination) pair is a
@@ -12,26 +13,22 @@ attempts, re-sent by an operator (``eyescreen reports retry``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.db.base import utcnow
 from services.db.models import (
-    ArbitrationDecision,
     CaseState,
     DeliveryChannel,
     DeliveryState,
     Instance,
-    InstanceState,
-    Person,
     Prediction,
     Report,
     ReportDelivery,
@@ -47,16 +44,11 @@ from services.reporting.content import (
     CaseReport,
     EncodeHl7,
     EncodeReport,
-    ImageResult,
-    Patient,
     RenderDocument,
-    Verdict,
     WrapDocument,
 )
-from services.reporting.predictions import latest_predictions, reading_order
+from services.reporting.gathering import content_of_report, gather_case
 from services.reporting.sending import AskPacs, DeliveryError, DeliveryOutcome, SendReport, Sent
-from services.screening import Finding
-from services.taxonomy.tree import load_taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +90,10 @@ class ReportService:
     def build_case(self, case_id: int) -> tuple[int, ...]:
         """Build the case's report if its content changed; returns outbox ids of deliveries."""
         with self.sessions() as session:
-            gathered = self._gather(session, case_id)
+            gathered = gather_case(session, case_id, self.images, self.reports)
         if gathered is None:
             return ()
-        content, key, prediction_ids, predecessor_id, decision_id = gathered
+        content, predecessor_id = gathered.content, gathered.predecessor_id
         encoded = self.encode(content)
         sr = self.reports.put(encoded.data)
         # The PDF goes with the SR only when the PACS gets it too; otherwise it is rendered
@@ -113,13 +105,13 @@ class ReportService:
                 report = Report(
                     case_pk=case_id,
                     predecessor_pk=predecessor_id,
-                    decision_pk=decision_id,
-                    content_key=key,
+                    decision_pk=gathered.decision_id,
+                    content_key=gathered.content_key,
                     verified=content.verdict is not None,
                     sop_instance_uid=encoded.sop_instance_uid,
                     sha256=sr.sha256,
                     pdf_sha256=pdf.sha256 if pdf else None,
-                    predictions=[session.get_one(Prediction, p) for p in prediction_ids],
+                    predictions=[session.get_one(Prediction, p) for p in gathered.prediction_ids],
                 )
                 session.add(report)
                 session.flush()
@@ -168,102 +160,6 @@ class ReportService:
         session.flush()
         return add_message(session, delivery_task(delivery.channel), delivery.id).id
 
-    def _gather(
-        self, session: Session, case_id: int
-    ) -> tuple[CaseReport, str, list[int], int | None, int | None] | None:
-        case = session.get_one(ScreeningCase, case_id)
-        unread = exists().where(
-            Instance.case_pk == case_id, Instance.state == InstanceState.RECEIVED
-        )
-        if session.scalar(select(unread)):
-            return None  # the last image read will build the report
-        predictions = latest_predictions(session, case_id)
-        if not predictions:
-            log.warning("case %d has no readable image; no report", case_id)
-            return None
-        decision = session.scalar(
-            select(ArbitrationDecision)
-            .where(ArbitrationDecision.case_pk == case_id)
-            .order_by(ArbitrationDecision.id.desc())
-        )
-        said = "p:" + ",".join(str(p.id) for p in predictions)
-        if decision is not None:
-            said += f";d:{decision.id}"
-        key = hashlib.sha256(said.encode()).hexdigest()  # fixed length, however many images
-        if session.scalar(
-            select(Report.id).where(Report.case_pk == case_id, Report.content_key == key)
-        ):
-            return None
-        predecessor = session.scalar(
-            select(Report).where(Report.case_pk == case_id).order_by(Report.id.desc())
-        )
-        content = CaseReport(
-            case_id=case_id,
-            patient=_patient(case),
-            images=tuple(self._image_result(p) for p in predictions),
-            verdict=self._verdict(session, decision) if decision else None,
-            predecessor_sr=self.reports.read(predecessor.sha256) if predecessor else None,
-        )
-        return (
-            content,
-            key,
-            [p.id for p in predictions],
-            predecessor.id if predecessor else None,
-            decision.id if decision else None,
-        )
-
-    def _image_result(self, prediction: Prediction) -> ImageResult:
-        instance = prediction.instance
-        taxonomy = load_taxonomy(instance.route)
-        model = prediction.model_version
-        return ImageResult(
-            source=self.images.read(instance.sha256),
-            laterality=instance.laterality,
-            route=instance.route,
-            findings=tuple(
-                Finding(
-                    f.code,
-                    taxonomy.node(f.code).name,
-                    f.level,
-                    f.probability,
-                    f.threshold,
-                    f.positive,
-                )
-                for f in prediction.findings
-            ),
-            top3=tuple(prediction.top3),
-            referral=prediction.referral,
-            quality=prediction.quality,
-            algorithm_name=model.name,
-            algorithm_version=model.version,
-            weights_sha256=model.weights_sha256,
-            threshold_set=str(prediction.provenance.get("threshold_set", "checkpoint")),
-            probability_scale=str(prediction.provenance.get("probability_scale", "raw")),
-            heatmap_path=prediction.heatmap_path,
-        )
-
-    @staticmethod
-    def _verdict(session: Session, decision: ArbitrationDecision) -> Verdict:
-        names: dict[str, str] = {}
-        for code in decision.findings:
-            for route in ("fundus", "anterior"):
-                taxonomy = load_taxonomy(route)
-                if taxonomy.has(code):
-                    names[code] = taxonomy.node(code).name
-        return Verdict(
-            person_name=decision.decided_by.display_name,
-            login=decision.decided_by.username,
-            organization="Arbitration panel",
-            findings=dict(decision.findings),
-            names=names,
-            referral=decision.referral,
-            comment=decision.comment,
-            decided_at=decision.decided_at,
-            signers=tuple(
-                session.get_one(Person, pk).display_name for pk in decision.signers or []
-            ),
-        )
-
     def render_pdf(self, report_id: int) -> None:
         """Render and keep the PDF of a report built without one; idempotent."""
         if self.render is None:
@@ -272,23 +168,11 @@ class ReportService:
             report = session.get_one(Report, report_id)
             if report.pdf_sha256 is not None:
                 return
-            content = self._content_of(session, report)
+            content = content_of_report(session, report, self.images)
         pdf = self.reports.put(self.render(content))
         with transaction(self.sessions) as session:
             session.get_one(Report, report_id).pdf_sha256 = pdf.sha256
         log.info("report %d: PDF rendered", report_id)
-
-    def _content_of(self, session: Session, report: Report) -> CaseReport:
-        """What an existing report says, rebuilt from its rows (for the PDF)."""
-        decision = (
-            session.get(ArbitrationDecision, report.decision_pk) if report.decision_pk else None
-        )
-        return CaseReport(
-            case_id=report.case_pk,
-            patient=_patient(report.case),
-            images=tuple(self._image_result(p) for p in reading_order(report.predictions)),
-            verdict=self._verdict(session, decision) if decision else None,
-        )
 
     def objects_for(self, report: Report) -> list[bytes]:
         """What a delivery sends: the SR, and the PDF wrapped as a DICOM object if configured."""
@@ -513,18 +397,6 @@ class ReportService:
                 error,
             )
             return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=error)
-
-
-def _patient(case: ScreeningCase) -> Patient:
-    study, patient = case.study, case.study.patient
-    return Patient(
-        patient.name,
-        patient.patient_id,
-        patient.birth_date,
-        patient.sex,
-        study.study_date,
-        study.accession_number,
-    )
 
 
 def delivery_task(channel: DeliveryChannel) -> str:
