@@ -21,7 +21,15 @@ ANTERIOR = SHARED / "data" / "anterior"
 POSTGRES_ADMIN_URL = os.environ.get(
     "EYESCREEN_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("EYESCREEN_TEST_REDIS", "redis://127.0.0.1:6379/11")
+# Each pytest-xdist worker has two Redis databases of its own (the main one and a spare for the
+# test that runs its own broker), so that parallel workers never consume or flush each other's
+# tasks: worker 0 uses 11 and 12, worker 1 uses 14 and 15 (13 is the benchmarks').
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+if _WORKER > 1:
+    raise RuntimeError("the tests have Redis databases for two parallel workers, not more (-n 2)")
+REDIS_DB = str((11, 14)[_WORKER])
+REDIS_SPARE_DB = str(int(REDIS_DB) + 1)
+REDIS_URL = os.environ.get("EYESCREEN_TEST_REDIS", f"redis://127.0.0.1:6379/{REDIS_DB}")
 IN_CI = os.environ.get("CI") == "true"
 
 

@@ -21,8 +21,8 @@ from tests.service_harness import start_service, wait_for
 from tests.synthetic_photos import generated_fundus_photos
 from tests.tcp_proxy import TcpProxy
 
-# The Redis database of this checkout's tests (EYESCREEN_TEST_REDIS): parallel test runs on one
-# machine must not consume each other's tasks.
+# The Redis database of this test worker (EYESCREEN_TEST_REDIS overrides it): parallel test runs
+# on one machine must not consume each other's tasks.
 REDIS_DB = (REDIS_URL.rsplit("/", 1)[-1] or "14") if REDIS_URL.count("/") > 2 else "14"
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from dicom_gateway import statuses as st
 from eyescreen.database import upgrade
 from services.db.models import Instance, OutboxMessage, Prediction
-from tests.conftest import REDIS_URL, free_port, require_service, run
+from tests.conftest import REDIS_SPARE_DB, REDIS_URL, free_port, require_service, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
 from tests.gateway_harness import Gateway
@@ -64,7 +64,7 @@ def test_broker_down_image_accepted_and_processed_after_it_returns(
     redis = make_url(REDIS_URL.replace("redis://", "redis+x://"))
     require_service("Redis", redis.host or "127.0.0.1", redis.port or 6379)
     proxy = TcpProxy(redis.host or "127.0.0.1", redis.port or 6379)
-    database, port = "12", free_port()
+    database, port = REDIS_SPARE_DB, free_port()
     env = dict(
         os.environ,
         EYESCREEN_DATA_DIR=str(tmp_path / "var"),
