@@ -102,6 +102,11 @@ def worker(concurrency: int | None, queues: str | None, beat: bool) -> None:
         from eyescreen.ops_server import make_registry, serve, standard_checks
 
         serve(settings.metrics_port, make_registry(settings), standard_checks(settings))
+    # The pool's processes fork from this one: PyTorch imported here once (no model loaded, no
+    # thread pool started; each child does that) spares every child, and every child started
+    # again after a crash, its own import: about 5 s of CPU each.
+    import ml.predictor  # noqa: F401
+
     app.worker_main(
         [
             "worker",

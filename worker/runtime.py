@@ -1,5 +1,6 @@
 """Per-process resources of a worker: database engine, stores, models. Built on first use in the
-process that runs tasks (``worker_process_init`` warms it), never at import or in the parent."""
+process that runs tasks (``worker_process_init`` warms it), never at import or in the parent
+(which imports PyTorch before forking its children, and nothing more: ``eyescreen worker``)."""
 
 from __future__ import annotations
 
