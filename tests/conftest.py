@@ -24,12 +24,13 @@ POSTGRES_ADMIN_URL = os.environ.get(
 # Each pytest-xdist worker has two Redis databases of its own (the main one and a spare for the
 # test that runs its own broker), so that parallel workers never consume or flush each other's
 # tasks: worker 0 uses 11 and 12, worker 1 uses 14 and 15 (13 is the benchmarks').
+# EYESCREEN_TEST_REDIS overrides the URL (its database and the next one are used).
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 if _WORKER > 1:
     raise RuntimeError("the tests have Redis databases for two parallel workers, not more (-n 2)")
-REDIS_DB = str((11, 14)[_WORKER])
+REDIS_URL = os.environ.get("EYESCREEN_TEST_REDIS", f"redis://127.0.0.1:6379/{(11, 14)[_WORKER]}")
+REDIS_DB = (REDIS_URL.rsplit("/", 1)[-1] or "14") if REDIS_URL.count("/") > 2 else "14"
 REDIS_SPARE_DB = str(int(REDIS_DB) + 1)
-REDIS_URL = os.environ.get("EYESCREEN_TEST_REDIS", f"redis://127.0.0.1:6379/{REDIS_DB}")
 IN_CI = os.environ.get("CI") == "true"
 
 

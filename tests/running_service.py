@@ -14,16 +14,12 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine, make_url
 
 from services.db.models import Instance, InstanceState, Prediction
-from tests.conftest import REDIS_URL, free_port, require_service, run
+from tests.conftest import REDIS_DB, REDIS_URL, free_port, require_service, run
 from tests.dicom_files import write_photo_dicom
 from tests.dicom_peers import storescu
 from tests.service_harness import start_service, wait_for
 from tests.synthetic_photos import generated_fundus_photos
 from tests.tcp_proxy import TcpProxy
-
-# The Redis database of this test worker (EYESCREEN_TEST_REDIS overrides it): parallel test runs
-# on one machine must not consume each other's tasks.
-REDIS_DB = (REDIS_URL.rsplit("/", 1)[-1] or "14") if REDIS_URL.count("/") > 2 else "14"
 
 
 class Service:
