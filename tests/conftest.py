@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -23,12 +24,17 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 # Each pytest-xdist worker has two Redis databases of its own (the main one and a spare for the
 # test that runs its own broker), so that parallel workers never consume or flush each other's
-# tasks: worker 0 uses 11 and 12, worker 1 uses 14 and 15 (13 is the benchmarks').
-# EYESCREEN_TEST_REDIS overrides the URL (its database and the next one are used).
+# tasks: worker 0 uses 11 and 12, worker 1 uses 14 and 15, worker 2 uses 9 and 10 (13 is the
+# benchmarks'). EYESCREEN_TEST_REDIS overrides the URL (its database and the next one are used).
+_WORKER_DATABASES = (11, 14, 9)
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-if _WORKER > 1:
-    raise RuntimeError("the tests have Redis databases for two parallel workers, not more (-n 2)")
-REDIS_URL = os.environ.get("EYESCREEN_TEST_REDIS", f"redis://127.0.0.1:6379/{(11, 14)[_WORKER]}")
+if _WORKER not in range(len(_WORKER_DATABASES)):
+    raise RuntimeError(
+        f"the tests have Redis databases for {len(_WORKER_DATABASES)} parallel workers, not more"
+    )
+REDIS_URL = os.environ.get(
+    "EYESCREEN_TEST_REDIS", f"redis://127.0.0.1:6379/{_WORKER_DATABASES[_WORKER]}"
+)
 REDIS_DB = (REDIS_URL.rsplit("/", 1)[-1] or "14") if REDIS_URL.count("/") > 2 else "14"
 REDIS_SPARE_DB = str(int(REDIS_DB) + 1)
 IN_CI = os.environ.get("CI") == "true"
@@ -57,10 +63,26 @@ def fundus_photo(generated_photos: Path) -> Path:
     return generated_photos / "fundus-400-0.jpg"
 
 
+# Ports for the peers and services a test starts. A port the kernel picks (bind to 0) is free
+# only until it is released: a parallel worker, or any client connection (they take ports of
+# the same ephemeral range, 32768-60999), can take it before the peer binds it. So each xdist
+# worker counts up through a block of its own below that range, never handing a port out twice.
+_PORT_BLOCK = 2000
+_ports = itertools.count(26000 + _WORKER * _PORT_BLOCK)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port of this worker's block that nothing listens on, not handed out before."""
+    for port in _ports:
+        if port >= 26000 + (_WORKER + 1) * _PORT_BLOCK:
+            break
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or lingering from an earlier run
+            return port
+    raise RuntimeError(f"test worker {_WORKER} used up its {_PORT_BLOCK} ports")
 
 
 def service_available(host: str, port: int) -> bool:

@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from tests.conftest import free_port
+
 ORTHANC = "/usr/sbin/Orthanc"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Orthanc:
@@ -33,7 +28,7 @@ class Orthanc:
             raise FileNotFoundError("Orthanc is not installed (apt-get install orthanc)")
         self.home, self.ae_title = home, ae_title
         home.mkdir(parents=True, exist_ok=True)
-        self.port, self.http_port = _free_port(), _free_port()
+        self.port, self.http_port = free_port(), free_port()
         config = {
             "Name": "eyescreen-test-pacs",
             "StorageDirectory": str(home / "storage"),
