@@ -63,6 +63,8 @@ def test_backup_while_running_restores_to_the_same_export_and_resends_nothing(
     delivered = _delivered(service)
     sent_before = sorted(p.name for p in inbox.iterdir())
     assert len(sent_before) == delivered > 0
+    # storescp names a file by its SOP instance UID: an SR sent again would be written again
+    written = {p.name: p.stat().st_mtime_ns for p in inbox.iterdir()}
 
     verified = eyescreen("backup", "verify", str(backup), env=service.env)
     assert verified.returncode == 0 and "all intact" in verified.stdout, verified.stderr
@@ -78,12 +80,8 @@ def test_backup_while_running_restores_to_the_same_export_and_resends_nothing(
         assert _export(restored_env, tmp_path / "export-after") == before
 
         again = Service(restored_url, broker, second, **destination)
+        started = time.monotonic()
         try:
-            # The gateway sweeps every SWEEP_EVERY_S (5 s) and re-sends an unsent outbox row
-            # after 2 s: three sweeps and a start-up's margin.
-            time.sleep(3 * SWEEP_EVERY_S + 3)
-            assert sorted(p.name for p in inbox.iterdir()) == sent_before  # nothing twice
-            assert again.predictions_per_instance() == [1] * 4
             (second / "new").mkdir()
             again.send(2, second / "new")  # and it goes on working
             wait_for(
@@ -92,7 +90,16 @@ def test_backup_while_running_restores_to_the_same_export_and_resends_nothing(
                 "the restored service to read and report new photographs",
                 again.log,
             )
+            # The gateway sweeps every SWEEP_EVERY_S (5 s) and re-sends an unsent outbox row
+            # after 2 s: three sweeps and a start-up's margin since the restored service
+            # started, and nothing restored was sent again; only the new photographs' reports.
+            time.sleep(max(0.0, started + 3 * SWEEP_EVERY_S + 3 - time.monotonic()))
             assert again.predictions_per_instance() == [1] * 6
+            sent_after = sorted(p.name for p in inbox.iterdir())
+            assert set(sent_before) < set(sent_after)
+            assert len(sent_after) == _delivered(again)  # each new report once
+            rewritten = [n for n in sent_before if (inbox / n).stat().st_mtime_ns != written[n]]
+            assert rewritten == []  # nothing restored sent twice
         finally:
             again.stop()
 

@@ -1,9 +1,16 @@
 """``eyescreen up`` killed with SIGKILL at each point of an image's way from the model to the
 PACS (a worker child mid-inference, after its predictions, mid-report, mid-delivery; the
 worker's main process; the gateway), on both profiles, with Orthanc as the PACS: every pending
-report and delivery resumes within 60 s with the default lease (30 s) and stale period (10
-minutes), and Orthanc receives each report's SR exactly once (a delivery whose answer was lost
-is looked up by C-FIND, not re-sent). ``eyescreen up`` starts a killed process again.
+report and delivery resumes within 60 s with the default lease (30 s), outbox resend (30 s) and
+stale period (10 minutes), and Orthanc receives each report's SR exactly once (a delivery whose
+answer was lost is looked up by C-FIND, not re-sent). ``eyescreen up`` starts a killed process
+again.
+
+Each way of resuming is witnessed with the defaults: the inference lease (mid-inference), the
+outbox resend (after-predictions), the inline lease (mid-report) and the delivery's lease
+(mid-delivery). The worker's main process and the gateway are killed at the delivery's point
+too; what those two add is the process started again, so they run with a 5-s lease and a 2-s
+resend rather than wait out the same 30 s twice more.
 
 The worker stops at a named failpoint (``worker/failpoints.py``) and is killed there; the
 seconds from the kill until every report is delivered are printed (``-s``) as
@@ -35,13 +42,16 @@ DEFAULTS = {
     "EYESCREEN_STALE_AFTER_S": "600",
     "EYESCREEN_OUTBOX_RESEND_AFTER_S": "30",
 }
+SHORT = DEFAULTS | {"EYESCREEN_INFERENCE_LEASE_S": "5", "EYESCREEN_OUTBOX_RESEND_AFTER_S": "2"}
 
 
-def _start(profile: str, request: pytest.FixtureRequest, tmp_path: Path, point: str):  # type: ignore[no-untyped-def]
+def _start(  # type: ignore[no-untyped-def]
+    profile: str, request: pytest.FixtureRequest, tmp_path: Path, point: str, timing: dict
+):
     require_binary(ORTHANC)
     port = free_port()
     pacs = Orthanc(tmp_path / "orthanc", "EYESCREEN", port)
-    extra = DEFAULTS | {"EYESCREEN_FAILPOINT": point, "EYESCREEN_SR_DESTINATIONS": pacs.destination}
+    extra = timing | {"EYESCREEN_FAILPOINT": point, "EYESCREEN_SR_DESTINATIONS": pacs.destination}
     if profile == "embedded":
         return pacs, Service(None, None, tmp_path, port=port, **extra)
     broker = request.getfixturevalue("redis_broker")
@@ -65,14 +75,14 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-# kill point -> the failpoint the worker waits at, and what is killed there
+# kill point -> the failpoint the worker waits at, what is killed there, and the timing
 KILLS = {
-    "mid-inference": ("mid-inference", "child"),
-    "after-predictions": ("after-predictions", "child"),
-    "mid-report": ("mid-report", "child"),
-    "mid-delivery": ("mid-delivery", "child"),
-    "worker-main": ("mid-delivery", "main"),  # the worker service dies, its child with it
-    "gateway": ("mid-delivery", "gateway"),  # the PACS's commitment result finds no gateway
+    "mid-inference": ("mid-inference", "child", DEFAULTS),
+    "after-predictions": ("after-predictions", "child", DEFAULTS),
+    "mid-report": ("mid-report", "child", DEFAULTS),
+    "mid-delivery": ("mid-delivery", "child", DEFAULTS),
+    "worker-main": ("mid-delivery", "main", SHORT),  # the worker service dies, its child with it
+    "gateway": ("mid-delivery", "gateway", SHORT),  # the PACS's commitment result finds no gateway
 }
 
 
@@ -96,8 +106,8 @@ PROFILES = ("postgres-redis", "embedded")
 def _killed_and_recovered(
     kill: str, profile: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    point, what = KILLS[kill]
-    pacs, service = _start(profile, request, tmp_path, point)
+    point, what, timing = KILLS[kill]
+    pacs, service = _start(profile, request, tmp_path, point, timing)
     try:
         service.send(PHOTOS, tmp_path)
         marker = tmp_path / "var" / "failpoints" / point
