@@ -426,6 +426,12 @@ def train(
     help="classes with fewer positive eyes are not assessed",
 )
 @click.option("--by-source", is_flag=True, help="one fold per source: each source held out in turn")
+@click.option(
+    "--group-near-duplicates/--no-group-near-duplicates",
+    default=True,
+    help="keep photographs that look like one eye (feature cosine >= 0.98) in one fold, "
+    "whatever their patient ids",
+)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 def cross_validate_cmd(
     manifests: tuple[Path, ...],
@@ -437,6 +443,7 @@ def cross_validate_cmd(
     target_sensitivity: float,
     min_positive: int,
     by_source: bool,
+    group_near_duplicates: bool,
     json_path: Path | None,
     **kw: object,
 ) -> None:
@@ -463,6 +470,7 @@ def cross_validate_cmd(
         min_positive,
         folds=fold_of,
         split="each source held out in turn" if by_source else None,
+        group_near_duplicates=group_near_duplicates,
     )
     if json_path is not None:
         shutil.copyfile(out / "metrics.json", json_path)

@@ -120,14 +120,13 @@ def cross_validate_sources(
     from eyescreen.logging_setup import configure_logging
     from ml.backbones import build_backbone
     from ml.crossval import assessment
-    from ml.data import patients_per_source
+    from ml.data import near_duplicate_groups, patients_per_source
     from ml.feature_store import ActivationStore, FeatureStore
     from ml.generalisation import (
         HeadsOnFeatures,
         Recipe,
         comparison_markdown,
         markdown,
-        near_duplicate_groups,
         source_report,
     )
     from ml.last_block import FineTuning, LastBlockRecipe, imagenet_top

@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
     help="views cached per photograph (as is, mirrored, camera variations)",
 )
 @click.option("--folds", type=int, default=5, help="patient-grouped folds for the operating point")
+@click.option(
+    "--group-near-duplicates/--no-group-near-duplicates",
+    default=True,
+    help="keep photographs that look like one eye (feature cosine >= 0.98) in one fold, "
+    "whatever their patient ids",
+)
 @click.option("--head-epochs", type=int, default=60, help="epochs of the heads")
 @click.option("--finetune-epochs", type=int, default=8, help="last-block epochs after the heads")
 @target_sensitivity_option
@@ -81,6 +87,7 @@ def train_last_block(
     features_dir: Path,
     camera_views: int,
     folds: int,
+    group_near_duplicates: bool,
     head_epochs: int,
     finetune_epochs: int,
     target_sensitivity: float,
@@ -144,6 +151,7 @@ def train_last_block(
         min_positive=min_positive,
         floor=source_sensitivity_floor,
         oof_out=out.with_suffix(".oof.npz"),
+        group_near_duplicates=group_near_duplicates,
     )
     sha = save_checkpoint(out, meta, model)
     if held_out_manifests:
@@ -159,6 +167,7 @@ def _summary(cv: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "photographs": cv["samples"],
         "patients": cv["patients"],
+        "fold_groups": cv.get("fold_groups"),
         "not_assessed": cv["assessment"]["not_assessed"],
         "source_sensitivity_floor": point.get("source_sensitivity_floor"),
         "nested_referral": point["cross_validated"],

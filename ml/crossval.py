@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ml.data import Sample, patient_folds, targets
+from ml.data import Sample, near_duplicate_groups, patient_folds, targets
 from ml.metrics import (
     apply_temperatures,
     cross_fitted_temperatures,
@@ -232,17 +232,22 @@ def cross_validate(
     min_positive: int = DEFAULT_MIN_POSITIVE,
     folds: np.ndarray | None = None,
     split: str | None = None,
+    group_near_duplicates: bool = True,
 ) -> dict[str, Any]:
     """Patient-grouped k-fold CV of the hierarchical model and the flat baselines, same folds
-    (or the folds given, e.g. one per source)."""
+    (or the folds given, e.g. one per source). With ``group_near_duplicates``, photographs
+    that look like one eye keep to one fold whatever their patient ids."""
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     backbone, _ = make_model(taxonomy, config)
     spec = config.preprocessing(backbone, taxonomy.name)
     features = extract_features(backbone, samples, spec, device, cache_dir=out_dir / "cache")
     y = targets(samples, taxonomy)
+    patients = [s.patient_id for s in samples]
+    groups = None
     if folds is None:
-        folds = patient_folds(samples, taxonomy, k, config.seed)
+        groups = near_duplicate_groups(features[0], patients) if group_near_duplicates else None
+        folds = patient_folds(samples, taxonomy, k, config.seed, groups)
     assessed = assessment(samples, taxonomy, min_positive)
     not_assessed = frozenset(assessed["not_assessed"])
     oof = _oof_predictions(samples, taxonomy, config, features, y, folds)
@@ -258,7 +263,9 @@ def cross_validate(
         "folds": len(np.unique(folds)),
         "split": split or "cross-validation by patient, multi-label stratified",
         "samples": len(samples),
-        "patients": len({s.patient_id for s in samples}),
+        "patients": len(set(patients)),
+        "near_duplicates_grouped": groups is not None,
+        "fold_groups": len(set(groups or patients)),
         "config": {kk: v for kk, v in vars(config).items() if kk != "extra"},
         "assessment": assessed,
         "operating_point": points["hierarchical"],

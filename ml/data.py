@@ -187,24 +187,54 @@ def targets(samples: list[Sample], taxonomy: Taxonomy) -> list[np.ndarray]:
 
 
 def patient_folds(
-    samples: list[Sample], taxonomy: Taxonomy, k: int = 5, seed: int = 0
+    samples: list[Sample],
+    taxonomy: Taxonomy,
+    k: int = 5,
+    seed: int = 0,
+    groups: list[str] | None = None,
 ) -> np.ndarray:
-    """Fold per sample: a patient's eyes share a fold; stratified on the deepest labels."""
+    """Fold per sample: a patient's eyes share a fold, and so do the samples of one group
+    (``near_duplicate_groups``: one eye filed under two ids); stratified on the deepest labels."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-    patients = sorted({s.patient_id for s in samples})
+    keys = groups if groups is not None else [s.patient_id for s in samples]
+    patients = sorted(set(keys))
     index = {p: i for i, p in enumerate(patients)}
     deepest = targets(samples, taxonomy)[-1]
     per_patient = np.zeros((len(patients), deepest.shape[1]), dtype=np.float32)
-    for sample, row in zip(samples, deepest, strict=True):
-        per_patient[index[sample.patient_id]] = np.maximum(
-            per_patient[index[sample.patient_id]], row
-        )
+    for key, row in zip(keys, deepest, strict=True):
+        per_patient[index[key]] = np.maximum(per_patient[index[key]], row)
     splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     patient_fold = np.zeros(len(patients), dtype=np.int64)
     for fold, (_, test) in enumerate(splitter.split(np.zeros(len(patients)), per_patient)):
         patient_fold[test] = fold
-    return np.array([patient_fold[index[s.patient_id]] for s in samples])
+    return np.array([patient_fold[index[key]] for key in keys])
+
+
+def near_duplicate_groups(
+    features: np.ndarray, patients: list[str], cosine: float = 0.98
+) -> list[str]:
+    """Per sample, a group key: its patient id, or the smallest id among photographs whose
+    backbone features have cosine >= ``cosine`` with it (transitively), so that one eye
+    filed under two ids keeps to one fold."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    ids = sorted(set(patients))
+    parent = {p: p for p in ids}
+
+    def root(p: str) -> str:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    for start in range(0, len(unit), 512):
+        sims = unit[start : start + 512] @ unit.T
+        rows, cols = np.nonzero(sims >= cosine)
+        for r, c in zip(rows + start, cols, strict=True):
+            a, b = root(patients[r]), root(patients[c])
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [root(p) for p in patients]
 
 
 def patients_per_source(samples: list[Sample], photographs: int, seed: int = 0) -> list[Sample]:

@@ -47,32 +47,6 @@ from services.taxonomy.tree import Taxonomy
 log = logging.getLogger(__name__)
 
 
-def near_duplicate_groups(
-    features: np.ndarray, patients: list[str], cosine: float = 0.98
-) -> list[str]:
-    """Per sample, a group key: its patient id, or the smallest id among photographs whose
-    backbone features have cosine >= ``cosine`` with it (transitively), so that one eye
-    filed under two ids keeps to one fold."""
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    ids = sorted(set(patients))
-    parent = {p: p for p in ids}
-
-    def root(p: str) -> str:
-        while parent[p] != p:
-            parent[p] = parent[parent[p]]
-            p = parent[p]
-        return p
-
-    for start in range(0, len(unit), 512):
-        sims = unit[start : start + 512] @ unit.T
-        rows, cols = np.nonzero(sims >= cosine)
-        for r, c in zip(rows + start, cols, strict=True):
-            a, b = root(patients[r]), root(patients[c])
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return [root(p) for p in patients]
-
-
 class Recipe(Protocol):
     """How a model is trained and read in every fold: heads on cached features (the shipped,
     frozen recipe) or a fine-tuned last block (``ml.last_block``)."""
@@ -239,12 +213,7 @@ def source_report(
     models saw four fifths of the held-out source, though none of its eyes chose a cut)."""
     y = targets(samples, taxonomy)
     labels = flat_levels(y)
-    keyed = (
-        [replace(s, patient_id=g) for s, g in zip(samples, groups, strict=True)]
-        if groups
-        else samples
-    )
-    folds = patient_folds(keyed, taxonomy, k, recipe.config.seed)
+    folds = patient_folds(samples, taxonomy, k, recipe.config.seed, groups)
     patients = [s.patient_id for s in samples]
     sources = np.array([s.source for s in samples])
     ref = _Referral(taxonomy, labels, not_assessed)
@@ -460,12 +429,8 @@ def procedure_check(
     from its out-of-fold predictions), which then refers the outer fold's new patients."""
     y = targets(samples, taxonomy)
     labels = flat_levels(y)
-    keyed = (
-        [replace(s, patient_id=g) for s, g in zip(samples, groups, strict=True)]
-        if groups
-        else samples
-    )
-    outer = patient_folds(keyed, taxonomy, k, recipe.config.seed + 7)
+    keys = groups or [s.patient_id for s in samples]
+    outer = patient_folds(samples, taxonomy, k, recipe.config.seed + 7, keys)
     patients = [s.patient_id for s in samples]
     ref = _Referral(taxonomy, labels, not_assessed)
     delivered = np.zeros(len(samples), dtype=bool)
@@ -473,9 +438,10 @@ def procedure_check(
     for fold in np.unique(outer):
         log.info("procedure check: outer fold %d", fold)
         new, rest = outer == fold, outer != fold
-        inner_keyed = [s for s, r in zip(keyed, rest, strict=True) if r]
+        inner_samples = [s for s, r in zip(samples, rest, strict=True) if r]
+        inner_keys = [key for key, r in zip(keys, rest, strict=True) if r]
         inner = np.zeros(len(samples), dtype=int)
-        inner[rest] = patient_folds(inner_keyed, taxonomy, k, recipe.config.seed)
+        inner[rest] = patient_folds(inner_samples, taxonomy, k, recipe.config.seed, inner_keys)
         oof = flat_levels(out_of_fold(recipe, y, inner, rest))[rest]
         sub = _Referral(taxonomy, labels[rest], not_assessed)
         nested = nested_referral(partial(_fitted_problem, sub, oof), inner[rest], target)

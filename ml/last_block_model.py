@@ -30,7 +30,7 @@ from torch import nn
 from ml.backbones import Backbone
 from ml.checkpoint import LAST_BLOCK_RECIPE as RECIPE
 from ml.crossval import assessment, flat_levels, operating_point
-from ml.data import Sample, patient_folds, targets
+from ml.data import Sample, near_duplicate_groups, patient_folds, targets
 from ml.efficientnet_lite import EfficientNetLite
 from ml.generalisation import out_of_fold, site_recalibrated, train_heads_on
 from ml.guard import fit_with_held_out_threshold
@@ -63,13 +63,20 @@ def cross_validated_meta(
     min_positive: int,
     floor: float | None = None,
     oof_out: Path | None = None,
+    group_near_duplicates: bool = True,
 ) -> dict[str, Any]:
     """A cross-validation summary of the recipe in the shape ``cross-validate`` writes, so
     that ``ml.pipeline.operating_meta`` reads its operating point. ``oof_out`` keeps the
     out-of-fold predictions (``ml.oof_file``), so that operating points can be compared
-    again without training."""
+    again without training. With ``group_near_duplicates``, photographs that look like one
+    eye keep to one fold whatever their patient ids (their thresholds would otherwise be
+    chosen on an eye the fold's model remembers)."""
     y = targets(samples, taxonomy)
-    fold_of = patient_folds(samples, taxonomy, folds, recipe.config.seed)
+    patients = [s.patient_id for s in samples]
+    groups = (
+        near_duplicate_groups(recipe.pooled_features(), patients) if group_near_duplicates else None
+    )
+    fold_of = patient_folds(samples, taxonomy, folds, recipe.config.seed, groups)
     assessed = assessment(samples, taxonomy, min_positive)
     not_assessed = frozenset(assessed["not_assessed"])
     log.info("%d-fold out-of-fold predictions of the last-block recipe", folds)
@@ -85,7 +92,9 @@ def cross_validated_meta(
         "split": "cross-validation by patient, multi-label stratified",
         "recipe": RECIPE,
         "samples": len(samples),
-        "patients": len({s.patient_id for s in samples}),
+        "patients": len(set(patients)),
+        "near_duplicates_grouped": group_near_duplicates,
+        "fold_groups": len(set(groups or patients)),
         "assessment": assessed,
         # Read as served (as is and mirrored): the flip-TTA operating point.
         "operating_point": point,
@@ -162,6 +171,7 @@ def train_last_block_model(
     min_positive: int = 30,
     floor: float | None = None,
     oof_out: Path | None = None,
+    group_near_duplicates: bool = True,
 ) -> tuple[dict[str, Any], ScreeningNet]:
     """Checkpoint metadata and model of the recipe trained on ``samples`` whose cached
     activations below the last block are ``lower`` (views, n, C, H, W); ``floor``: the
@@ -169,7 +179,15 @@ def train_last_block_model(
     ``target``."""
     recipe = LastBlockRecipe(taxonomy, config, lower, imagenet_top(backbone), tuning)
     cv = cross_validated_meta(
-        samples, taxonomy, recipe, folds, target, min_positive, floor, oof_out
+        samples,
+        taxonomy,
+        recipe,
+        folds,
+        target,
+        min_positive,
+        floor,
+        oof_out,
+        group_near_duplicates,
     )
     log.info("final last-block model on %d photographs", len(samples))
     y = targets(samples, taxonomy)

@@ -29,12 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from ml.crossval import assessment
-from ml.data import patients_per_source
+from ml.data import near_duplicate_groups, patients_per_source
 from ml.generalisation import (
     Recipe,
     comparison_markdown,
     markdown,
-    near_duplicate_groups,
     source_report,
 )
 from ml.image_finetune import ImageFineTuneRecipe, ImageTuning

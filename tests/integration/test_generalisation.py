@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ml.data import Sample
-from ml.generalisation import HeadsOnFeatures, markdown, near_duplicate_groups, source_report
+from ml.data import Sample, near_duplicate_groups
+from ml.generalisation import HeadsOnFeatures, markdown, source_report
 from ml.train import TrainConfig
 from services.taxonomy.tree import load_taxonomy
 from tests.service_harness import eyescreen
