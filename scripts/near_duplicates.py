@@ -15,7 +15,6 @@ source pair, and the file names of the pairs (public data sets' names, no patien
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -27,9 +26,10 @@ import torch
 from ml.backbones import build_backbone
 from ml.data import Sample, held_out_patients, near_duplicate_groups
 from ml.feature_store import FeatureStore
+from ml.operating_point import referral_figures
+from ml.paired_referral import read_referrals
 from ml.pipeline import load_samples
 from ml.train import TrainConfig
-from services.statistics.proportions import wilson
 from services.taxonomy.tree import load_taxonomy
 
 
@@ -93,35 +93,23 @@ def held_out_leaks(
 
 
 def referral_without(referrals: Path, leaked: set[str]) -> dict[str, Any]:
-    """Sensitivity and specificity per source and in all, per eye and per patient (referred if
-    an eye is; diseased if an eye is), of every eye and without the ``leaked`` photographs."""
-    with referrals.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """Referral figures per source and in all, per eye and per patient, of every eye and
+    without the ``leaked`` photographs (``eyescreen evaluate``'s referrals file)."""
+    read = read_referrals(referrals)
+    sources = np.array([key[0] for key in read.keys])
+    patients = np.array([key[1] for key in read.keys])
+    kept = np.array([key[3] not in leaked for key in read.keys])
 
-    def figures(chosen: list[dict[str, str]]) -> dict[str, Any]:
-        patients: dict[str, tuple[bool, bool]] = {}
-        for r in chosen:
-            sick, sent = patients.get(r["patient_id"], (False, False))
-            patients[r["patient_id"]] = (sick or r["diseased"] == "1", sent or r["referred"] == "1")
-        eyes = [(r["diseased"] == "1", r["referred"] == "1") for r in chosen]
-        out = {}
-        for unit, pairs in (("eye", eyes), ("patient", list(patients.values()))):
-            sick = [sent for d, sent in pairs if d]
-            well = [not sent for d, sent in pairs if not d]
-            out[unit] = {
-                "sensitivity": str(wilson(sum(sick), len(sick))),
-                "specificity": str(wilson(sum(well), len(well))),
-            }
-        return out
+    def figures(rows: np.ndarray) -> dict[str, Any]:
+        return referral_figures(read.referred[rows], read.diseased[rows], list(patients[rows]))
 
     result = {}
-    for source in ["all", *sorted({r["source"] for r in rows})]:
-        mine = [r for r in rows if source in ("all", r["source"])]
-        kept = [r for r in mine if r["photograph"] not in leaked]
-        if len(kept) < len(mine):
+    for source in ["all", *sorted(set(sources))]:
+        mine = np.ones(len(sources), bool) if source == "all" else sources == source
+        if (mine & ~kept).any():
             result[source] = {
                 "every_eye": figures(mine),
-                f"without_{len(mine) - len(kept)}_eyes_seen_in_training": figures(kept),
+                f"without_{int((mine & ~kept).sum())}_eyes_seen_in_training": figures(mine & kept),
             }
     return result
 

@@ -164,3 +164,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     kwargs.setdefault("timeout", 180)
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Small models on a shared 2-core machine: PyTorch's threads only fight (13 s against
+    200 s for the source figures' test)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ml.data import Sample, near_duplicate_groups
@@ -44,15 +42,6 @@ def _samples(n_per_source: int, shift: dict[str, float]) -> tuple[list[Sample], 
             vector[1] += offset
             rows.append(vector)
     return samples, np.array(rows, np.float32)[None]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Small models on a shared 2-core machine: threads only fight (13 s against 200 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_source_held_out_figures_show_the_camera_the_model_never_saw(one_thread: None) -> None:

@@ -4,12 +4,10 @@ sources, it lets other fundus photographs through and stops anterior photos sent
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.data import Sample
@@ -19,14 +17,6 @@ from ml.preprocess import load_rgb
 from tests.conftest import ANTERIOR, FUNDUS, needs_shared_data
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _fundus(per_source: int) -> list[Sample]:

@@ -4,12 +4,9 @@ out-of-fold predictions choose the operating point, groups them as the source fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from ml.data import Sample, near_duplicate_groups, patient_folds
 from ml.generalisation import HeadsOnFeatures
@@ -81,14 +78,6 @@ def test_patient_folds_without_groups_are_the_folds_of_the_patient_ids_as_groups
     assert (alone == patient_folds(samples, TAXONOMY, 5, 3, patients)).all()
     for patient in set(patients):
         assert len({int(f) for f, p in zip(alone, patients, strict=True) if p == patient}) == 1
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_shipped_recipes_folds_keep_one_eye_under_two_ids_together(

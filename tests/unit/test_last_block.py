@@ -121,14 +121,6 @@ def test_a_fine_tuned_or_unfrozen_backbone_is_not_imagenets() -> None:
     assert not backbone_tuned({})
 
 
-@pytest.fixture
-def one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_fine_tuning_trains_the_block_and_keeps_its_imagenet_statistics(one_thread: None) -> None:
     """Training lowers the loss, moves the block's weights, and leaves the BatchNorm running
     statistics as they were (batches of one fold would drift them)."""
