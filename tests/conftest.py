@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import subprocess
@@ -68,14 +67,12 @@ def fundus_photo(generated_photos: Path) -> Path:
 # the same ephemeral range, 32768-60999), can take it before the peer binds it. So each xdist
 # worker counts up through a block of its own below that range, never handing a port out twice.
 _PORT_BLOCK = 2000
-_ports = itertools.count(26000 + _WORKER * _PORT_BLOCK)
+_ports = iter(range(26000 + _WORKER * _PORT_BLOCK, 26000 + (_WORKER + 1) * _PORT_BLOCK))
 
 
 def free_port() -> int:
     """A port of this worker's block that nothing listens on, not handed out before."""
     for port in _ports:
-        if port >= 26000 + (_WORKER + 1) * _PORT_BLOCK:
-            break
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
